@@ -1,0 +1,1 @@
+"""Command-line interface: ``mobilenets COMMAND`` (see :func:`mobilenets.cli.main.main`)."""

@@ -1,0 +1,30 @@
+"""List every registered variant with its parameters, mult-adds and default input size."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from mobilenets.cli._common import print_json
+from mobilenets.complexity.summary import summarize_models
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'mobilenet_v3*'")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = summarize_models(args.pattern)
+    if args.json:
+        print_json([asdict(r) for r in rows])
+        return 0
+    print(
+        f"{'model':<22} {'params':>11} {'paper params':>13} {'mult-adds':>14} {'input':>6}  paper"
+    )
+    for r in rows:
+        print(
+            f"{r.name:<22} {r.params:>11,} {r.paper_params:>13,} {r.macs:>14,} "
+            f"{r.input_size:>6}  {r.paper}"
+        )
+    return 0

@@ -1,0 +1,21 @@
+"""Every figure the papers publish, beside our count, with the reason for each gap."""
+
+from __future__ import annotations
+
+import argparse
+
+from mobilenets.cli._common import print_json
+from mobilenets.complexity.paper import compare, format_comparison
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = compare()
+    if args.json:
+        print_json([r.to_dict() for r in rows])
+    else:
+        print(format_comparison(rows))
+    return 0

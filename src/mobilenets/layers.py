@@ -1,0 +1,201 @@
+"""Building blocks shared by every MobileNet (V1, V2, V3).
+
+Each block keeps its parts as separately named children (``conv``, ``bn``, ``act``;
+``expand``, ``depthwise``, ``se``, ``project``) so that BN folding, quantization fusion and the
+per-layer complexity counter see every part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ACTIVATIONS",
+    "ConvNormAct",
+    "DepthwiseSeparable",
+    "InvertedResidual",
+    "SqueezeExcite",
+    "init_weights",
+    "make_activation",
+    "make_divisible",
+]
+
+#: Activation names used in the model tables ("RE" and "HS" are the V3 paper's column values).
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "relu6": lambda: nn.ReLU6(inplace=True),
+    "hswish": lambda: nn.Hardswish(inplace=True),
+    "RE": lambda: nn.ReLU(inplace=True),
+    "HS": lambda: nn.Hardswish(inplace=True),
+}
+
+
+def make_activation(name: str | None) -> nn.Module:
+    """Return a fresh activation module for ``name`` (``None`` gives ``nn.Identity``)."""
+    if name is None:
+        return nn.Identity()
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)} or None"
+        ) from None
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never going below 90% of it.
+
+    This is the channel rounding of the TF reference implementations of MobileNet V2/V3
+    (``_make_divisible``), used by torchvision and timm alike.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvNormAct(nn.Module):
+    """Conv2d → BatchNorm2d → activation, as three named children ``conv``, ``bn``, ``act``.
+
+    Padding is ``(kernel_size - 1) // 2`` ("same" for stride 1), as in all three papers' PyTorch
+    ports. ``act=None`` gives a linear layer (V2's linear bottleneck).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        act: str | None = "relu",
+        bn_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=(kernel_size - 1) // 2,
+            groups=groups,
+            bias=False,
+        )
+        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps)
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation with a hard-sigmoid gate (MobileNetV3 paper, Section 5.3, Fig. 4).
+
+    ``squeeze_channels`` defaults to ``make_divisible(channels / 4, 8)``. The two FC layers are
+    1×1 convolutions with bias, as in torchvision and timm.
+    """
+
+    def __init__(self, channels: int, squeeze_channels: int | None = None) -> None:
+        super().__init__()
+        squeeze_channels = squeeze_channels or make_divisible(channels / 4, 8)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.gate = nn.Hardsigmoid(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+        return x * scale
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depthwise 3×3 conv → BN → act, then pointwise 1×1 conv → BN → act (V1 paper, Fig. 3)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        act: str = "relu",
+        bn_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.depthwise = ConvNormAct(
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride,
+            groups=in_channels,
+            act=act,
+            bn_eps=bn_eps,
+        )
+        self.pointwise = ConvNormAct(in_channels, out_channels, 1, act=act, bn_eps=bn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class InvertedResidual(nn.Module):
+    """Inverted residual with a linear bottleneck (V2 paper, Table 1; V3 paper, Fig. 4).
+
+    1×1 expansion (omitted when ``hidden_channels == in_channels``, the t = 1 rows) → k×k
+    depthwise → optional squeeze-excite → linear 1×1 projection. The residual connection is used
+    only when ``stride == 1`` and ``in_channels == out_channels``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        act: str = "relu6",
+        use_se: bool = False,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        self.use_residual = stride == 1 and in_channels == out_channels
+        self.expand = (
+            ConvNormAct(in_channels, hidden_channels, 1, act=act, bn_eps=bn_eps)
+            if hidden_channels != in_channels
+            else nn.Identity()
+        )
+        self.depthwise = ConvNormAct(
+            hidden_channels,
+            hidden_channels,
+            kernel_size,
+            stride,
+            groups=hidden_channels,
+            act=act,
+            bn_eps=bn_eps,
+        )
+        self.se = SqueezeExcite(hidden_channels) if use_se else nn.Identity()
+        self.project = ConvNormAct(hidden_channels, out_channels, 1, act=None, bn_eps=bn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + out if self.use_residual else out
+
+
+def init_weights(model: nn.Module) -> None:
+    """torchvision's MobileNet init: conv kaiming-normal fan_out, BN (1, 0), Linear N(0, 0.01)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.01)
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,20 @@
+"""Model families. Importing this package registers every variant."""
+
+from mobilenets.models import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (registers)
+from mobilenets.models.base import FeatureInfo, MobileNet
+from mobilenets.models.mobilenet_v1 import MobileNetV1
+from mobilenets.models.mobilenet_v2 import MobileNetV2
+from mobilenets.models.mobilenet_v3 import MobileNetV3
+from mobilenets.models.registry import create_model, get_model_entry, list_models, register_model
+
+__all__ = [
+    "FeatureInfo",
+    "MobileNet",
+    "MobileNetV1",
+    "MobileNetV2",
+    "MobileNetV3",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "register_model",
+]

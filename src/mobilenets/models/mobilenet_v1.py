@@ -1,0 +1,149 @@
+"""MobileNetV1 (Howard et al. 2017, arXiv 1704.04861), its Conv baseline and shallow variant.
+
+Table 1 of the paper, one row per depthwise separable layer: the depthwise 3×3 conv has stride
+``s``; the pointwise 1×1 conv that follows outputs ``c`` channels. The width multiplier α scales
+every ``c`` (Section 3.3); the resolution multiplier ρ is simply the input size (any ≥ 32 px).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from mobilenets.layers import ConvNormAct, DepthwiseSeparable, make_divisible
+from mobilenets.models.base import MobileNet, check_width_mult
+from mobilenets.models.registry import register_model
+
+
+class V1Row(NamedTuple):
+    s: int  # stride of the depthwise 3×3 conv
+    c: int  # output channels of the pointwise 1×1 conv
+
+
+V1_STEM_CHANNELS = 32  # "Conv / s2 | 3×3×3×32 | 224×224×3"
+
+V1_TABLE_1 = [
+    # s, c
+    V1Row(1, 64),
+    V1Row(2, 128),
+    V1Row(1, 128),
+    V1Row(2, 256),
+    V1Row(1, 256),
+    V1Row(2, 512),
+    V1Row(1, 512),  # 5× "Conv dw / s1, Conv / s1" at 14×14×512 (rows 7–11:
+    V1Row(1, 512),  # the layers Table 5's shallow network removes)
+    V1Row(1, 512),
+    V1Row(1, 512),
+    V1Row(1, 512),
+    V1Row(2, 1024),
+    V1Row(1, 1024),  # printed "s2" in Table 1, but its input is already 7×7: only s1 gives 569 M
+]
+SHALLOW_ROWS = range(6, 11)  # Table 5: "the five layers of separable filters with 14×14×512"
+
+
+class MobileNetV1(MobileNet):
+    """MobileNetV1: a full 3×3 conv, 13 depthwise separable layers, average pool, FC.
+
+    Args:
+        width_mult: α, scales every layer's channels (Table 6: 1.0, 0.75, 0.5, 0.25).
+        num_classes: classifier outputs (0: no classifier).
+        in_chans: input image channels.
+        dropout: dropout before the classifier.
+        full_conv: replace every depthwise + pointwise pair by one full 3×3 conv (Table 4's
+            "Conv MobileNet" baseline).
+        shallow: drop the five 14×14×512 separable layers (Table 5's "Shallow MobileNet").
+        act: ``"relu"`` as in the paper; ``"relu6"`` matches timm's ``mobilenetv1_*``.
+        bn_eps: BatchNorm epsilon.
+        features_only: return multi-scale feature maps (see ``feature_info``).
+        out_indices: which feature maps ``features_only`` returns.
+    """
+
+    def __init__(
+        self,
+        *,
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        dropout: float = 0.2,
+        full_conv: bool = False,
+        shallow: bool = False,
+        act: str = "relu",
+        bn_eps: float = 1e-5,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+    ) -> None:
+        width_mult = check_width_mult(width_mult)
+        rows = [r for i, r in enumerate(V1_TABLE_1) if not (shallow and i in SHALLOW_ROWS)]
+        stem_channels = make_divisible(V1_STEM_CHANNELS * width_mult)
+        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=act, bn_eps=bn_eps)
+        blocks = []
+        in_channels = stem_channels
+        for row in rows:
+            out_channels = make_divisible(row.c * width_mult)
+            if full_conv:
+                block = ConvNormAct(in_channels, out_channels, 3, row.s, act=act, bn_eps=bn_eps)
+            else:
+                block = DepthwiseSeparable(in_channels, out_channels, row.s, act=act, bn_eps=bn_eps)
+            blocks.append((block, row.s, out_channels))
+            in_channels = out_channels
+        super().__init__(
+            stem=stem,
+            stem_channels=stem_channels,
+            blocks=blocks,
+            head=None,
+            pre_logits=None,
+            classifier_in=in_channels,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            dropout=dropout,
+            features_only=features_only,
+            out_indices=out_indices,
+        )
+
+
+@register_model(paper="MobileNetV1, Table 1")
+def mobilenet_v1(
+    *,
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    act: str = "relu",
+    bn_eps: float = 1e-5,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+) -> MobileNetV1:
+    """MobileNetV1 with depthwise separable convolutions (Table 1)."""
+    return MobileNetV1(**locals())
+
+
+@register_model(paper="MobileNetV1, Table 4 (Conv MobileNet)")
+def mobilenet_v1_conv(
+    *,
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    act: str = "relu",
+    bn_eps: float = 1e-5,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+) -> MobileNetV1:
+    """The same network with full 3×3 convolutions instead of depthwise separable ones."""
+    return MobileNetV1(full_conv=True, **locals())
+
+
+@register_model(paper="MobileNetV1, Table 5 (Shallow MobileNet)")
+def mobilenet_v1_shallow(
+    *,
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    act: str = "relu",
+    bn_eps: float = 1e-5,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+) -> MobileNetV1:
+    """MobileNetV1 without the five 14×14×512 separable layers."""
+    return MobileNetV1(shallow=True, **locals())

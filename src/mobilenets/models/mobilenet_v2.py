@@ -1,0 +1,108 @@
+"""MobileNetV2 (Sandler et al. 2018, arXiv 1801.04381): inverted residuals, linear bottlenecks.
+
+Table 2 of the paper: each row is a sequence of ``n`` identical bottlenecks with expansion factor
+``t`` and ``c`` output channels; the first of them has stride ``s``, the rest stride 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from mobilenets.layers import ConvNormAct, InvertedResidual, make_divisible
+from mobilenets.models.base import MobileNet, check_width_mult
+from mobilenets.models.registry import register_model
+
+
+class V2Row(NamedTuple):
+    t: int  # expansion factor
+    c: int  # output channels
+    n: int  # repeats
+    s: int  # stride of the first repeat
+
+
+V2_STEM_CHANNELS = 32  # "conv2d | - | 32 | 1 | 2" at 224²×3
+V2_LAST_CHANNELS = 1280  # "conv2d 1×1 | - | 1280 | 1 | 1" at 7²×320
+
+V2_TABLE_2 = [
+    # t, c, n, s
+    V2Row(1, 16, 1, 1),  # t = 1: no expansion conv (adding one gives ~313 M mult-adds)
+    V2Row(6, 24, 2, 2),
+    V2Row(6, 32, 3, 2),
+    V2Row(6, 64, 4, 2),
+    V2Row(6, 96, 3, 1),
+    V2Row(6, 160, 3, 2),
+    V2Row(6, 320, 1, 1),
+]
+
+
+class MobileNetV2(MobileNet):
+    """MobileNetV2: 3×3 stem, 17 inverted residual bottlenecks, 1×1 conv to 1280, pool, FC.
+
+    Args:
+        width_mult: α (the paper's 0.35–1.4); channels are rounded to multiples of 8.
+        num_classes: classifier outputs (0: no classifier).
+        in_chans: input image channels.
+        dropout: dropout before the classifier.
+        bn_eps: BatchNorm epsilon.
+        features_only: return multi-scale feature maps (see ``feature_info``).
+        out_indices: which feature maps ``features_only`` returns.
+
+    The last conv is 1280·max(1, α): "for multipliers less than one, we apply width multiplier
+    to all layers except the very last convolutional layer" (Section 6.1).
+    """
+
+    def __init__(
+        self,
+        *,
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        dropout: float = 0.2,
+        bn_eps: float = 1e-5,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+    ) -> None:
+        width_mult = check_width_mult(width_mult)
+        stem_channels = make_divisible(V2_STEM_CHANNELS * width_mult)
+        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act="relu6", bn_eps=bn_eps)
+        blocks = []
+        in_channels = stem_channels
+        for t, c, n, s in V2_TABLE_2:
+            out_channels = make_divisible(c * width_mult)
+            for i in range(n):
+                stride = s if i == 0 else 1
+                block = InvertedResidual(
+                    in_channels, in_channels * t, out_channels, 3, stride, "relu6", bn_eps=bn_eps
+                )
+                blocks.append((block, stride, out_channels))
+                in_channels = out_channels
+        last_channels = make_divisible(V2_LAST_CHANNELS * max(1.0, width_mult))
+        super().__init__(
+            stem=stem,
+            stem_channels=stem_channels,
+            blocks=blocks,
+            head=ConvNormAct(in_channels, last_channels, 1, act="relu6", bn_eps=bn_eps),
+            pre_logits=None,
+            classifier_in=last_channels,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            dropout=dropout,
+            features_only=features_only,
+            out_indices=out_indices,
+        )
+
+
+@register_model(paper="MobileNetV2, Table 2")
+def mobilenet_v2(
+    *,
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    bn_eps: float = 1e-5,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+) -> MobileNetV2:
+    """MobileNetV2 (Table 2)."""
+    return MobileNetV2(**locals())

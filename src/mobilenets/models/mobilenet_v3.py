@@ -1,0 +1,219 @@
+"""MobileNetV3 Large and Small (Howard et al. 2019, arXiv 1905.02244, later version).
+
+Tables 1 and 2 of the paper, one row per bneck: kernel ``k``, absolute expansion size ``exp``,
+output channels ``out``, squeeze-excite ``se``, nonlinearity ``nl`` ("RE" ReLU, "HS" h-swish) and
+stride ``s``. Both tables open with a 3×3 stride-2 conv (16, HS); the rows are followed by a 1×1
+conv with BN (960 / 576, HS), average pooling and a 1×1 conv without BN (1280 / 1024, HS).
+
+Where the sources round channels differently for α ≠ 1, ``channel_rules`` names the source:
+
+- ``"paper"`` (the TF reference the paper's Table 3 was measured with): expansion sizes scale
+  with the already-scaled input (``exp/in`` kept), the 1280/1024 head is not shrunk for α < 1.
+- ``"timm"``: as ``"paper"``, and the 16-channel stem is kept for α < 0.75 (timm ``fix_stem``).
+- ``"torchvision"``: every channel, expansion and the head included, is scaled by α.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from torch import nn
+
+from mobilenets.layers import ConvNormAct, InvertedResidual, make_activation, make_divisible
+from mobilenets.models.base import MobileNet, check_width_mult
+from mobilenets.models.registry import register_model
+
+CHANNEL_RULES = ("paper", "timm", "torchvision")
+
+
+class V3Row(NamedTuple):
+    k: int  # depthwise kernel size
+    exp: int  # expansion size (absolute, as printed)
+    out: int  # output channels
+    se: bool  # squeeze-and-excite
+    nl: str  # "RE" or "HS"
+    s: int  # stride
+
+
+V3_STEM_CHANNELS = 16
+
+V3_LARGE_TABLE_1 = [
+    # k, exp, out, SE, NL, s
+    V3Row(3, 16, 16, False, "RE", 1),
+    V3Row(3, 64, 24, False, "RE", 2),
+    V3Row(3, 72, 24, False, "RE", 1),
+    V3Row(5, 72, 40, True, "RE", 2),
+    V3Row(5, 120, 40, True, "RE", 1),
+    V3Row(5, 120, 40, True, "RE", 1),
+    V3Row(3, 240, 80, False, "HS", 2),
+    V3Row(3, 200, 80, False, "HS", 1),
+    V3Row(3, 184, 80, False, "HS", 1),
+    V3Row(3, 184, 80, False, "HS", 1),
+    V3Row(3, 480, 112, True, "HS", 1),
+    V3Row(3, 672, 112, True, "HS", 1),
+    V3Row(5, 672, 160, True, "HS", 2),
+    V3Row(5, 960, 160, True, "HS", 1),
+    V3Row(5, 960, 160, True, "HS", 1),
+]
+V3_LARGE_LAST = (960, 1280)  # "conv2d, 1×1 | 960 | HS"; "conv2d 1×1, NBN | 1280 | HS"
+
+V3_SMALL_TABLE_2 = [
+    # k, exp, out, SE, NL, s
+    V3Row(3, 16, 16, True, "RE", 2),
+    V3Row(3, 72, 24, False, "RE", 2),
+    V3Row(3, 88, 24, False, "RE", 1),
+    V3Row(5, 96, 40, True, "HS", 2),
+    V3Row(5, 240, 40, True, "HS", 1),
+    V3Row(5, 240, 40, True, "HS", 1),
+    V3Row(5, 120, 48, True, "HS", 1),
+    V3Row(5, 144, 48, True, "HS", 1),
+    V3Row(5, 288, 96, True, "HS", 2),
+    V3Row(5, 576, 96, True, "HS", 1),
+    V3Row(5, 576, 96, True, "HS", 1),
+]
+V3_SMALL_LAST = (576, 1024)  # the later arXiv version; the first one ended in 1280
+
+
+def _reduce_tail(rows: list[V3Row], last: tuple[int, int]) -> tuple[list[V3Row], tuple[int, int]]:
+    """Halve the channels of the last (stride-32) stage and the head (Section 6.3)."""
+    start = max(i for i, row in enumerate(rows) if row.s == 2)
+    tail = [
+        row._replace(exp=row.exp if i == start else row.exp // 2, out=row.out // 2)
+        for i, row in enumerate(rows[start:], start)
+    ]
+    return rows[:start] + tail, (last[0] // 2, last[1] // 2)
+
+
+def _minimalize(rows: list[V3Row]) -> list[V3Row]:
+    """The minimalistic models: no SE, ReLU only, 3×3 kernels only."""
+    return [row._replace(k=3, se=False, nl="RE") for row in rows]
+
+
+class MobileNetV3(MobileNet):
+    """MobileNetV3 from a bneck table (Tables 1 and 2).
+
+    Args:
+        rows: the bneck table.
+        last_channels: (channels of the last 1×1 conv, channels of the pre-logits layer).
+        width_mult: α (Table 3: 1.0 and 0.75).
+        num_classes: classifier outputs (0: no classifier).
+        in_chans: input image channels.
+        dropout: dropout before the classifier.
+        reduced_tail: halve the last stage and the head (for detection/segmentation).
+        minimalistic: no SE, no h-swish, 3×3 kernels only.
+        channel_rules: ``"paper"``, ``"timm"`` or ``"torchvision"`` (see the module docstring).
+        bn_eps: BatchNorm epsilon (1e-3 in the TF reference and torchvision; 1e-5 in timm).
+        features_only: return multi-scale feature maps (see ``feature_info``).
+        out_indices: which feature maps ``features_only`` returns.
+    """
+
+    def __init__(
+        self,
+        *,
+        rows: list[V3Row],
+        last_channels: tuple[int, int],
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        dropout: float = 0.2,
+        reduced_tail: bool = False,
+        minimalistic: bool = False,
+        channel_rules: str = "paper",
+        bn_eps: float = 1e-3,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+    ) -> None:
+        width_mult = check_width_mult(width_mult)
+        if channel_rules not in CHANNEL_RULES:
+            raise ValueError(f"channel_rules must be one of {CHANNEL_RULES}, got {channel_rules!r}")
+        if reduced_tail:
+            rows, last_channels = _reduce_tail(rows, last_channels)
+        if minimalistic:
+            rows = _minimalize(rows)
+        head_act = "RE" if minimalistic else "HS"
+        torchvision = channel_rules == "torchvision"
+
+        def scaled(channels: int) -> int:
+            return make_divisible(channels * width_mult)
+
+        if channel_rules == "timm" and width_mult < 0.75:
+            stem_channels = V3_STEM_CHANNELS
+        else:
+            stem_channels = scaled(V3_STEM_CHANNELS)
+        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=head_act, bn_eps=bn_eps)
+
+        blocks = []
+        in_channels, paper_in = stem_channels, V3_STEM_CHANNELS
+        for row in rows:
+            if torchvision:
+                hidden = scaled(row.exp)
+            else:  # the TF reference keeps the expansion ratio exp/in of the paper's table
+                hidden = make_divisible(in_channels * row.exp / paper_in)
+            out_channels = scaled(row.out)
+            block = InvertedResidual(
+                in_channels, hidden, out_channels, row.k, row.s, row.nl, row.se, bn_eps
+            )
+            blocks.append((block, row.s, out_channels))
+            in_channels, paper_in = out_channels, row.out
+
+        last_conv = 6 * in_channels if torchvision else scaled(last_channels[0])
+        blocks.append(
+            (ConvNormAct(in_channels, last_conv, 1, act=head_act, bn_eps=bn_eps), 1, last_conv)
+        )
+        if torchvision:
+            head_channels = scaled(last_channels[1])
+        elif channel_rules == "timm":
+            head_channels = last_channels[1]
+        else:
+            head_channels = make_divisible(last_channels[1] * max(1.0, width_mult))
+        pre_logits = nn.Sequential(nn.Linear(last_conv, head_channels), make_activation(head_act))
+        super().__init__(
+            stem=stem,
+            stem_channels=stem_channels,
+            blocks=blocks,
+            head=None,
+            pre_logits=pre_logits,
+            classifier_in=head_channels,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            dropout=dropout,
+            features_only=features_only,
+            out_indices=out_indices,
+        )
+
+
+@register_model(paper="MobileNetV3, Table 1")
+def mobilenet_v3_large(
+    *,
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    reduced_tail: bool = False,
+    minimalistic: bool = False,
+    channel_rules: str = "paper",
+    bn_eps: float = 1e-3,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+) -> MobileNetV3:
+    """MobileNetV3-Large (Table 1)."""
+    return MobileNetV3(rows=V3_LARGE_TABLE_1, last_channels=V3_LARGE_LAST, **locals())
+
+
+@register_model(paper="MobileNetV3, Table 2")
+def mobilenet_v3_small(
+    *,
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    reduced_tail: bool = False,
+    minimalistic: bool = False,
+    channel_rules: str = "paper",
+    bn_eps: float = 1e-3,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+) -> MobileNetV3:
+    """MobileNetV3-Small (Table 2)."""
+    return MobileNetV3(rows=V3_SMALL_TABLE_2, last_channels=V3_SMALL_LAST, **locals())

@@ -1,0 +1,55 @@
+"""CLI smoke tests through ``main(argv)``."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mobilenets.cli.main import main
+
+
+def test_models_json(capsys: pytest.CaptureFixture) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["mobilenet_v1"]["macs"] == 568_740_352
+    assert rows["mobilenet_v3_small"]["params"] == 2_542_856
+    assert rows["mobilenet_v2"]["input_size"] == 224
+
+
+def test_profile_by_kind_with_width_and_resolution(capsys: pytest.CaptureFixture) -> None:
+    argv = ["profile", "mobilenet_v1", "--width-mult", "0.5", "--resolution", "160", "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["input_shape"] == [3, 160, 160]
+    assert round(data["macs"] / 1e6) == 77  # TF-slim grid 0.5-160; the paper's Table 9 says 76
+    assert main(["profile", "mobilenet_v1", "--by", "kind"]) == 0
+    assert "94.86" in capsys.readouterr().out
+
+
+def test_paper_prints_every_figure(capsys: pytest.CaptureFixture) -> None:
+    assert main(["paper"]) == 0
+    out = capsys.readouterr().out
+    assert "misprint" in out and "148 figures" in out
+    assert main(["paper", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 148
+
+
+def test_bad_width_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:
+    assert main(["profile", "mobilenet_v1", "--width-mult", "-1"]) == 2
+    assert "width_mult (α) must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_unknown_model_is_rejected_by_argparse() -> None:
+    with pytest.raises(SystemExit):
+        main(["profile", "mobilenet_v4"])
+
+
+def test_python_dash_m_works() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mobilenets", "models", "mobilenet_v1*"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "mobilenet_v1_shallow" in out and "2,887,976" in out
