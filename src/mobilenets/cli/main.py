@@ -7,13 +7,20 @@ import sys
 from collections.abc import Sequence
 
 from mobilenets import __version__
-from mobilenets.cli import models, paper, profile
+from mobilenets.cli import eval, models, paper, profile, sweep, train
+from mobilenets.data import BadImageError
+from mobilenets.training.malloc import reexec_with_malloc_tuning, should_reexec
 
 COMMANDS = {
     "models": models,
     "profile": profile,
     "paper": paper,
+    "train": train,
+    "eval": eval,
+    "sweep": sweep,
 }
+#: Commands that train or run networks for long: they get the fast glibc malloc settings.
+HEAVY_COMMANDS = {"train", "eval", "sweep"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,11 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``main(["paper"])`` in tests)."""
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] in HEAVY_COMMANDS and should_reexec():
+        reexec_with_malloc_tuning(sys.argv[1:])  # does not return
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command].run(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        MemoryError,
+        BadImageError,
+    ) as err:
         print(f"mobilenets {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,44 @@
+"""Evaluate a training checkpoint: top-1, top-5 and loss; optionally one prediction per image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mobilenets.training import evaluate_checkpoint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt")
+    parser.add_argument("--data", default=None, help="data spec (default: the run's own)")
+    parser.add_argument(
+        "--predictions",
+        default=None,
+        help="write FILE.csv (path, label, prediction, confidence) and FILE.confusion.png",
+    )
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--skip-bad-images", action="store_true")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        predictions=args.predictions,
+        batch_size=args.batch_size,
+        data_root=args.data_root,
+        skip_bad_images=args.skip_bad_images,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(
+        f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  "
+        f"on {result.images:,} images" + (f" ({result.skipped} skipped)" if result.skipped else "")
+    )
+    if args.predictions:
+        print(f"wrote {args.predictions} and its confusion matrix PNG")
+    return 0

@@ -1,0 +1,115 @@
+"""Datasets for training and evaluation: one ``build_dataset(spec, split, resolution)``.
+
+``spec`` is ``digits`` (scikit-learn's, embedded, the default), ``cifar10``, ``imagenette``
+(``imagenette:160px``, ``imagenette:320px`` or ``imagenette:full``), or a path to an image folder
+with ``train/`` and ``val/`` inside.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from mobilenets.data.cache import InMemoryDataset
+from mobilenets.data.digits import DIGITS_MEAN, DIGITS_STD, DigitsDataset
+from mobilenets.data.downloads import IMAGENETTE_CLASSES, cifar10, prepare_imagenette
+from mobilenets.data.folder import BadImageError, SafeImageFolder, collate_skipping_bad
+from mobilenets.data.transforms import eval_transform, train_transform
+from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = [
+    "BadImageError",
+    "DataSpec",
+    "build_dataset",
+    "collate_skipping_bad",
+    "default_data_root",
+    "parse_spec",
+    "sample_name",
+]
+
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    kind: str  # digits | cifar10 | imagenette | folder
+    path: Path | None = None
+    size: str = "160px"  # imagenette archive
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return (DIGITS_MEAN, DIGITS_STD) if self.kind == "digits" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def parse_spec(spec: str) -> DataSpec:
+    """Parse a data spec; an unknown name that is not a folder is an error listing the choices."""
+    if spec in ("digits", "cifar10"):
+        return DataSpec(spec)
+    if spec == "imagenette" or spec.startswith("imagenette:"):
+        return DataSpec("imagenette", size=spec.partition(":")[2] or "160px")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        missing = [s for s in SPLITS if not (path / s).is_dir()]
+        if missing:
+            raise FileNotFoundError(
+                f"image folder {path} has no {' or '.join(f'{m}/' for m in missing)} subfolder; "
+                "expected train/ and val/ inside, one folder per class in each"
+            )
+        return DataSpec("folder", path=path)
+    raise ValueError(
+        f"unknown data spec {spec!r}: use digits, cifar10, imagenette[:160px|:320px|:full] or "
+        "a folder with train/ and val/ inside"
+    )
+
+
+def default_data_root() -> Path:
+    """Where downloads go: ``$MOBILENETS_DATA`` or ``~/.cache/mobilenets/data``."""
+    return Path(os.environ.get("MOBILENETS_DATA", Path.home() / ".cache" / "mobilenets" / "data"))
+
+
+def build_dataset(
+    spec: str | DataSpec,
+    split: str,
+    resolution: int,
+    *,
+    root: str | Path | None = None,
+    augment: bool | None = None,
+    cache_in_memory: bool = False,
+    skip_bad_images: bool = False,
+) -> Dataset:
+    """The ``split`` ("train" or "val") of a data spec at ``resolution`` px, with its transforms.
+
+    Every dataset has ``classes`` (names); training augmentation is on for "train" unless
+    ``augment`` says otherwise.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    augment = (split == "train") if augment is None else augment
+    if spec.kind == "digits":
+        return DigitsDataset(split, resolution, augment=augment)
+    mean, std = spec.mean_std
+    transform = (
+        train_transform(resolution, mean, std) if augment else eval_transform(resolution, mean, std)
+    )
+    root = Path(root) if root is not None else default_data_root()
+    if spec.kind == "cifar10":
+        return cifar10(root / "cifar10", train=split == "train", transform=transform)
+    if spec.kind == "imagenette":
+        folder, names = prepare_imagenette(root / "imagenette", spec.size), IMAGENETTE_CLASSES
+    else:
+        folder, names = spec.path, None
+    dataset = SafeImageFolder(folder / split, transform, skip_bad_images, class_names=names)
+    if cache_in_memory:  # the same transforms run on the cached uint8 tensors
+        return InMemoryDataset(dataset, resolution, transform)
+    return dataset
+
+
+def sample_name(dataset: Dataset, index: int) -> str:
+    """A readable identifier of one sample: its path, or ``dataset/index``."""
+    if hasattr(dataset, "sample_name"):
+        return dataset.sample_name(index)
+    return f"{type(dataset).__name__.lower()}/{index}"

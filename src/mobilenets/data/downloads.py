@@ -1,0 +1,62 @@
+"""CIFAR-10 (torchvision's own dataset and download) and Imagenette (the fast.ai archives).
+
+Imagenette is downloaded once, checked against its md5, extracted, marked complete (an
+interrupted extraction is redone), then read as an image folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import download_and_extract_archive
+
+IMAGENETTE_ARCHIVES = {  # size: (url, md5) — the checksums torchvision's Imagenette uses
+    "full": (
+        "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz",
+        "fe2fc210e6bb7c5664d602c3cd71e612",
+    ),
+    "320px": (
+        "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz",
+        "3df6f0d01a2c9592104656642f5e78a3",
+    ),
+    "160px": (
+        "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+        "e793b78cc4c9e9a4ccc0c1155377a412",
+    ),
+}
+IMAGENETTE_CLASSES = {
+    "n01440764": "tench",
+    "n02102040": "English springer",
+    "n02979186": "cassette player",
+    "n03000684": "chain saw",
+    "n03028079": "church",
+    "n03394916": "French horn",
+    "n03417042": "garbage truck",
+    "n03425413": "gas pump",
+    "n03445777": "golf ball",
+    "n03888257": "parachute",
+}
+
+
+def prepare_imagenette(root: str | Path, size: str = "160px") -> Path:
+    """Download (once), verify and extract Imagenette; return the folder with train/ and val/."""
+    if size not in IMAGENETTE_ARCHIVES:
+        raise ValueError(
+            f"imagenette size must be one of {list(IMAGENETTE_ARCHIVES)}, got {size!r}"
+        )
+    url, md5 = IMAGENETTE_ARCHIVES[size]
+    root = Path(root)
+    folder = root / Path(url).name.removesuffix(".tgz")
+    marker = root / f".{folder.name}.complete"
+    if not marker.exists():
+        download_and_extract_archive(url, str(root), md5=md5)
+        if not (folder / "train").is_dir() or not (folder / "val").is_dir():
+            raise ValueError(f"archive {url} did not contain {folder.name}/train and /val")
+        marker.write_text(md5)
+    return folder
+
+
+def cifar10(root: str | Path, train: bool, transform: object) -> CIFAR10:
+    """torchvision's CIFAR-10, downloaded (and md5-checked) on first use."""
+    return CIFAR10(str(root), train=train, transform=transform, download=True)

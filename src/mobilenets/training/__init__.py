@@ -1,0 +1,16 @@
+"""Training, evaluation, checkpoints and the α/ρ sweep."""
+
+from mobilenets.training.config import TrainConfig
+from mobilenets.training.evaluation import evaluate_checkpoint
+from mobilenets.training.fit import FitResult, fit, load_run
+from mobilenets.training.sweep import SweepConfig, sweep
+
+__all__ = [
+    "FitResult",
+    "SweepConfig",
+    "TrainConfig",
+    "evaluate_checkpoint",
+    "fit",
+    "load_run",
+    "sweep",
+]

@@ -1,0 +1,230 @@
+"""One epoch of training and an exact evaluation (top-1, top-5, loss), DDP-aware.
+
+Batches are ``(images, targets, indices, n_skipped)``: the indices let evaluation write one
+prediction per image, and ``n_skipped`` counts unreadable images dropped with
+``--skip-bad-images``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from mobilenets.data import collate_skipping_bad
+
+
+class WithIndex(Dataset):
+    """Wrap a dataset so each sample also carries its index (``None`` samples stay ``None``)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple | None:
+        sample = self.dataset[index]
+        return None if sample is None else (*sample, index)
+
+
+def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    good = [s for s in batch if s is not None]
+    images, targets, skipped = collate_skipping_bad(
+        [s[:2] for s in good] + [None] * (len(batch) - len(good))
+    )
+    return images, targets, torch.tensor([s[2] for s in good], dtype=torch.long), skipped
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    workers: int = 0,
+    generator: torch.Generator | None = None,
+    sampler: Sampler | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``WithIndex(dataset)`` with the skipping collate."""
+    return DataLoader(
+        WithIndex(dataset),
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=_collate,
+        generator=generator,
+        drop_last=drop_last,
+        persistent_workers=False,
+    )
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the CPU, fp16 on CUDA (with a GradScaler), or nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    top1: float
+    images: int
+    seconds: float
+    skipped: int
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    device: torch.device,
+    amp: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+    channels_last: bool = False,
+    ema: nn.Module | None = None,
+    progress: bool = True,
+    description: str = "train",
+) -> EpochStats:
+    """One pass over ``loader``, stepping the scheduler every batch."""
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = images = skipped = 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=description, leave=False, disable=not progress, unit="batch")
+    for x, y, _, n_skipped in bar:
+        skipped += n_skipped
+        if len(y) == 0:
+            continue
+        x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(x)
+            loss = criterion(logits, y)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at lr {scheduler.get_last_lr()[0]:.3g}: lower --lr"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        loss_sum += loss.detach().double().cpu() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        images += len(y)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
+    seconds = time.perf_counter() - start
+    return EpochStats(
+        float(loss_sum) / max(images, 1), 100 * correct / max(images, 1), images, seconds, skipped
+    )
+
+
+@dataclass
+class EvalResult:
+    """Exact evaluation counts (all-reduced across processes under DDP)."""
+
+    loss: float
+    top1: float
+    top5: float
+    images: int
+    skipped: int = 0
+    predictions: list[tuple[int, int, int, float]] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "loss": self.loss,
+            "top1": self.top1,
+            "top5": self.top5,
+            "images": self.images,
+            "skipped": self.skipped,
+        }
+
+
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+    keep_predictions: bool = False,
+    progress: bool = True,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> EvalResult:
+    """Top-1, top-5 (percent) and mean cross-entropy over every sample of ``loader``.
+
+    Under DDP each process evaluates its shard and the integer counts are all-reduced, so with a
+    sampler that gives every sample to exactly one rank the result equals one process's.
+    """
+    model.eval()
+    loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
+    loss_sum = correct1 = correct5 = images = skipped = 0.0
+    predictions = []
+    for x, y, idx, n_skipped in tqdm(
+        loader, desc="eval", leave=False, disable=not progress, unit="batch"
+    ):
+        skipped += n_skipped
+        if len(y) == 0:
+            continue
+        x, y = _to(x, device, channels_last), y.to(device)
+        with autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += float(loss_fn(logits, y))
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top == y[:, None]
+        correct1 += float(hits[:, 0].sum())
+        correct5 += float(hits.any(1).sum())
+        images += len(y)
+        if keep_predictions:
+            conf = logits.softmax(1).max(1)
+            for i, label, pred, c in zip(
+                idx.tolist(), y.tolist(), conf.indices.tolist(), conf.values.tolist(), strict=True
+            ):
+                predictions.append((i, label, pred, c))
+    loss_sum, correct1, correct5, images, skipped = _all_reduce(
+        [loss_sum, correct1, correct5, images, skipped], device
+    )
+    n = max(images, 1)
+    return EvalResult(
+        loss_sum / n, 100 * correct1 / n, 100 * correct5 / n, int(images), int(skipped), predictions
+    )

@@ -1,0 +1,102 @@
+"""``evaluate_checkpoint``: top-1/top-5/loss of a trained run on a data spec's held-out split,
+optionally with one prediction per image (CSV) and a confusion-matrix plot beside it."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobilenets.data import build_dataset, sample_name
+from mobilenets.training.engine import EvalResult, evaluate, make_loader
+from mobilenets.training.fit import load_run
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | None = None,
+    *,
+    predictions: str | Path | None = None,
+    batch_size: int = 128,
+    data_root: str | None = None,
+    skip_bad_images: bool = False,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate a ``checkpoint.pt`` on ``data``'s "val" split (default: the run's own data)."""
+    config, model, classes = load_run(checkpoint)
+    dataset = build_dataset(
+        data or config.data,
+        "val",
+        config.resolution,
+        root=data_root,
+        skip_bad_images=skip_bad_images,
+    )
+    if len(dataset.classes) != len(classes):
+        raise ValueError(
+            f"{checkpoint} was trained on {len(classes)} classes but {data} has "
+            f"{len(dataset.classes)}"
+        )
+    loader = make_loader(dataset, batch_size, shuffle=False)
+    result = evaluate(
+        model,
+        loader,
+        device=torch.device("cpu"),
+        keep_predictions=bool(predictions),
+        progress=progress,
+    )
+    if predictions:
+        write_predictions(Path(predictions), result, dataset, classes)
+    return result
+
+
+def write_predictions(path: Path, result: EvalResult, dataset: object, classes: list[str]) -> None:
+    """One row per image (path, label, prediction, confidence) and ``<name>.confusion.png``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "prediction", "confidence"])
+        for index, label, pred, conf in result.predictions:
+            writer.writerow(
+                [sample_name(dataset, index), classes[label], classes[pred], f"{conf:.4f}"]
+            )
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for _, label, pred, _ in result.predictions:
+        matrix[label, pred] += 1
+    plot_confusion(
+        path.with_suffix(".confusion.png"),
+        matrix,
+        classes,
+        f"top-1 {result.top1:.2f}% on {result.images} images",
+    )
+
+
+def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.5, 0.45 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes, rotation=45, ha="right")
+    ax.set_yticks(ticks, classes)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if count > threshold else "black",
+            )
+    ax.set(xlabel="prediction", ylabel="label", title=f"confusion matrix: {title}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,225 @@
+"""The α × ρ sweep of the V1 paper (Tables 6–7, Figures 4–5) on the user's own data.
+
+Every cell (width multiplier α, resolution) is trained and evaluated with :func:`fit` in its own
+folder; a finished cell is skipped when the sweep is run again, and an interrupted one resumes.
+The sweep writes ``sweep.csv``, ``sweep.md`` and ``sweep.png`` after every cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mobilenets.training.config import TrainConfig
+from mobilenets.training.fit import _write_atomic, build_model, fit
+
+SWEEP_FIELDS = [
+    "model",
+    "width_mult",
+    "resolution",
+    "rho",
+    "params",
+    "macs",
+    "top1",
+    "top5",
+    "latency_ms",
+    "train_seconds",
+    "epochs",
+]
+
+
+@dataclass
+class SweepConfig:
+    """A grid of width multipliers × resolutions; ``train`` holds every other training choice."""
+
+    out: str = "runs/sweep"
+    width_mults: Sequence[float] = (1.0, 0.75, 0.5, 0.25)
+    resolutions: Sequence[int] = (64, 48, 32)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6))
+    latency_runs: int = 30
+
+
+def cell_dir(out: Path, width_mult: float, resolution: int) -> Path:
+    return out / "cells" / f"a{width_mult:g}_r{resolution}"
+
+
+@torch.inference_mode()
+def measure_latency(
+    model: torch.nn.Module, resolution: int, runs: int = 30, channels_last: bool = True
+) -> float:
+    """Median wall time (ms) of one batch-1 eager forward on this machine, after warm-up."""
+    model.eval()
+    x = torch.randn(1, 3, resolution, resolution)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    for _ in range(5):
+        model(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def sweep(config: SweepConfig, log: Callable[[str], None] = print) -> list[dict]:
+    """Train and evaluate every α × resolution cell; returns one row per cell."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = [(a, r) for a in config.width_mults for r in config.resolutions]
+    rows: list[dict] = []
+    reference = max(config.resolutions)
+    bar = tqdm(cells, desc="sweep", unit="cell", disable=not config.train.progress)
+    for width_mult, resolution in bar:
+        bar.set_postfix(alpha=width_mult, resolution=resolution)
+        folder = cell_dir(out, width_mult, resolution)
+        summary_path, result_path = folder / "summary.json", folder / "cell.json"
+        if result_path.exists():
+            row = json.loads(result_path.read_text())
+            log(f"cell α={width_mult:g} {resolution} px: done before (top-1 {row['top1']:.2f}%)")
+        else:
+            train = dataclasses.replace(
+                config.train,
+                width_mult=width_mult,
+                resolution=resolution,
+                out=str(folder),
+                resume=(folder / "checkpoint.pt").exists(),
+            )
+            result = fit(train, log=log)
+            summary = json.loads(summary_path.read_text())
+            latency = measure_latency(
+                build_model(train, len(summary["classes"])),
+                resolution,
+                config.latency_runs,
+                train.channels_last,
+            )
+            row = {
+                "model": train.model,
+                "width_mult": width_mult,
+                "resolution": resolution,
+                "rho": resolution / reference,
+                "params": summary["params"],
+                "macs": summary["macs"],
+                "top1": result.top1,
+                "top5": summary["val_top5"],
+                "latency_ms": latency,
+                "train_seconds": summary["train_seconds"],
+                "epochs": summary["epochs"],
+            }
+            _write_atomic(result_path, json.dumps(row, indent=2))
+        rows.append(row)
+        write_sweep(out, rows, config.train.data)
+    return rows
+
+
+def write_sweep(out: Path, rows: list[dict], data: str) -> None:
+    """``sweep.csv``, ``sweep.md`` and ``sweep.png`` for the rows so far."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SWEEP_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(out / "sweep.csv", buffer.getvalue())
+    _write_atomic(out / "sweep.md", format_sweep(rows, data))
+    plot_sweep(out / "sweep.png", rows, data)
+
+
+def format_sweep(rows: list[dict], data: str) -> str:
+    """A markdown table: α, ρ, resolution, params, mult-adds, top-1, top-5, latency, train time."""
+    lines = [
+        "| model | α | ρ | resolution | params | mult-adds (M) | top-1 (%) | top-5 (%) | "
+        "latency (ms, batch 1) | train (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['width_mult']:g} | {r['rho']:.3f} | {r['resolution']} | "
+            f"{r['params']:,} | {r['macs'] / 1e6:.2f} | {r['top1']:.2f} | {r['top5']:.2f} | "
+            f"{r['latency_ms']:.2f} | {r['train_seconds']:.1f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Held-out split of `{data}`; latency is the median of batch-1 eager forwards "
+        f"on this machine ({torch.get_num_threads()} threads)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _decades(values: list[float]) -> list[float]:
+    """1-2-5 ticks spanning ``values`` (for a log axis with readable labels)."""
+    import math
+
+    low, high = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
+    ticks = [m * 10**e for e in range(low, high + 1) for m in (1, 2, 5)]
+    return [t for t in ticks if min(values) / 1.5 <= t <= max(values) * 1.5]
+
+
+def plot_sweep(path: Path, rows: list[dict], data: str) -> None:
+    """V1 Figure 4 (top-1 against mult-adds, log axis, a line per α, a marker per resolution)
+    and Figure 5 (top-1 against parameters)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    resolutions = sorted({r["resolution"] for r in rows}, reverse=True)
+    alphas = sorted({r["width_mult"] for r in rows}, reverse=True)
+    colors = plt.get_cmap("viridis")(
+        [i / max(1, len(alphas) - 1) * 0.85 for i in range(len(alphas))]
+    )
+    fig, (ax_macs, ax_params) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for color, alpha in zip(colors, alphas, strict=True):
+        cell = sorted((r for r in rows if r["width_mult"] == alpha), key=lambda r: r["macs"])
+        ax_macs.plot(
+            [r["macs"] / 1e6 for r in cell],
+            [r["top1"] for r in cell],
+            "-",
+            color=color,
+            label=f"α = {alpha:g}",
+        )
+        for r in cell:
+            marker = markers[resolutions.index(r["resolution"]) % len(markers)]
+            ax_macs.plot(r["macs"] / 1e6, r["top1"], marker, color=color, markersize=8)
+            ax_params.plot(r["params"] / 1e6, r["top1"], marker, color=color, markersize=8)
+    for res_index, res in enumerate(resolutions):
+        ax_macs.plot([], [], markers[res_index % len(markers)], color="gray", label=f"{res} px")
+    ax_macs.set(
+        xscale="log",
+        xlabel="mult-adds (millions, log scale)",
+        ylabel="top-1 (%)",
+        title="accuracy vs mult-adds (V1 paper, Figure 4)",
+    )
+    ax_params.set(
+        xscale="log",
+        xlabel="parameters (millions, log scale)",
+        ylabel="top-1 (%)",
+        title="accuracy vs parameters (V1 paper, Figure 5)",
+    )
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    for ax, key in ((ax_macs, "macs"), (ax_params, "params")):
+        values = sorted({r[key] / 1e6 for r in rows})
+        ax.xaxis.set_major_locator(FixedLocator(values if key == "params" else _decades(values)))
+        ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:.3g}")
+        ax.xaxis.set_minor_locator(
+            NullLocator() if key == "params" else ax.xaxis.get_minor_locator()
+        )
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3, which="both")
+    ax_macs.legend(fontsize=8, ncol=2)
+    model = rows[0]["model"] if rows else ""
+    fig.suptitle(f"{model} on {data}: width multiplier α × resolution")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
