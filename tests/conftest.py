@@ -7,3 +7,48 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_image_folder(tmp_path):
+    """An image folder with train/ and val/, 3 classes, 6 + 3 PNGs per class (real files)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "folder"
+    for split, count in (("train", 6), ("val", 3)):
+        for c, name in enumerate(("circle", "square", "stripes")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 60, (40, 48, 3), dtype=np.uint8)
+                pixels[:, :, c] += 150  # a class-dependent colour, learnable
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def serve_directory():
+    """Serve a folder over HTTP on 127.0.0.1 (a real download, no network): returns a URL maker."""
+    import functools
+    import http.server
+    import threading
+
+    servers = []
+
+    def serve(directory):
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        handler = functools.partial(Quiet, directory=str(directory))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return lambda name: f"http://127.0.0.1:{server.server_address[1]}/{name}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mobilenets import __version__
-from mobilenets.cli import eval, models, paper, profile, sweep, train
+from mobilenets.cli import convert, eval, models, paper, predict, profile, sweep, train
 from mobilenets.data import BadImageError
 from mobilenets.training.malloc import reexec_with_malloc_tuning, should_reexec
 
@@ -18,6 +18,8 @@ COMMANDS = {
     "train": train,
     "eval": eval,
     "sweep": sweep,
+    "convert": convert,
+    "predict": predict,
 }
 #: Commands that train or run networks for long: they get the fast glibc malloc settings.
 HEAVY_COMMANDS = {"train", "eval", "sweep"}

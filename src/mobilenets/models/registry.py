@@ -69,13 +69,28 @@ def model_arguments(name: str) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(get_model_entry(name).builder).parameters)
 
 
-def create_model(name: str, **kwargs: object) -> nn.Module:
+def create_model(name: str, *, weights: str | None = None, **kwargs: object) -> nn.Module:
     """Build the registered variant ``name`` with the builder's keyword arguments.
 
     Example: ``create_model("mobilenet_v1", width_mult=0.5, num_classes=10)``.
-    The model remembers how it was built in ``model.model_name`` and ``model.model_kwargs``.
+    ``weights`` is a mobilenets safetensors file (``mobilenets convert`` writes them): the
+    network is rebuilt from the file's keywords, updated with ``kwargs``; a different
+    ``num_classes`` drops only the classifier. The model remembers how it was built in
+    ``model.model_name`` and ``model.model_kwargs``.
     """
     entry = get_model_entry(name)
+    if weights is not None:
+        from mobilenets.weights.io import load_weights, read_weights
+
+        _, info = read_weights(weights)
+        if info.model != name:
+            raise ValueError(f"{weights} holds {info.model} weights, not {name}")
+        different = {k: (info.kwargs.get(k), v) for k, v in kwargs.items()
+                     if k != "num_classes" and info.kwargs.get(k) != v}
+        if different:
+            raise ValueError(f"{weights} was saved with other settings: " + ", ".join(
+                f"{k}={a!r} in the file, {b!r} asked" for k, (a, b) in different.items()))
+        return load_weights(weights, num_classes=kwargs.get("num_classes"))
     allowed = model_arguments(name)
     for key in kwargs:
         if key not in allowed:

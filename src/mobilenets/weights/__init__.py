@@ -1,0 +1,82 @@
+"""Weights: torchvision and timm checkpoints in, safetensors with metadata out, predictions.
+
+``convert_file`` is what ``mobilenets convert`` runs; ``load_weights`` and
+``create_model(name, weights=FILE)`` read the result back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from mobilenets.weights.convert import (
+    SOURCES,
+    Target,
+    classifier_outputs,
+    convert_state_dict,
+    key_map,
+    read_state_dict,
+    timm_target,
+    torchvision_target,
+)
+from mobilenets.weights.io import WeightsInfo, load_weights, read_weights, save_weights
+from mobilenets.weights.predict import Prediction, predict
+
+__all__ = [
+    "SOURCES",
+    "Prediction",
+    "Target",
+    "WeightsInfo",
+    "convert_file",
+    "convert_state_dict",
+    "imagenet_classes",
+    "key_map",
+    "load_weights",
+    "predict",
+    "read_state_dict",
+    "read_weights",
+    "save_weights",
+    "timm_target",
+    "torchvision_target",
+]
+
+
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet class names (shipped with torchvision, no download)."""
+    from torchvision.models import MobileNet_V2_Weights
+
+    return list(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def convert_file(source: str, path: str | Path, out: str | Path, *, model: str,
+                 width_mult: float = 1.0, reduced_tail: bool = False) -> WeightsInfo:
+    """Convert a downloaded state dict (``source`` = torchvision, timm) or one of our training
+    checkpoints (``source`` = checkpoint) into a mobilenets safetensors file at ``out``.
+
+    ``model`` is torchvision's builder name (with ``width_mult``), timm's model name, or ignored
+    for a checkpoint.
+    """
+    if source == "checkpoint":
+        from mobilenets.training.fit import load_run
+
+        config, net, classes = load_run(path)
+        from mobilenets.data import parse_spec
+
+        mean, std = parse_spec(config.data).mean_std if config.data else (IMAGENET_MEAN,
+                                                                          IMAGENET_STD)
+        info = WeightsInfo(net.model_name, net.model_kwargs, config.resolution, mean, std,
+                           classes, f"mobilenets training run {Path(path).parent}")
+        save_weights(net, out, info)
+        return info
+    if source not in SOURCES:
+        raise ValueError(f"--from must be one of {(*SOURCES, 'checkpoint')}, got {source!r}")
+    state = read_state_dict(path)
+    num_classes = classifier_outputs(state)
+    target = (torchvision_target(model, width_mult, num_classes, reduced_tail)
+              if source == "torchvision" else timm_target(model, num_classes))
+    net = convert_state_dict(state, target)
+    classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+    info = WeightsInfo(target.model, target.kwargs, 224, IMAGENET_MEAN, IMAGENET_STD, classes,
+                       f"{source}:{model} ({Path(path).name})")
+    save_weights(net, out, info)
+    return info

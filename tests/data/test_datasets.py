@@ -1,0 +1,70 @@
+"""Datasets: digits split, image folders, bad images, the memory cache, spec errors."""
+
+import collections
+
+import pytest
+import torch
+
+from mobilenets.data import BadImageError, build_dataset, parse_spec
+from mobilenets.data import cache as cache_module
+from mobilenets.training.engine import make_loader
+
+
+def test_digits_is_a_fixed_stratified_split_of_1797_real_images() -> None:
+    train = build_dataset("digits", "train", 32)
+    val = build_dataset("digits", "val", 48)
+    assert (len(train), len(val)) == (1437, 360)
+    assert set(train.indices.tolist()).isdisjoint(val.indices.tolist())
+    counts = collections.Counter(val.targets.tolist())
+    assert sorted(counts) == list(range(10)) and min(counts.values()) >= 35
+    image, label = val[0]
+    assert image.shape == (3, 48, 48) and 0 <= label < 10
+    assert torch.equal(val[0][0], val[0][0])  # no augmentation on val
+    assert not torch.equal(train[0][0], train[0][0])  # random shifts on train
+
+
+def test_image_folder_reads_classes_and_resolution(tiny_image_folder) -> None:
+    ds = build_dataset(str(tiny_image_folder), "val", 32)
+    assert ds.classes == ["circle", "square", "stripes"] and len(ds) == 9
+    assert ds[0][0].shape == (3, 32, 32)
+
+
+def test_bad_image_fails_with_its_path_even_inside_a_worker(tiny_image_folder) -> None:
+    bad = tiny_image_folder / "train" / "square" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    ds = build_dataset(str(tiny_image_folder), "train", 32)
+    loader = make_loader(ds, 4, shuffle=False, workers=1)
+    with pytest.raises(BadImageError, match=r"cannot read image .*broken\.png.*--skip-bad-images"):
+        list(loader)
+
+
+def test_skip_bad_images_counts_them(tiny_image_folder) -> None:
+    (tiny_image_folder / "val" / "circle" / "empty.png").write_bytes(b"")
+    ds = build_dataset(str(tiny_image_folder), "val", 32, skip_bad_images=True)
+    batches = list(make_loader(ds, 4, shuffle=False))
+    assert sum(b[3] for b in batches) == 1
+    assert sum(len(b[1]) for b in batches) == 9
+
+
+def test_cache_in_memory_equals_reading_from_disk(tiny_image_folder) -> None:
+    disk = build_dataset(str(tiny_image_folder), "val", 32)
+    cached = build_dataset(str(tiny_image_folder), "val", 32, cache_in_memory=True)
+    assert len(cached) == len(disk)
+    torch.testing.assert_close(cached[4][0], disk[4][0], atol=0.05, rtol=0)
+    assert cached[4][1] == disk[4][1]
+
+
+def test_cache_that_does_not_fit_is_refused_with_the_estimate(tiny_image_folder, monkeypatch):
+    monkeypatch.setattr(cache_module, "available_memory", lambda: 10_000)
+    with pytest.raises(MemoryError, match=r"needs about 0\.0 GiB for 18 images at 224 px"):
+        build_dataset(str(tiny_image_folder), "train", 224, cache_in_memory=True)
+
+
+def test_bad_specs(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown data spec 'mnist'"):
+        parse_spec("mnist")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"has no val/ subfolder"):
+        parse_spec(str(tmp_path))
+    with pytest.raises(ValueError, match="split must be one of"):
+        build_dataset("digits", "test", 32)

@@ -1,0 +1,80 @@
+"""The sweep (resumable, skipping finished cells), checkpoint evaluation, and the CLI."""
+
+import csv
+import importlib
+import json
+
+import pytest
+
+from mobilenets.cli.main import main
+from mobilenets.training import SweepConfig, TrainConfig, evaluate_checkpoint, sweep
+
+sweep_module = importlib.import_module("mobilenets.training.sweep")
+
+
+def test_sweep_writes_table_and_plot_then_skips_finished_cells(tmp_path, monkeypatch) -> None:
+    config = SweepConfig(
+        out=str(tmp_path),
+        width_mults=(0.5, 0.25),
+        resolutions=(40, 32),
+        train=TrainConfig(epochs=1, progress=False),
+        latency_runs=3,
+    )
+    rows = sweep(config, log=lambda _m: None)
+    assert [(r["width_mult"], r["resolution"]) for r in rows] == [
+        (0.5, 40),
+        (0.5, 32),
+        (0.25, 40),
+        (0.25, 32),
+    ]
+    assert rows[0]["rho"] == 1.0 and rows[1]["rho"] == 0.8
+    assert rows[0]["macs"] > rows[1]["macs"] > 0 and rows[0]["params"] == rows[1]["params"]
+    assert all(r["latency_ms"] > 0 for r in rows)
+    table = (tmp_path / "sweep.md").read_text()
+    assert "| mobilenet_v1 | 0.25 | 0.800 | 32 |" in table
+    assert len(list(csv.DictReader((tmp_path / "sweep.csv").open()))) == 4
+    assert (tmp_path / "sweep.png").stat().st_size > 20_000
+
+    def no_training(*_args, **_kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(sweep_module, "fit", no_training)
+    assert sweep(config, log=lambda _m: None) == rows
+
+
+def test_eval_checkpoint_with_predictions(tmp_path) -> None:
+    from mobilenets.training import fit
+
+    run = tmp_path / "run"
+    result = fit(
+        TrainConfig(width_mult=0.25, epochs=2, out=str(run), progress=False), log=lambda _m: None
+    )
+    predictions = tmp_path / "pred.csv"
+    evaluated = evaluate_checkpoint(run / "checkpoint.pt", predictions=predictions, progress=False)
+    assert evaluated.images == 360
+    assert evaluated.top1 == pytest.approx(result.top1)
+    rows = list(csv.DictReader(predictions.open()))
+    assert len(rows) == 360 and rows[0]["path"].startswith("digits/")
+    correct = sum(r["label"] == r["prediction"] for r in rows)
+    assert 100 * correct / 360 == pytest.approx(evaluated.top1)
+    assert (tmp_path / "pred.confusion.png").stat().st_size > 10_000
+
+
+def test_cli_train_eval_and_errors(tmp_path, capsys) -> None:
+    out = tmp_path / "cli"
+    assert (
+        main(["train", "--width-mult", "0.25", "--epochs", "1", "--out", str(out), "--no-progress"])
+        == 0
+    )
+    assert "top-1" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["images"] == 360
+    assert evaluated["top1"] == pytest.approx(summary["val_top1"])
+    assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["train", "--data", "mnist", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown data spec 'mnist'" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
