@@ -29,8 +29,12 @@ MODES = {
     "malloc": {"tuned": True, "channels_last": False},
     "default": {"tuned": True, "channels_last": True},
 }
-MODELS = ["ours:mobilenet_v1", "timm:mobilenetv1_100", "ours:mobilenet_v2",
-          "torchvision:mobilenet_v2"]
+MODELS = [
+    "ours:mobilenet_v1",
+    "timm:mobilenetv1_100",
+    "ours:mobilenet_v2",
+    "torchvision:mobilenet_v2",
+]
 
 
 def build(spec: str):
@@ -48,8 +52,9 @@ def build(spec: str):
     return timm.create_model(name)
 
 
-def worker(models: list[str], resolutions: list[int], batch: int, steps: int,
-           channels_last: bool) -> None:
+def worker(
+    models: list[str], resolutions: list[int], batch: int, steps: int, channels_last: bool
+) -> None:
     import torch
 
     torch.manual_seed(0)
@@ -78,9 +83,18 @@ def worker(models: list[str], resolutions: list[int], batch: int, steps: int,
                 if step:
                     times.append(time.perf_counter() - start)
             median = statistics.median(times)
-            print(json.dumps({"model": spec, "resolution": res, "step_s": median,
-                              "images_per_s": batch / median, "spread": max(times) - min(times)}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "model": spec,
+                        "resolution": res,
+                        "step_s": median,
+                        "images_per_s": batch / median,
+                        "spread": max(times) - min(times),
+                    }
+                ),
+                flush=True,
+            )
 
 
 def main() -> int:
@@ -95,8 +109,9 @@ def main() -> int:
     resolutions = [int(r) for r in args.resolutions.split(",")]
     models = args.models.split(",")
     if args.worker:
-        worker(models, resolutions, args.batch_size, args.steps,
-               MODES[args.worker]["channels_last"])
+        worker(
+            models, resolutions, args.batch_size, args.steps, MODES[args.worker]["channels_last"]
+        )
         return 0
 
     from mobilenets.training.malloc import MALLOC_TUNABLES
@@ -107,9 +122,20 @@ def main() -> int:
             env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
             if setting["tuned"]:
                 env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
-            cmd = [sys.executable, __file__, "--worker", mode, "--resolutions", args.resolutions,
-                   "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                   "--models", spec]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                mode,
+                "--resolutions",
+                args.resolutions,
+                "--batch-size",
+                str(args.batch_size),
+                "--steps",
+                str(args.steps),
+                "--models",
+                spec,
+            ]
             print(f"measuring {spec} in mode {mode} ...", file=sys.stderr, flush=True)
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             for line in proc.stdout.splitlines():
@@ -130,16 +156,22 @@ def main() -> int:
             if not all(cells):
                 continue
             ips = [c["images_per_s"] for c in cells]
-            lines.append(f"| {spec} | {res} | {ips[0]:.1f} | {ips[1]:.1f} | {ips[2]:.1f} | "
-                         f"{ips[2] / ips[0]:.2f}× |")
+            lines.append(
+                f"| {spec} | {res} | {ips[0]:.1f} | {ips[1]:.1f} | {ips[2]:.1f} | "
+                f"{ips[2] / ips[0]:.2f}× |"
+            )
     lines.append("")
-    for ours, theirs in (("ours:mobilenet_v2", "torchvision:mobilenet_v2"),
-                         ("ours:mobilenet_v1", "timm:mobilenetv1_100")):
+    for ours, theirs in (
+        ("ours:mobilenet_v2", "torchvision:mobilenet_v2"),
+        ("ours:mobilenet_v1", "timm:mobilenetv1_100"),
+    ):
         for res in resolutions:
             pairs = [(results.get((ours, res, m)), results.get((theirs, res, m))) for m in MODES]
             if all(a and b for a, b in pairs):
-                ratios = ", ".join(f"{m} {a['images_per_s'] / b['images_per_s']:.2f}×"
-                                   for m, (a, b) in zip(MODES, pairs, strict=True))
+                ratios = ", ".join(
+                    f"{m} {a['images_per_s'] / b['images_per_s']:.2f}×"
+                    for m, (a, b) in zip(MODES, pairs, strict=True)
+                )
                 lines.append(f"- {ours} / {theirs} at {res} px: {ratios}")
     text = "\n".join(lines) + "\n"
     print(text)

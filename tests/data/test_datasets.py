@@ -63,8 +63,11 @@ def test_cache_that_does_not_fit_is_refused_with_the_estimate(tiny_image_folder,
 def test_bad_specs(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown data spec 'mnist'"):
         parse_spec("mnist")
-    (tmp_path / "train").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"has no val/ subfolder"):
+    with pytest.raises(FileNotFoundError, match=r"has no train/ or val/ subfolder"):
         parse_spec(str(tmp_path))
+    (tmp_path / "train").mkdir()
+    assert parse_spec(str(tmp_path)).kind == "folder"
+    with pytest.raises(FileNotFoundError, match=r"has no val/ subfolder"):
+        build_dataset(str(tmp_path), "val", 32)
     with pytest.raises(ValueError, match="split must be one of"):
         build_dataset("digits", "test", 32)

@@ -59,6 +59,27 @@ def test_eval_checkpoint_with_predictions(tmp_path) -> None:
     assert 100 * correct / 360 == pytest.approx(evaluated.top1)
     assert (tmp_path / "pred.confusion.png").stat().st_size > 10_000
 
+    # the same network as a safetensors file evaluates the same, and predicts with digit names
+    from mobilenets.weights import convert_file, predict
+
+    weights = tmp_path / "digits.safetensors"
+    info = convert_file("checkpoint", run / "checkpoint.pt", weights, model="")
+    assert info.classes == [str(d) for d in range(10)] and info.input_size == 32
+    again = evaluate_checkpoint(weights, "digits", progress=False)
+    assert again.top1 == pytest.approx(evaluated.top1)
+    with pytest.raises(ValueError, match="--data is required"):
+        evaluate_checkpoint(weights)
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    image = tmp_path / "digit.png"
+    Image.fromarray((digits.images[0] * 15).astype(np.uint8)).convert("RGB").save(image)
+    [prediction] = predict(weights, [image], topk=3)
+    assert len(prediction.top) == 3 and prediction.top[0][0] in info.classes
+    assert prediction.top[0][1] >= prediction.top[1][1] >= prediction.top[2][1]
+
 
 def test_cli_train_eval_and_errors(tmp_path, capsys) -> None:
     out = tmp_path / "cli"

@@ -54,14 +54,25 @@ TORCHVISION = [
 def test_torchvision_transplant_gives_equal_outputs(name, width, reduced_tail) -> None:
     kwargs = {"reduced_tail": reduced_tail} if reduced_tail else {}
     theirs = randomize(getattr(torchvision.models, name)(width_mult=width, **kwargs))
-    ours = convert_state_dict(theirs.state_dict(),
-                              torchvision_target(name, width, 1000, reduced_tail))
+    ours = convert_state_dict(
+        theirs.state_dict(), torchvision_target(name, width, 1000, reduced_tail)
+    )
     assert_same_outputs(ours, theirs)
 
 
-TIMM = ["mobilenetv1_100", "mobilenetv1_125", "mobilenetv2_035", "mobilenetv2_050",
-        "mobilenetv2_100", "mobilenetv2_140", "mobilenetv3_large_075", "mobilenetv3_large_100",
-        "mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small_100"]
+TIMM = [
+    "mobilenetv1_100",
+    "mobilenetv1_125",
+    "mobilenetv2_035",
+    "mobilenetv2_050",
+    "mobilenetv2_100",
+    "mobilenetv2_140",
+    "mobilenetv3_large_075",
+    "mobilenetv3_large_100",
+    "mobilenetv3_small_050",
+    "mobilenetv3_small_075",
+    "mobilenetv3_small_100",
+]
 
 
 @pytest.mark.parametrize("name", TIMM)
@@ -80,8 +91,7 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path) -> None:
     info = convert_file("torchvision", src, out, model="mobilenet_v3_small")
     assert info.classes[0] == "tench" and len(info.classes) == 1000
     loaded = load_weights(out)
-    for (k, a), b in zip(loaded.state_dict().items(), theirs.state_dict().values(),
-                         strict=True):
+    for (k, a), b in zip(loaded.state_dict().items(), theirs.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     again = tmp_path / "again.safetensors"
     save_weights(loaded, again, loaded.weights_info)
@@ -119,16 +129,24 @@ def test_bad_inputs_are_named(tmp_path) -> None:
         convert_file("torchvision", truncated, tmp_path / "x.safetensors", model="mobilenet_v2")
     with pytest.raises(ValueError, match=r"has 314 tensors but mobilenet_v3_large"):
         convert_file("torchvision", good, tmp_path / "x.safetensors", model="mobilenet_v3_large")
-    with pytest.raises(ValueError, match=r"'features.0.0.weight' \(32, 3, 3, 3\) does not match "
-                                         r"our 'stem.conv.weight' \(16, 3, 3, 3\)"):
-        convert_file("torchvision", good, tmp_path / "x.safetensors", model="mobilenet_v2",
-                     width_mult=0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"'features.0.0.weight' \(32, 3, 3, 3\) does not match "
+        r"our 'stem.conv.weight' \(16, 3, 3, 3\)",
+    ):
+        convert_file(
+            "torchvision", good, tmp_path / "x.safetensors", model="mobilenet_v2", width_mult=0.5
+        )
     missing = dict(state)
     missing.pop("features.3.conv.1.1.running_var")
     torch.save(missing, tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="has 313 tensors"):
-        convert_file("torchvision", tmp_path / "missing.pth", tmp_path / "x.safetensors",
-                     model="mobilenet_v2")
+        convert_file(
+            "torchvision",
+            tmp_path / "missing.pth",
+            tmp_path / "x.safetensors",
+            model="mobilenet_v2",
+        )
     assert not (tmp_path / "x.safetensors").exists()  # never a partial result
 
 
@@ -152,15 +170,21 @@ def test_bad_weights_files(tmp_path) -> None:
     from safetensors.torch import save_file as save
 
     save(tensors, str(tmp_path / "wrong.safetensors"), metadata=info.to_metadata())
-    with pytest.raises(ValueError, match=r"missing keys \['classifier.bias'\].*stem.conv.weight: "
-                                         r"file \(8, 3, 3, 3\), model \(16, 3, 3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing keys \['classifier.bias'\].*stem.conv.weight: "
+        r"file \(8, 3, 3, 3\), model \(16, 3, 3, 3\)",
+    ):
         load_weights(tmp_path / "wrong.safetensors")
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("tf_mobilenetv3_large_100", "TensorFlow 'SAME'"),
-    ("mobilenetv3_rw", "not the papers' networks"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("tf_mobilenetv3_large_100", "TensorFlow 'SAME'"),
+        ("mobilenetv3_rw", "not the papers' networks"),
+    ],
+)
 def test_unsupported_timm_models_say_why(name: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         timm_target(name)
@@ -172,8 +196,21 @@ def test_cli_convert_and_predict(tmp_path, capsys) -> None:
     src = tmp_path / "tv.pth"
     torch.save(randomize(torchvision.models.mobilenet_v3_small()).state_dict(), src)
     out = tmp_path / "v3s.safetensors"
-    assert main(["convert", "--from", "torchvision", str(src), "--model", "mobilenet_v3_small",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--from",
+                "torchvision",
+                str(src),
+                "--model",
+                "mobilenet_v3_small",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     image = tmp_path / "photo.png"
     Image.new("RGB", (300, 200), (200, 120, 40)).save(image)
     assert main(["predict", "--weights", str(out), str(image)]) == 0

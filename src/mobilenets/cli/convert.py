@@ -8,26 +8,47 @@ from mobilenets.weights import SOURCES, convert_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source", required=True, choices=(*SOURCES, "checkpoint"),
-                        help="where SRC comes from")
-    parser.add_argument("src", metavar="SRC",
-                        help="a state dict the user downloaded (.pth, .pt, .bin, .safetensors) or "
-                             "a mobilenets checkpoint.pt")
-    parser.add_argument("--model", default="",
-                        help="torchvision builder name (mobilenet_v2, mobilenet_v3_large, ...) or "
-                             "timm model name (mobilenetv3_large_100, ...)")
-    parser.add_argument("--width-mult", type=float, default=1.0,
-                        help="torchvision's width_mult of the source")
-    parser.add_argument("--reduced-tail", action="store_true",
-                        help="torchvision's reduced_tail of the source")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        choices=(*SOURCES, "checkpoint"),
+        help="where SRC comes from",
+    )
+    parser.add_argument(
+        "src",
+        metavar="SRC",
+        help="a state dict the user downloaded (.pth, .pt, .bin, .safetensors) or "
+        "a mobilenets checkpoint.pt",
+    )
+    parser.add_argument(
+        "--model",
+        default="",
+        help="torchvision builder name (mobilenet_v2, mobilenet_v3_large, ...) or "
+        "timm model name (mobilenetv3_large_100, ...)",
+    )
+    parser.add_argument(
+        "--width-mult", type=float, default=1.0, help="torchvision's width_mult of the source"
+    )
+    parser.add_argument(
+        "--reduced-tail", action="store_true", help="torchvision's reduced_tail of the source"
+    )
     parser.add_argument("--out", required=True, help="FILE.safetensors")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.source != "checkpoint" and not args.model:
         raise ValueError(f"--model is required with --from {args.source}")
-    info = convert_file(args.source, args.src, args.out, model=args.model,
-                        width_mult=args.width_mult, reduced_tail=args.reduced_tail)
-    print(f"wrote {args.out}: {info.model} {info.kwargs}, {len(info.classes)} classes, "
-          f"input {info.input_size} px (from {info.source})")
+    info = convert_file(
+        args.source,
+        args.src,
+        args.out,
+        model=args.model,
+        width_mult=args.width_mult,
+        reduced_tail=args.reduced_tail,
+    )
+    print(
+        f"wrote {args.out}: {info.model} {info.kwargs}, {len(info.classes)} classes, "
+        f"input {info.input_size} px (from {info.source})"
+    )
     return 0

@@ -9,7 +9,13 @@ from mobilenets.training import evaluate_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt")
+    parser.add_argument(
+        "--checkpoint",
+        "--weights",
+        dest="checkpoint",
+        required=True,
+        help="a run's checkpoint.pt or a .safetensors weights file",
+    )
     parser.add_argument("--data", default=None, help="data spec (default: the run's own)")
     parser.add_argument(
         "--predictions",

@@ -52,11 +52,10 @@ def parse_spec(spec: str) -> DataSpec:
         return DataSpec("imagenette", size=spec.partition(":")[2] or "160px")
     path = Path(spec).expanduser()
     if path.is_dir():
-        missing = [s for s in SPLITS if not (path / s).is_dir()]
-        if missing:
+        if not any((path / s).is_dir() for s in SPLITS):
             raise FileNotFoundError(
-                f"image folder {path} has no {' or '.join(f'{m}/' for m in missing)} subfolder; "
-                "expected train/ and val/ inside, one folder per class in each"
+                f"image folder {path} has no train/ or val/ subfolder; expected train/ and val/ "
+                "inside (val/ alone is enough to evaluate), one folder per class in each"
             )
         return DataSpec("folder", path=path)
     raise ValueError(
@@ -79,11 +78,12 @@ def build_dataset(
     augment: bool | None = None,
     cache_in_memory: bool = False,
     skip_bad_images: bool = False,
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> Dataset:
     """The ``split`` ("train" or "val") of a data spec at ``resolution`` px, with its transforms.
 
     Every dataset has ``classes`` (names); training augmentation is on for "train" unless
-    ``augment`` says otherwise.
+    ``augment`` says otherwise. ``mean_std`` overrides the normalization (e.g. a weights file's).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -91,7 +91,7 @@ def build_dataset(
     augment = (split == "train") if augment is None else augment
     if spec.kind == "digits":
         return DigitsDataset(split, resolution, augment=augment)
-    mean, std = spec.mean_std
+    mean, std = mean_std or spec.mean_std
     transform = (
         train_transform(resolution, mean, std) if augment else eval_transform(resolution, mean, std)
     )
@@ -102,6 +102,8 @@ def build_dataset(
         folder, names = prepare_imagenette(root / "imagenette", spec.size), IMAGENETTE_CLASSES
     else:
         folder, names = spec.path, None
+        if not (folder / split).is_dir():
+            raise FileNotFoundError(f"image folder {folder} has no {split}/ subfolder")
     dataset = SafeImageFolder(folder / split, transform, skip_bad_images, class_names=names)
     if cache_in_memory:  # the same transforms run on the cached uint8 tensors
         return InMemoryDataset(dataset, resolution, transform)

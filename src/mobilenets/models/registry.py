@@ -85,11 +85,18 @@ def create_model(name: str, *, weights: str | None = None, **kwargs: object) -> 
         _, info = read_weights(weights)
         if info.model != name:
             raise ValueError(f"{weights} holds {info.model} weights, not {name}")
-        different = {k: (info.kwargs.get(k), v) for k, v in kwargs.items()
-                     if k != "num_classes" and info.kwargs.get(k) != v}
+        different = {
+            k: (info.kwargs.get(k), v)
+            for k, v in kwargs.items()
+            if k != "num_classes" and info.kwargs.get(k) != v
+        }
         if different:
-            raise ValueError(f"{weights} was saved with other settings: " + ", ".join(
-                f"{k}={a!r} in the file, {b!r} asked" for k, (a, b) in different.items()))
+            raise ValueError(
+                f"{weights} was saved with other settings: "
+                + ", ".join(
+                    f"{k}={a!r} in the file, {b!r} asked" for k, (a, b) in different.items()
+                )
+            )
         return load_weights(weights, num_classes=kwargs.get("num_classes"))
     allowed = model_arguments(name)
     for key in kwargs:

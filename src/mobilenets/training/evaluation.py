@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilenets.data import build_dataset, sample_name
+from mobilenets.data import build_dataset, parse_spec, sample_name
 from mobilenets.training.engine import EvalResult, evaluate, make_loader
 from mobilenets.training.fit import load_run
+from mobilenets.weights.io import load_weights
 
 
 def evaluate_checkpoint(
@@ -24,14 +25,21 @@ def evaluate_checkpoint(
     skip_bad_images: bool = False,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate a ``checkpoint.pt`` on ``data``'s "val" split (default: the run's own data)."""
-    config, model, classes = load_run(checkpoint)
+    """Evaluate a training ``checkpoint.pt`` or a ``.safetensors`` weights file on ``data``'s
+    "val" split (default for a checkpoint: the run's own data), at the resolution and with the
+    normalization the network was trained with."""
+    if Path(checkpoint).suffix == ".safetensors":
+        if data is None:
+            raise ValueError("--data is required to evaluate a weights file")
+        model = load_weights(checkpoint)
+        info = model.weights_info
+        resolution, classes, mean_std = info.input_size, info.classes, (info.mean, info.std)
+    else:
+        config, model, classes = load_run(checkpoint)
+        resolution, data = config.resolution, data or config.data
+        mean_std = parse_spec(config.data).mean_std
     dataset = build_dataset(
-        data or config.data,
-        "val",
-        config.resolution,
-        root=data_root,
-        skip_bad_images=skip_bad_images,
+        data, "val", resolution, root=data_root, skip_bad_images=skip_bad_images, mean_std=mean_std
     )
     if len(dataset.classes) != len(classes):
         raise ValueError(

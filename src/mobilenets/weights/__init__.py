@@ -48,8 +48,15 @@ def imagenet_classes() -> list[str]:
     return list(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def convert_file(source: str, path: str | Path, out: str | Path, *, model: str,
-                 width_mult: float = 1.0, reduced_tail: bool = False) -> WeightsInfo:
+def convert_file(
+    source: str,
+    path: str | Path,
+    out: str | Path,
+    *,
+    model: str,
+    width_mult: float = 1.0,
+    reduced_tail: bool = False,
+) -> WeightsInfo:
     """Convert a downloaded state dict (``source`` = torchvision, timm) or one of our training
     checkpoints (``source`` = checkpoint) into a mobilenets safetensors file at ``out``.
 
@@ -62,21 +69,39 @@ def convert_file(source: str, path: str | Path, out: str | Path, *, model: str,
         config, net, classes = load_run(path)
         from mobilenets.data import parse_spec
 
-        mean, std = parse_spec(config.data).mean_std if config.data else (IMAGENET_MEAN,
-                                                                          IMAGENET_STD)
-        info = WeightsInfo(net.model_name, net.model_kwargs, config.resolution, mean, std,
-                           classes, f"mobilenets training run {Path(path).parent}")
+        mean, std = (
+            parse_spec(config.data).mean_std if config.data else (IMAGENET_MEAN, IMAGENET_STD)
+        )
+        info = WeightsInfo(
+            net.model_name,
+            net.model_kwargs,
+            config.resolution,
+            mean,
+            std,
+            classes,
+            f"mobilenets training run {Path(path).parent}",
+        )
         save_weights(net, out, info)
         return info
     if source not in SOURCES:
         raise ValueError(f"--from must be one of {(*SOURCES, 'checkpoint')}, got {source!r}")
     state = read_state_dict(path)
     num_classes = classifier_outputs(state)
-    target = (torchvision_target(model, width_mult, num_classes, reduced_tail)
-              if source == "torchvision" else timm_target(model, num_classes))
+    target = (
+        torchvision_target(model, width_mult, num_classes, reduced_tail)
+        if source == "torchvision"
+        else timm_target(model, num_classes)
+    )
     net = convert_state_dict(state, target)
     classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
-    info = WeightsInfo(target.model, target.kwargs, 224, IMAGENET_MEAN, IMAGENET_STD, classes,
-                       f"{source}:{model} ({Path(path).name})")
+    info = WeightsInfo(
+        target.model,
+        target.kwargs,
+        224,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        classes,
+        f"{source}:{model} ({Path(path).name})",
+    )
     save_weights(net, out, info)
     return info

@@ -25,7 +25,8 @@ from mobilenets.models.registry import create_model
 SOURCES = ("torchvision", "timm")
 TORCHVISION_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 _TIMM_NAME = re.compile(
-    r"^(?P<tf>tf_)?mobilenetv(?P<family>1|2|3_large|3_small)(?P<minimal>_minimal)?_(?P<w>\d{3})$")
+    r"^(?P<tf>tf_)?mobilenetv(?P<family>1|2|3_large|3_small)(?P<minimal>_minimal)?_(?P<w>\d{3})$"
+)
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,15 @@ class Target:
     kwargs: dict
 
 
-def torchvision_target(name: str, width_mult: float = 1.0, num_classes: int = 1000,
-                       reduced_tail: bool = False) -> Target:
+def torchvision_target(
+    name: str, width_mult: float = 1.0, num_classes: int = 1000, reduced_tail: bool = False
+) -> Target:
     """Our equivalent of ``torchvision.models.<name>(width_mult=..., ...)``."""
     if name not in TORCHVISION_MODELS:
-        raise ValueError(f"torchvision has no MobileNet named {name!r}; supported: "
-                         f"{', '.join(TORCHVISION_MODELS)} (torchvision has no MobileNetV1)")
+        raise ValueError(
+            f"torchvision has no MobileNet named {name!r}; supported: "
+            f"{', '.join(TORCHVISION_MODELS)} (torchvision has no MobileNetV1)"
+        )
     kwargs: dict = {"width_mult": width_mult, "num_classes": num_classes}
     if name.startswith("mobilenet_v3"):
         kwargs.update(channel_rules="torchvision", bn_eps=1e-3, reduced_tail=reduced_tail)
@@ -56,12 +60,14 @@ def timm_target(name: str, num_classes: int = 1000) -> Target:
             f"cannot convert timm model {name!r}: supported are mobilenetv1_NNN, mobilenetv2_NNN, "
             "mobilenetv3_large_NNN and mobilenetv3_small_NNN (NNN = 100·α); timm's variants "
             "with other block layouts (mobilenetv1_100h, mobilenetv2_110d, mobilenetv3_rw, ...) "
-            "are not the papers' networks")
+            "are not the papers' networks"
+        )
     if match["tf"]:
         raise ValueError(
             f"cannot convert timm model {name!r}: the tf_ ports use TensorFlow 'SAME' "
             "(asymmetric) padding on stride-2 convs, which our networks do not implement, so "
-            "outputs would differ; use timm's mobilenetv3_* weights")
+            "outputs would differ; use timm's mobilenetv3_* weights"
+        )
     width = int(match["w"]) / 100
     family = match["family"]
     kwargs: dict = {"width_mult": width, "num_classes": num_classes, "bn_eps": 1e-5}
@@ -85,17 +91,20 @@ def key_map(source: dict[str, torch.Tensor], model: nn.Module) -> list[tuple[str
         raise ValueError(
             f"the source state dict has {len(src_keys)} tensors but {model.model_name} with "
             f"{model.model_kwargs} has {len(our_keys)}: another architecture or width; first "
-            f"source keys {src_keys[:3]}, ours {our_keys[:3]}")
+            f"source keys {src_keys[:3]}, ours {our_keys[:3]}"
+        )
     pairs = []
     for src, dst in zip(src_keys, our_keys, strict=True):
         a, b = source[src], ours[dst]
-        same_shape = a.shape == b.shape or (a.numel() == b.numel() and a.dim() == 4 and
-                                            b.dim() == 2)
+        same_shape = a.shape == b.shape or (
+            a.numel() == b.numel() and a.dim() == 4 and b.dim() == 2
+        )
         if _kind(src) != _kind(dst) or not same_shape:
             raise ValueError(
                 f"source key {src!r} {tuple(a.shape)} does not match our {dst!r} "
                 f"{tuple(b.shape)}: another architecture or width than {model.model_name} with "
-                f"{model.model_kwargs}")
+                f"{model.model_kwargs}"
+            )
         pairs.append((src, dst))
     return pairs
 
@@ -104,8 +113,9 @@ def convert_state_dict(source: dict[str, torch.Tensor], target: Target) -> nn.Mo
     """Build our network for ``target`` and load ``source`` into it through :func:`key_map`."""
     model = create_model(target.model, **target.kwargs)
     ours = model.state_dict()
-    converted = {dst: source[src].reshape(ours[dst].shape).clone()
-                 for src, dst in key_map(source, model)}
+    converted = {
+        dst: source[src].reshape(ours[dst].shape).clone() for src, dst in key_map(source, model)
+    }
     model.load_state_dict(converted, strict=True)
     return model.eval()
 

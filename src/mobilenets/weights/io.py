@@ -36,20 +36,34 @@ class WeightsInfo:
     source: str = ""
 
     def to_metadata(self) -> dict[str, str]:
-        return {"format": FORMAT, "model": self.model, "kwargs": json.dumps(self.kwargs),
-                "input_size": str(self.input_size), "mean": json.dumps(list(self.mean)),
-                "std": json.dumps(list(self.std)), "classes": json.dumps(self.classes),
-                "source": self.source}
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "kwargs": json.dumps(self.kwargs),
+            "input_size": str(self.input_size),
+            "mean": json.dumps(list(self.mean)),
+            "std": json.dumps(list(self.std)),
+            "classes": json.dumps(self.classes),
+            "source": self.source,
+        }
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], path: Path) -> WeightsInfo:
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is a safetensors file but not mobilenets weights (no "
-                             f"'format': {FORMAT!r} metadata); convert it with `mobilenets "
-                             "convert --from torchvision|timm`")
-        return cls(meta["model"], json.loads(meta["kwargs"]), int(meta["input_size"]),
-                   tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])),
-                   json.loads(meta["classes"]), meta.get("source", ""))
+            raise ValueError(
+                f"{path} is a safetensors file but not mobilenets weights (no "
+                f"'format': {FORMAT!r} metadata); convert it with `mobilenets "
+                "convert --from torchvision|timm`"
+            )
+        return cls(
+            meta["model"],
+            json.loads(meta["kwargs"]),
+            int(meta["input_size"]),
+            tuple(json.loads(meta["mean"])),
+            tuple(json.loads(meta["std"])),
+            json.loads(meta["classes"]),
+            meta.get("source", ""),
+        )
 
 
 def save_weights(model: nn.Module, path: str | Path, info: WeightsInfo) -> None:
@@ -76,16 +90,23 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsInfo
     return tensors, WeightsInfo.from_metadata(meta, path)
 
 
-def load_state_dict_strictly(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-                             allow_missing_classifier: bool = False) -> None:
+def load_state_dict_strictly(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    allow_missing_classifier: bool = False,
+) -> None:
     """Load every key or none: missing, unexpected and mis-shaped keys are named with shapes."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if allow_missing_classifier:
         missing = [k for k in missing if not k.startswith(CLASSIFIER_PREFIX)]
-    shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(expected[k].shape)}"
-              for k in expected if k in state and state[k].shape != expected[k].shape]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)}, model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys {missing[:6]}{' ...' if len(missing) > 6 else ''}")

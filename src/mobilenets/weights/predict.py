@@ -20,8 +20,9 @@ class Prediction:
 
 
 @torch.inference_mode()
-def predict(weights: str | Path | nn.Module, images: list[str | Path], topk: int = 5,
-            batch_size: int = 16) -> list[Prediction]:
+def predict(
+    weights: str | Path | nn.Module, images: list[str | Path], topk: int = 5, batch_size: int = 16
+) -> list[Prediction]:
     """Classify image files with a weights file (or a model loaded by :func:`load_weights`)."""
     model = load_weights(weights) if not isinstance(weights, nn.Module) else weights.eval()
     info = model.weights_info
@@ -30,11 +31,10 @@ def predict(weights: str | Path | nn.Module, images: list[str | Path], topk: int
     k = min(topk, len(classes))
     out = []
     for start in range(0, len(images), batch_size):
-        chunk = [str(p) for p in images[start:start + batch_size]]
+        chunk = [str(p) for p in images[start : start + batch_size]]
         batch = torch.stack([transform(load_rgb(p)) for p in chunk])
         probs = model(batch).softmax(1)
         values, indices = probs.topk(k, dim=1)
         for path, vals, idxs in zip(chunk, values.tolist(), indices.tolist(), strict=True):
-            out.append(Prediction(path, [(classes[i], v) for i, v in zip(idxs, vals,
-                                                                         strict=True)]))
+            out.append(Prediction(path, [(classes[i], v) for i, v in zip(idxs, vals, strict=True)]))
     return out
