@@ -90,6 +90,7 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path) -> None:
     out = tmp_path / "v3s.safetensors"
     info = convert_file("torchvision", src, out, model="mobilenet_v3_small")
     assert info.classes[0] == "tench" and len(info.classes) == 1000
+    assert info.resize is None  # an unknown file name: input / 0.875
     loaded = load_weights(out)
     for (k, a), b in zip(loaded.state_dict().items(), theirs.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
@@ -106,9 +107,11 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path) -> None:
 
 def test_other_num_classes_drops_only_the_classifier(tmp_path) -> None:
     out = tmp_path / "v2.safetensors"
-    src = tmp_path / "v2.pth"
+    src = tmp_path / "mobilenet_v2-7ebf99e0.pth"  # torchvision's IMAGENET1K_V2 file name
     torch.save(randomize(torchvision.models.mobilenet_v2()).state_dict(), src)
-    convert_file("torchvision", src, out, model="mobilenet_v2")
+    info = convert_file("torchvision", src, out, model="mobilenet_v2")
+    assert info.resize == 232  # torchvision evaluates IMAGENET1K_V2 at resize 232, crop 224
+    assert load_weights(out).weights_info.resize == 232
     model = create_model("mobilenet_v2", weights=str(out), num_classes=10)
     assert model.classifier.out_features == 10
     full = load_weights(out)

@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reduced-tail", action="store_true", help="torchvision's reduced_tail of the source"
     )
+    parser.add_argument(
+        "--eval-resize",
+        type=int,
+        default=None,
+        help="short side before the 224 center crop at evaluation (default: torchvision's "
+        "figure for its own weights files, else 256)",
+    )
     parser.add_argument("--out", required=True, help="FILE.safetensors")
 
 
@@ -46,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         width_mult=args.width_mult,
         reduced_tail=args.reduced_tail,
+        eval_resize=args.eval_resize,
     )
     print(
         f"wrote {args.out}: {info.model} {info.kwargs}, {len(info.classes)} classes, "

@@ -79,11 +79,13 @@ def build_dataset(
     cache_in_memory: bool = False,
     skip_bad_images: bool = False,
     mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    eval_resize: int | None = None,
 ) -> Dataset:
     """The ``split`` ("train" or "val") of a data spec at ``resolution`` px, with its transforms.
 
     Every dataset has ``classes`` (names); training augmentation is on for "train" unless
-    ``augment`` says otherwise. ``mean_std`` overrides the normalization (e.g. a weights file's).
+    ``augment`` says otherwise. ``mean_std`` and ``eval_resize``
+    (the short side before the center crop) override the defaults, e.g. with a weights file's.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -92,9 +94,10 @@ def build_dataset(
     if spec.kind == "digits":
         return DigitsDataset(split, resolution, augment=augment)
     mean, std = mean_std or spec.mean_std
-    transform = (
-        train_transform(resolution, mean, std) if augment else eval_transform(resolution, mean, std)
-    )
+    if augment:
+        transform = train_transform(resolution, mean, std)
+    else:
+        transform = eval_transform(resolution, mean, std, eval_resize)
     root = Path(root) if root is not None else default_data_root()
     if spec.kind == "cifar10":
         return cifar10(root / "cifar10", train=split == "train", transform=transform)

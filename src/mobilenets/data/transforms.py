@@ -41,12 +41,14 @@ def eval_transform(
     resolution: int,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    resize: int | None = None,
 ) -> v2.Compose:
-    """Resize the short side to ``resolution / 0.875``, center crop, to float, normalize."""
+    """Resize the short side to ``resize`` (default ``resolution / 0.875``), center crop, to
+    float, normalize."""
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.Resize(eval_resize_size(resolution)),
+            v2.Resize(resize or eval_resize_size(resolution)),
             v2.CenterCrop(resolution),
             *_normalize(mean, std),
         ]

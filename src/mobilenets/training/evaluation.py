@@ -34,12 +34,19 @@ def evaluate_checkpoint(
         model = load_weights(checkpoint)
         info = model.weights_info
         resolution, classes, mean_std = info.input_size, info.classes, (info.mean, info.std)
+        resize = info.resize
     else:
         config, model, classes = load_run(checkpoint)
         resolution, data = config.resolution, data or config.data
-        mean_std = parse_spec(config.data).mean_std
+        mean_std, resize = parse_spec(config.data).mean_std, None
     dataset = build_dataset(
-        data, "val", resolution, root=data_root, skip_bad_images=skip_bad_images, mean_std=mean_std
+        data,
+        "val",
+        resolution,
+        root=data_root,
+        skip_bad_images=skip_bad_images,
+        mean_std=mean_std,
+        eval_resize=resize,
     )
     if len(dataset.classes) != len(classes):
         raise ValueError(

@@ -48,6 +48,21 @@ def imagenet_classes() -> list[str]:
     return list(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+def torchvision_eval_resize(name: str, path: str | Path) -> int | None:
+    """The eval resize torchvision publishes for one of its weights files, recognised by the
+    file name (232 for ``mobilenet_v2-7ebf99e0.pth``, ``IMAGENET1K_V2``), else ``None``."""
+    from torchvision.models import get_model_weights
+
+    try:
+        entries = list(get_model_weights(name))
+    except ValueError:
+        return None
+    for entry in entries:
+        if Path(entry.url).name == Path(path).name:
+            return int(entry.transforms().resize_size[0])
+    return None
+
+
 def convert_file(
     source: str,
     path: str | Path,
@@ -56,22 +71,23 @@ def convert_file(
     model: str,
     width_mult: float = 1.0,
     reduced_tail: bool = False,
+    eval_resize: int | None = None,
 ) -> WeightsInfo:
     """Convert a downloaded state dict (``source`` = torchvision, timm) or one of our training
     checkpoints (``source`` = checkpoint) into a mobilenets safetensors file at ``out``.
 
     ``model`` is torchvision's builder name (with ``width_mult``), timm's model name, or ignored
-    for a checkpoint.
+    for a checkpoint. ``eval_resize`` is the short side before the center crop that the weights
+    are evaluated with (default: torchvision's own figure when the file name is one of its
+    weights files, else ``input_size / 0.875``).
     """
     if source == "checkpoint":
+        from mobilenets.data import parse_spec
         from mobilenets.training.fit import load_run
 
         config, net, classes = load_run(path)
-        from mobilenets.data import parse_spec
-
-        mean, std = (
-            parse_spec(config.data).mean_std if config.data else (IMAGENET_MEAN, IMAGENET_STD)
-        )
+        mean, std = parse_spec(config.data).mean_std
+        source_text = f"mobilenets training run {Path(path).parent}"
         info = WeightsInfo(
             net.model_name,
             net.model_kwargs,
@@ -79,7 +95,8 @@ def convert_file(
             mean,
             std,
             classes,
-            f"mobilenets training run {Path(path).parent}",
+            source_text,
+            eval_resize,
         )
         save_weights(net, out, info)
         return info
@@ -87,11 +104,11 @@ def convert_file(
         raise ValueError(f"--from must be one of {(*SOURCES, 'checkpoint')}, got {source!r}")
     state = read_state_dict(path)
     num_classes = classifier_outputs(state)
-    target = (
-        torchvision_target(model, width_mult, num_classes, reduced_tail)
-        if source == "torchvision"
-        else timm_target(model, num_classes)
-    )
+    if source == "torchvision":
+        target = torchvision_target(model, width_mult, num_classes, reduced_tail)
+        eval_resize = eval_resize or torchvision_eval_resize(model, path)
+    else:
+        target = timm_target(model, num_classes)
     net = convert_state_dict(state, target)
     classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     info = WeightsInfo(
@@ -102,6 +119,7 @@ def convert_file(
         IMAGENET_STD,
         classes,
         f"{source}:{model} ({Path(path).name})",
+        eval_resize,
     )
     save_weights(net, out, info)
     return info

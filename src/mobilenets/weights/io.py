@@ -34,6 +34,7 @@ class WeightsInfo:
     std: tuple[float, ...] = IMAGENET_STD
     classes: list[str] = field(default_factory=list)
     source: str = ""
+    resize: int | None = None  # short side before the center crop (None: input_size / 0.875)
 
     def to_metadata(self) -> dict[str, str]:
         return {
@@ -45,6 +46,7 @@ class WeightsInfo:
             "std": json.dumps(list(self.std)),
             "classes": json.dumps(self.classes),
             "source": self.source,
+            "resize": json.dumps(self.resize),
         }
 
     @classmethod
@@ -63,6 +65,7 @@ class WeightsInfo:
             tuple(json.loads(meta["std"])),
             json.loads(meta["classes"]),
             meta.get("source", ""),
+            json.loads(meta.get("resize", "null")),
         )
 
 

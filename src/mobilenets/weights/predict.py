@@ -26,7 +26,7 @@ def predict(
     """Classify image files with a weights file (or a model loaded by :func:`load_weights`)."""
     model = load_weights(weights) if not isinstance(weights, nn.Module) else weights.eval()
     info = model.weights_info
-    transform = eval_transform(info.input_size, info.mean, info.std)
+    transform = eval_transform(info.input_size, info.mean, info.std, info.resize)
     classes = info.classes or [str(i) for i in range(model.num_classes)]
     k = min(topk, len(classes))
     out = []
