@@ -16,6 +16,14 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must be I/N, e.g. 0/2, got {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SweepConfig()
     parser.add_argument(
@@ -31,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated input sizes in px (default 64,48,32)",
     )
     parser.add_argument("--out", default=defaults.out, help="sweep folder")
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        help="I/N: train only cells I, I+N, ... (run N shards on N machines into one shared "
+        "--out; any shard's table includes every finished cell)",
+    )
     add_training_arguments(parser, sweep=True)
 
 
@@ -40,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         width_mults=args.width_mults,
         resolutions=args.resolutions,
         train=config_from_args(args, args.out),
+        shard=args.shard,
     )
     rows = sweep(config)
     with open(f"{args.out}/sweep.md") as f:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mobilenets.models.registry import list_models
-from mobilenets.training import TrainConfig, fit
+from mobilenets.training import TrainConfig, distributed, fit
 from mobilenets.training.config import OPTIMIZERS, SCHEDULES
 
 
@@ -63,6 +63,12 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, sweep: bool = Fal
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.augment,
+        help="training augmentation",
+    )
+    parser.add_argument(
         "--cache-in-memory",
         action="store_true",
         help="decode and resize every image once, train from RAM",
@@ -106,6 +112,7 @@ def config_from_args(args: argparse.Namespace, out: str) -> TrainConfig:
         workers=args.workers,
         seed=args.seed,
         resume=args.resume,
+        augment=args.augment,
         cache_in_memory=args.cache_in_memory,
         skip_bad_images=args.skip_bad_images,
         sync_bn=args.sync_bn,
@@ -121,7 +128,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = fit(config_from_args(args, args.out))
+    try:
+        result = fit(config_from_args(args, args.out))
+    finally:
+        distributed.cleanup()
+    if not distributed.read_env().is_main:
+        return 0
     s = result.summary
     print(
         f"{s['model']} α={s['width_mult']} {s['resolution']} px: top-1 {s['val_top1']:.2f}%, "

@@ -43,6 +43,7 @@ class TrainConfig:
     workers: int = 0
     seed: int = 0
     resume: bool = False
+    augment: bool = True  # training augmentation (off: compare runs sample for sample)
     cache_in_memory: bool = False
     skip_bad_images: bool = False
     sync_bn: bool = False

@@ -94,6 +94,14 @@ class EpochStats:
         return self.images / self.seconds if self.seconds else 0.0
 
 
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -109,7 +117,8 @@ def train_one_epoch(
     progress: bool = True,
     description: str = "train",
 ) -> EpochStats:
-    """One pass over ``loader``, stepping the scheduler every batch."""
+    """One pass over ``loader``, stepping the scheduler every batch; loss and top-1 are over
+    every process's samples under DDP."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64)
     correct = images = skipped = 0
@@ -143,8 +152,15 @@ def train_one_epoch(
         images += len(y)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
     seconds = time.perf_counter() - start
+    loss_total, correct, images, skipped = _all_reduce(
+        [float(loss_sum), correct, images, skipped], device
+    )
     return EpochStats(
-        float(loss_sum) / max(images, 1), 100 * correct / max(images, 1), images, seconds, skipped
+        loss_total / max(images, 1),
+        100 * correct / max(images, 1),
+        int(images),
+        seconds,
+        int(skipped),
     )
 
 
@@ -167,14 +183,6 @@ class EvalResult:
             "images": self.images,
             "skipped": self.skipped,
         }
-
-
-def _all_reduce(values: list[float], device: torch.device) -> list[float]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 @torch.no_grad()

@@ -53,6 +53,7 @@ METRIC_FIELDS = [
     "epoch_seconds",
     "images_per_second",
     "skipped_images",
+    "val_images",
 ]
 
 
@@ -207,13 +208,15 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
         "cache_in_memory": config.cache_in_memory,
         "skip_bad_images": config.skip_bad_images,
     }
-    train_set = build_dataset(config.data, "train", config.resolution, **data_args)
+    train_set = build_dataset(
+        config.data, "train", config.resolution, augment=config.augment, **data_args
+    )
     val_set = build_dataset(config.data, "val", config.resolution, **data_args)
     classes = [str(c if isinstance(c, str) else c[0]) for c in train_set.classes]
 
     model = build_model(config, len(classes))
     if config.sync_bn and env.enabled:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = distributed.convert_sync_batchnorm(model, device)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -230,36 +233,29 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
         else model
     )
 
-    generator = torch.Generator()
+    generator = torch.Generator()  # seeds DataLoader workers, re-seeded every epoch
     per_rank_batch = max(1, config.batch_size // env.world_size)
-    train_sampler = (
-        DistributedSampler(
-            train_set, env.world_size, env.rank, shuffle=True, seed=config.seed, drop_last=True
-        )
-        if env.enabled
-        else None
-    )
-    val_sampler = (
-        DistributedSampler(val_set, env.world_size, env.rank, shuffle=False)
-        if env.enabled
-        else None
+    # One sampler for one process and many: rank r takes positions r, r + w, ... of the same
+    # seeded permutation, so w processes' batches together are the 1-process batch.
+    train_sampler = DistributedSampler(
+        train_set, env.world_size, env.rank, shuffle=True, seed=config.seed, drop_last=True
     )
     train_loader = make_loader(
         train_set,
         per_rank_batch,
-        shuffle=True,
+        shuffle=False,
         workers=config.workers,
         generator=generator,
         sampler=train_sampler,
         drop_last=True,
     )
+    # every validation sample on exactly one rank, no padding: exact all-reduced counts
     val_loader = make_loader(
-        val_set, per_rank_batch, shuffle=False, workers=config.workers, sampler=val_sampler
+        _Shard(val_set, env) if env.enabled else val_set,
+        per_rank_batch,
+        shuffle=False,
+        workers=config.workers,
     )
-    if val_sampler is not None:  # DistributedSampler pads; count each sample exactly once
-        val_loader = make_loader(
-            _shard(val_set, env), per_rank_batch, shuffle=False, workers=config.workers
-        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
@@ -299,8 +295,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
     eval_model = ema.module if ema is not None else model
     for epoch in range(start_epoch, config.epochs):
         _seed_epoch(config.seed, epoch, generator)
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
+        train_sampler.set_epoch(epoch)
         lr = scheduler.get_last_lr()[0]
         stats = train_one_epoch(
             train_model,
@@ -333,8 +328,9 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
             "val_top1": result.top1,
             "val_top5": result.top5,
             "epoch_seconds": stats.seconds,
-            "images_per_second": stats.images_per_second * env.world_size,
+            "images_per_second": stats.images_per_second,
             "skipped_images": stats.skipped + result.skipped,
+            "val_images": result.images,
         }
         history.append(row)
         if env.is_main:
@@ -381,10 +377,6 @@ class _Shard(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> object:
         return self.dataset[self.indices[index]]
-
-
-def _shard(dataset: torch.utils.data.Dataset, env: distributed.DistEnv) -> _Shard:
-    return _Shard(dataset, env)
 
 
 def _state(
@@ -434,6 +426,7 @@ def _summary(
         "val_top5": last["val_top5"],
         "val_loss": last["val_loss"],
         "best_val_top1": max(h["val_top1"] for h in history),
+        "val_images": last["val_images"],
         "params": prof.total_params,
         "macs": prof.macs,
         "train_seconds": sum(h["epoch_seconds"] for h in history),

@@ -47,6 +47,12 @@ class SweepConfig:
     resolutions: Sequence[int] = (64, 48, 32)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6))
     latency_runs: int = 30
+    shard: tuple[int, int] = (0, 1)  # (index, count): this process trains cells index::count
+
+    def __post_init__(self) -> None:
+        index, count = self.shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard must be I/N with 0 ≤ I < N, got {index}/{count}")
 
 
 def cell_dir(out: Path, width_mult: float, resolution: int) -> Path:
@@ -74,53 +80,72 @@ def measure_latency(
 
 
 def sweep(config: SweepConfig, log: Callable[[str], None] = print) -> list[dict]:
-    """Train and evaluate every α × resolution cell; returns one row per cell."""
+    """Train and evaluate every α × resolution cell of this shard.
+
+    Finished cells (``cells/a{α}_r{res}/cell.json``) are skipped, an interrupted cell resumes
+    from its checkpoint. After each cell the table and plot are rebuilt from every finished
+    cell in the folder, so shards run on several machines into one shared folder assemble
+    themselves. Returns the rows of all finished cells, in grid order.
+    """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    cells = [(a, r) for a in config.width_mults for r in config.resolutions]
-    rows: list[dict] = []
-    reference = max(config.resolutions)
-    bar = tqdm(cells, desc="sweep", unit="cell", disable=not config.train.progress)
+    grid = [(a, r) for a in config.width_mults for r in config.resolutions]
+    index, count = config.shard
+    mine = grid[index::count]
+    bar = tqdm(mine, desc="sweep", unit="cell", disable=not config.train.progress)
     for width_mult, resolution in bar:
         bar.set_postfix(alpha=width_mult, resolution=resolution)
-        folder = cell_dir(out, width_mult, resolution)
-        summary_path, result_path = folder / "summary.json", folder / "cell.json"
+        result_path = cell_dir(out, width_mult, resolution) / "cell.json"
         if result_path.exists():
             row = json.loads(result_path.read_text())
             log(f"cell α={width_mult:g} {resolution} px: done before (top-1 {row['top1']:.2f}%)")
         else:
-            train = dataclasses.replace(
-                config.train,
-                width_mult=width_mult,
-                resolution=resolution,
-                out=str(folder),
-                resume=(folder / "checkpoint.pt").exists(),
-            )
-            result = fit(train, log=log)
-            summary = json.loads(summary_path.read_text())
-            latency = measure_latency(
-                build_model(train, len(summary["classes"])),
-                resolution,
-                config.latency_runs,
-                train.channels_last,
-            )
-            row = {
-                "model": train.model,
-                "width_mult": width_mult,
-                "resolution": resolution,
-                "rho": resolution / reference,
-                "params": summary["params"],
-                "macs": summary["macs"],
-                "top1": result.top1,
-                "top5": summary["val_top5"],
-                "latency_ms": latency,
-                "train_seconds": summary["train_seconds"],
-                "epochs": summary["epochs"],
-            }
+            row = _run_cell(config, width_mult, resolution, log)
             _write_atomic(result_path, json.dumps(row, indent=2))
-        rows.append(row)
-        write_sweep(out, rows, config.train.data)
+        write_sweep(out, finished_rows(out, grid), config.train.data)
+    rows = finished_rows(out, grid)
+    write_sweep(out, rows, config.train.data)
     return rows
+
+
+def finished_rows(out: Path, grid: list[tuple[float, int]]) -> list[dict]:
+    """The rows of the grid's finished cells, in grid order."""
+    paths = [cell_dir(out, a, r) / "cell.json" for a, r in grid]
+    return [json.loads(p.read_text()) for p in paths if p.exists()]
+
+
+def _run_cell(
+    config: SweepConfig, width_mult: float, resolution: int, log: Callable[[str], None]
+) -> dict:
+    folder = cell_dir(Path(config.out), width_mult, resolution)
+    train = dataclasses.replace(
+        config.train,
+        width_mult=width_mult,
+        resolution=resolution,
+        out=str(folder),
+        resume=(folder / "checkpoint.pt").exists(),
+    )
+    result = fit(train, log=log)
+    summary = result.summary
+    latency = measure_latency(
+        build_model(train, len(summary["classes"])),
+        resolution,
+        config.latency_runs,
+        train.channels_last,
+    )
+    return {
+        "model": train.model,
+        "width_mult": width_mult,
+        "resolution": resolution,
+        "rho": resolution / max(config.resolutions),
+        "params": summary["params"],
+        "macs": summary["macs"],
+        "top1": result.top1,
+        "top5": summary["val_top5"],
+        "latency_ms": latency,
+        "train_seconds": summary["train_seconds"],
+        "epochs": summary["epochs"],
+    }
 
 
 def write_sweep(out: Path, rows: list[dict], data: str) -> None:
