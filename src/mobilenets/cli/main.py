@@ -7,7 +7,19 @@ import sys
 from collections.abc import Sequence
 
 from mobilenets import __version__
-from mobilenets.cli import convert, eval, models, paper, predict, profile, sweep, train
+from mobilenets.cli import (
+    bench,
+    convert,
+    eval,
+    export,
+    models,
+    paper,
+    predict,
+    profile,
+    quantize,
+    sweep,
+    train,
+)
 from mobilenets.data import BadImageError
 from mobilenets.training.malloc import reexec_with_malloc_tuning, should_reexec
 
@@ -20,9 +32,12 @@ COMMANDS = {
     "sweep": sweep,
     "convert": convert,
     "predict": predict,
+    "export": export,
+    "quantize": quantize,
+    "bench": bench,
 }
 #: Commands that train or run networks for long: they get the fast glibc malloc settings.
-HEAVY_COMMANDS = {"train", "eval", "sweep"}
+HEAVY_COMMANDS = {"train", "eval", "sweep", "bench"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,50 @@
+"""Latency: ours beside torchvision (timm for V1) per backend; table, CSV, JSON and a PNG."""
+
+from __future__ import annotations
+
+import argparse
+
+from mobilenets.export.bench import (
+    BACKENDS,
+    DEFAULT_BACKENDS,
+    DEFAULT_MODELS,
+    format_bench,
+    run_bench,
+    write_bench,
+)
+
+
+def _list(text: str) -> list[str]:
+    return [v for v in text.split(",") if v]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=_list, default=list(DEFAULT_MODELS))
+    parser.add_argument(
+        "--backends",
+        type=_list,
+        default=list(DEFAULT_BACKENDS),
+        help=f"comma-separated, from {','.join(BACKENDS)}",
+    )
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--out", default="runs/bench", help="folder for bench.md/csv/json/png")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows, peak = run_bench(
+        args.models,
+        args.backends,
+        batch_size=args.batch_size,
+        resolution=args.resolution,
+        threads=args.threads,
+        warmup=args.warmup,
+        runs=args.runs,
+    )
+    out = write_bench(args.out, rows, peak)
+    print(format_bench(rows, peak))
+    print(f"wrote {out}/bench.md, bench.csv, bench.json, bench.png")
+    return 0

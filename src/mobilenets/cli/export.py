@@ -1,0 +1,47 @@
+"""Export a checkpoint, a weights file or a registry model to ONNX (BN folded by default)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mobilenets.export.model_export import export_model
+from mobilenets.export.onnx import onnx_metadata
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a run's checkpoint.pt, a .safetensors weights file, or a model name",
+    )
+    parser.add_argument("--out", required=True, help="FILE.onnx")
+    parser.add_argument(
+        "--fold-bn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fold BatchNorm into the convs (default on)",
+    )
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="input size (default: the one it was trained at)",
+    )
+    parser.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = export_model(
+        args.source,
+        args.out,
+        fold=args.fold_bn,
+        resolution=args.resolution,
+        dynamic_batch=args.dynamic_batch,
+    )
+    meta = onnx_metadata(path)
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {meta['model']}, input "
+        f"{meta['input_size']} px, {len(meta.get('classes') or [])} class names, BN "
+        f"{'folded' if meta.get('bn_folded') else 'kept'}; checked with onnx.checker"
+    )
+    return 0

@@ -1,0 +1,48 @@
+"""int8-quantize an exported ONNX model, calibrated on real images; compare with fp32."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mobilenets.export.quantize import DEFAULT_MARGIN, quantize_onnx
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="FILE.onnx", help="an fp32 model from `export`")
+    parser.add_argument(
+        "--calib-data",
+        default="digits",
+        help="data spec: its train split calibrates, its val split evaluates",
+    )
+    parser.add_argument("--out", required=True, help="FILE.int8.onnx")
+    parser.add_argument("--calib-images", type=int, default=256)
+    parser.add_argument(
+        "--keep-fp32",
+        nargs="*",
+        default=[],
+        metavar="PATTERN",
+        help="ONNX node-name patterns to leave in fp32, e.g. '/stem/*' '*/se/*'",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        help="largest acceptable top-1 drop in points (default 2)",
+    )
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = quantize_onnx(
+        args.model,
+        args.out,
+        args.calib_data,
+        calib_images=args.calib_images,
+        keep_fp32=args.keep_fp32,
+        margin=args.margin,
+        data_root=args.data_root,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.ok else 1
