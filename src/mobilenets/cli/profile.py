@@ -6,6 +6,7 @@ import argparse
 
 from mobilenets.cli._common import print_json
 from mobilenets.complexity import profile
+from mobilenets.complexity.latency import layer_latency
 from mobilenets.models.registry import create_model, get_model_entry, list_models
 
 
@@ -22,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--by", choices=("layer", "kind"), default="layer")
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="also time every layer on this machine (batch 1), per layer and kind",
+    )
+    parser.add_argument("--runs", type=int, default=20, help="timed forwards for --latency")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -29,8 +36,22 @@ def run(args: argparse.Namespace) -> int:
     model = create_model(args.name, width_mult=args.width_mult, num_classes=args.num_classes)
     resolution = args.resolution or get_model_entry(args.name).input_size
     result = profile(model, resolution)
+    timing = layer_latency(model, resolution, runs=args.runs) if args.latency else None
     if args.json:
-        print_json(result.to_dict())
-    else:
-        print(result.format(args.by))
+        payload = result.to_dict()
+        if timing is not None:
+            payload["latency"] = {
+                "forward_ms": timing.forward_ms,
+                "layers": [vars(t) for t in timing.layers],
+                "by_kind": {
+                    k: {"ms": ms, "percent_time": t, "percent_macs": m}
+                    for k, (ms, t, m) in timing.by_kind().items()
+                },
+            }
+        print_json(payload)
+        return 0
+    print(result.format(args.by))
+    if timing is not None:
+        print()
+        print(timing.format())
     return 0

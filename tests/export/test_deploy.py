@@ -1,0 +1,196 @@
+"""BN folding, ONNX export and ONNX Runtime parity, int8 on real data, bench and latency."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mobilenets import create_model, list_models, profile
+from mobilenets.cli.main import main
+from mobilenets.complexity.latency import layer_latency
+from mobilenets.export import OnnxClassifier, export_onnx, fold_bn, onnx_metadata, quantize_onnx
+from mobilenets.export.quantize import QuantReport
+from mobilenets.training import TrainConfig, fit
+
+pytest.importorskip("onnxruntime")
+
+
+def randomized(name: str, **kwargs) -> nn.Module:
+    """A model whose BN statistics and classifier are random, so outputs are far from zero."""
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.2)
+    nn.init.normal_(model.classifier.weight, 0, 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_folded_equals_unfolded_and_keeps_the_mult_adds(name: str) -> None:
+    model = randomized(name)
+    folded = fold_bn(model)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    before, after = profile(model, 96), profile(folded, 96)
+    assert after.macs == before.macs
+    assert "bn" in before.by_kind() and "bn" not in after.by_kind()
+    assert model.training is False and isinstance(model.stem.bn, nn.BatchNorm2d)  # untouched
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("resolution", [224, 97])
+def test_onnx_runtime_equals_pytorch(tmp_path, name: str, resolution: int) -> None:
+    model = randomized(name)
+    path = export_onnx(fold_bn(model), tmp_path / f"{name}.onnx", resolution)
+    session = OnnxClassifier(path)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, resolution, resolution)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert np.abs(session(x) - expected).max() < 1e-4
+    meta = onnx_metadata(path)
+    assert meta["model"] == name and meta["input_size"] == resolution
+
+
+def test_metadata_and_predict_from_image_files(tmp_path) -> None:
+    from PIL import Image
+
+    model = randomized("mobilenet_v3_small", num_classes=3)
+    path = export_onnx(
+        model, tmp_path / "m.onnx", 64, metadata={"classes": ["cat", "dog", "fox"], "resize": 80}
+    )
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (120, 90), (10, 200, 30)).save(image)
+    [top] = OnnxClassifier(path).predict([image], topk=2)
+    assert top[0][0] in {"cat", "dog", "fox"} and len(top) == 2
+    assert top[0][1] >= top[1][1]
+    assert onnx_metadata(path)["kwargs"] == {"num_classes": 3}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, object]:
+    """V1 and V2 (α = 0.5) trained 10 epochs on digits: ~10 s each."""
+    out = {}
+    for name in ("mobilenet_v1", "mobilenet_v2"):
+        folder = tmp_path_factory.mktemp(name)
+        fit(
+            TrainConfig(model=name, width_mult=0.5, epochs=10, out=str(folder), progress=False),
+            log=lambda _m: None,
+        )
+        out[name] = folder
+    return out
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+def test_int8_on_digits_within_two_points_of_fp32(trained, tmp_path, name: str) -> None:
+    assert (
+        main(["export", str(trained[name] / "checkpoint.pt"), "--out", str(tmp_path / "m.onnx")])
+        == 0
+    )
+    report = quantize_onnx(tmp_path / "m.onnx", tmp_path / "m.int8.onnx", "digits")
+    assert report.images == 360 and report.fp32_top1 >= 95
+    assert report.int8_top1 >= report.fp32_top1 - 2.0 and report.ok
+    assert report.agreement >= 97
+    assert report.int8_bytes < report.fp32_bytes / 2.5
+    meta = onnx_metadata(tmp_path / "m.int8.onnx")
+    assert meta["classes"] == [str(d) for d in range(10)] and "QDQ" in meta["quantization"]
+
+
+def test_int8_below_the_margin_warns_and_the_command_fails(trained, tmp_path, capsys) -> None:
+    assert (
+        main(
+            [
+                "export",
+                str(trained["mobilenet_v1"] / "checkpoint.pt"),
+                "--out",
+                str(tmp_path / "m.onnx"),
+            ]
+        )
+        == 0
+    )
+    with pytest.warns(UserWarning, match="points below fp32"):
+        report = quantize_onnx(
+            tmp_path / "m.onnx", tmp_path / "q.onnx", "digits", calib_images=32, margin=-5.0
+        )
+    assert not report.ok and "do not ship" in report.format()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(
+            [
+                "quantize",
+                str(tmp_path / "m.onnx"),
+                "--out",
+                str(tmp_path / "q.onnx"),
+                "--margin",
+                "-5",
+                "--keep-fp32",
+                "/stem/*",
+                "--calib-images",
+                "32",
+            ]
+        )
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "kept in fp32:" in out and "/stem/conv" in out
+
+
+def test_quant_report_logic() -> None:
+    report = QuantReport(97.0, 94.5, 96.0, 360, 3_000_000, 1_000_000, margin=2.0)
+    assert not report.ok and report.to_dict()["ok"] is False
+    assert QuantReport(97.0, 95.5, 96.0, 360, 3_000_000, 1_000_000).ok
+
+
+def test_bench_writes_table_csv_json_and_plot(tmp_path, capsys) -> None:
+    assert (
+        main(
+            [
+                "bench",
+                "--models",
+                "mobilenet_v3_small",
+                "--backends",
+                "eager,ort",
+                "--runs",
+                "3",
+                "--warmup",
+                "1",
+                "--resolution",
+                "64",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    data = json.loads((tmp_path / "bench.json").read_text())
+    rows = {(r["source"], r["backend"]): r for r in data["rows"]}
+    assert set(rows) == {
+        ("mobilenets", "eager"),
+        ("mobilenets", "ort"),
+        ("torchvision", "eager"),
+        ("torchvision", "ort"),
+    }
+    assert rows[("torchvision", "eager")]["speedup_vs_reference_eager"] == pytest.approx(1.0)
+    assert data["peak_gflops"] > 1 and rows[("mobilenets", "ort")]["roofline_ms"] > 0
+    assert (tmp_path / "bench.png").stat().st_size > 20_000
+    assert "| mobilenet_v3_small | mobilenets | ort |" in (tmp_path / "bench.md").read_text()
+    assert main(["bench", "--backends", "tensorrt", "--out", str(tmp_path)]) == 2
+    assert "unknown backends ['tensorrt']" in capsys.readouterr().err
+
+
+def test_layer_latency_covers_every_layer() -> None:
+    model = create_model("mobilenet_v1", width_mult=0.25)
+    timing = layer_latency(model, 64, runs=3, warmup=1)
+    kinds = timing.by_kind()
+    assert {"conv1x1", "conv_dw", "conv3x3", "fc", "bn"} <= set(kinds)
+    assert sum(share for _, share, _ in kinds.values()) == pytest.approx(100)
+    assert kinds["conv1x1"][2] == pytest.approx(profile(model, 64).shares()["conv1x1"][0])
+    assert len([t for t in timing.layers if t.kind == "conv_dw"]) == 13
+    assert "slowest 10 layers" in timing.format()
