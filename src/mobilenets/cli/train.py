@@ -7,6 +7,7 @@ import argparse
 from mobilenets.models.registry import list_models
 from mobilenets.training import TrainConfig, distributed, fit
 from mobilenets.training.config import OPTIMIZERS, SCHEDULES
+from mobilenets.training.sweep import SWEEP_EPOCHS
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None:
@@ -29,7 +30,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, sweep: bool = Fal
         help="digits (default), cifar10, imagenette[:160px|:320px|:full], or a "
         "folder with train/ and val/",
     )
-    parser.add_argument("--epochs", type=int, default=6 if sweep else defaults.epochs)
+    parser.add_argument("--epochs", type=int, default=SWEEP_EPOCHS if sweep else defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     parser.add_argument(
