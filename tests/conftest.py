@@ -52,3 +52,23 @@ def serve_directory():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def _randomize_bn(model, seed: int = 1):
+    """Random BN statistics and affine terms, so eval outputs depend on every tensor."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.2)
+    return model.eval()
+
+
+@pytest.fixture
+def randomize_bn():
+    """``randomize_bn(model)``: a model whose eval outputs are far from the init's zeros."""
+    return _randomize_bn

@@ -18,22 +18,21 @@ from mobilenets.training import TrainConfig, fit
 pytest.importorskip("onnxruntime")
 
 
-def randomized(name: str, **kwargs) -> nn.Module:
-    """A model whose BN statistics and classifier are random, so outputs are far from zero."""
-    torch.manual_seed(0)
-    model = create_model(name, **kwargs)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.2)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.normal_(0, 0.2)
-    nn.init.normal_(model.classifier.weight, 0, 0.1)
-    return model.eval()
+@pytest.fixture
+def randomized(randomize_bn):
+    """``randomized(name, **kwargs)``: random BN statistics and classifier, outputs far from 0."""
+
+    def build(name: str, **kwargs) -> nn.Module:
+        torch.manual_seed(0)
+        model = create_model(name, **kwargs)
+        nn.init.normal_(model.classifier.weight, 0, 0.1)
+        return randomize_bn(model)
+
+    return build
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_folded_equals_unfolded_and_keeps_the_mult_adds(name: str) -> None:
+def test_folded_equals_unfolded_and_keeps_the_mult_adds(name: str, randomized) -> None:
     model = randomized(name)
     folded = fold_bn(model)
     x = torch.randn(2, 3, 96, 96)
@@ -47,7 +46,7 @@ def test_folded_equals_unfolded_and_keeps_the_mult_adds(name: str) -> None:
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("resolution", [224, 97])
-def test_onnx_runtime_equals_pytorch(tmp_path, name: str, resolution: int) -> None:
+def test_onnx_runtime_equals_pytorch(tmp_path, name: str, resolution: int, randomized) -> None:
     model = randomized(name)
     path = export_onnx(fold_bn(model), tmp_path / f"{name}.onnx", resolution)
     session = OnnxClassifier(path)
@@ -60,7 +59,7 @@ def test_onnx_runtime_equals_pytorch(tmp_path, name: str, resolution: int) -> No
     assert meta["model"] == name and meta["input_size"] == resolution
 
 
-def test_metadata_and_predict_from_image_files(tmp_path) -> None:
+def test_metadata_and_predict_from_image_files(tmp_path, randomized) -> None:
     from PIL import Image
 
     model = randomized("mobilenet_v3_small", num_classes=3)

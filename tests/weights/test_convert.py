@@ -20,18 +20,6 @@ from mobilenets.weights import (
 torchvision = pytest.importorskip("torchvision")
 
 
-def randomize(model: nn.Module) -> nn.Module:
-    """Random BN statistics and affine terms, so eval outputs depend on every tensor."""
-    torch.manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.2)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.normal_(0, 0.2)
-    return model.eval()
-
-
 def assert_same_outputs(ours: nn.Module, theirs: nn.Module) -> None:
     for size in (224, 160):
         x = torch.randn(2, 3, size, size)
@@ -51,9 +39,11 @@ TORCHVISION = [
 
 
 @pytest.mark.parametrize(("name", "width", "reduced_tail"), TORCHVISION)
-def test_torchvision_transplant_gives_equal_outputs(name, width, reduced_tail) -> None:
+def test_torchvision_transplant_gives_equal_outputs(
+    name, width, reduced_tail, randomize_bn
+) -> None:
     kwargs = {"reduced_tail": reduced_tail} if reduced_tail else {}
-    theirs = randomize(getattr(torchvision.models, name)(width_mult=width, **kwargs))
+    theirs = randomize_bn(getattr(torchvision.models, name)(width_mult=width, **kwargs))
     ours = convert_state_dict(
         theirs.state_dict(), torchvision_target(name, width, 1000, reduced_tail)
     )
@@ -76,15 +66,15 @@ TIMM = [
 
 
 @pytest.mark.parametrize("name", TIMM)
-def test_timm_transplant_gives_equal_outputs(name: str) -> None:
+def test_timm_transplant_gives_equal_outputs(name: str, randomize_bn) -> None:
     timm = pytest.importorskip("timm")
-    theirs = randomize(timm.create_model(name))
+    theirs = randomize_bn(timm.create_model(name))
     ours = convert_state_dict(theirs.state_dict(), timm_target(name))
     assert_same_outputs(ours, theirs)
 
 
-def test_safetensors_round_trip_is_bit_exact(tmp_path) -> None:
-    theirs = randomize(torchvision.models.mobilenet_v3_small())
+def test_safetensors_round_trip_is_bit_exact(tmp_path, randomize_bn) -> None:
+    theirs = randomize_bn(torchvision.models.mobilenet_v3_small())
     src = tmp_path / "tv.pth"
     torch.save(theirs.state_dict(), src)
     out = tmp_path / "v3s.safetensors"
@@ -105,10 +95,10 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path) -> None:
     torch.testing.assert_close(via_registry(x), theirs(x), rtol=0, atol=0)
 
 
-def test_other_num_classes_drops_only_the_classifier(tmp_path) -> None:
+def test_other_num_classes_drops_only_the_classifier(tmp_path, randomize_bn) -> None:
     out = tmp_path / "v2.safetensors"
     src = tmp_path / "mobilenet_v2-7ebf99e0.pth"  # torchvision's IMAGENET1K_V2 file name
-    torch.save(randomize(torchvision.models.mobilenet_v2()).state_dict(), src)
+    torch.save(randomize_bn(torchvision.models.mobilenet_v2()).state_dict(), src)
     info = convert_file("torchvision", src, out, model="mobilenet_v2")
     assert info.resize == 232  # torchvision evaluates IMAGENET1K_V2 at resize 232, crop 224
     assert load_weights(out).weights_info.resize == 232
@@ -193,11 +183,11 @@ def test_unsupported_timm_models_say_why(name: str, message: str) -> None:
         timm_target(name)
 
 
-def test_cli_convert_and_predict(tmp_path, capsys) -> None:
+def test_cli_convert_and_predict(tmp_path, capsys, randomize_bn) -> None:
     from PIL import Image
 
     src = tmp_path / "tv.pth"
-    torch.save(randomize(torchvision.models.mobilenet_v3_small()).state_dict(), src)
+    torch.save(randomize_bn(torchvision.models.mobilenet_v3_small()).state_dict(), src)
     out = tmp_path / "v3s.safetensors"
     assert (
         main(
