@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from mobilenets.data.cache import InMemoryDataset
 from mobilenets.data.digits import DIGITS_MEAN, DIGITS_STD, DigitsDataset
 from mobilenets.data.downloads import IMAGENETTE_CLASSES, cifar10, prepare_imagenette
-from mobilenets.data.folder import BadImageError, SafeImageFolder, collate_skipping_bad
+from mobilenets.data.folder import BadImageError, SafeImageFolder
 from mobilenets.data.transforms import eval_transform, train_transform
 from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
@@ -24,7 +24,6 @@ __all__ = [
     "BadImageError",
     "DataSpec",
     "build_dataset",
-    "collate_skipping_bad",
     "default_data_root",
     "parse_spec",
     "sample_name",

@@ -1,7 +1,8 @@
 """Image folders (``train/`` and ``val/`` inside, one subfolder per class), read safely.
 
 A corrupt or unreadable image raises :class:`BadImageError` naming its path; with
-``skip_bad_images`` it is dropped from its batch and counted instead.
+``skip_bad_images`` the dataset returns ``None`` and the training loader drops and counts it
+(``mobilenets.training.engine.collate_skipping_bad``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import default_collate
 from torchvision.datasets import ImageFolder
 
 
@@ -60,13 +60,3 @@ class SafeImageFolder(ImageFolder):
             if self.skip_bad_images:
                 return None
             raise
-
-
-def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Collate a batch, dropping the ``None`` of skipped images; returns (x, y, n_skipped)."""
-    good = [sample for sample in batch if sample is not None]
-    skipped = len(batch) - len(good)
-    if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-    images, targets = default_collate(good)
-    return images, targets, skipped

@@ -33,6 +33,14 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         raise
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (a temporary file, then ``os.replace``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint safely (``weights_only=True``), with a clear error for a bad file."""
     path = Path(path)

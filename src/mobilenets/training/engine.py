@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm.auto import tqdm
-
-from mobilenets.data import collate_skipping_bad
 
 
 class WithIndex(Dataset):
@@ -36,12 +34,16 @@ class WithIndex(Dataset):
         return None if sample is None else (*sample, index)
 
 
-def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    good = [s for s in batch if s is not None]
-    images, targets, skipped = collate_skipping_bad(
-        [s[:2] for s in good] + [None] * (len(batch) - len(good))
-    )
-    return images, targets, torch.tensor([s[2] for s in good], dtype=torch.long), skipped
+def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Collate ``(image, target, index)`` samples, dropping the ``None`` of unreadable images:
+    returns (images, targets, indices, number skipped)."""
+    good = [sample for sample in batch if sample is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.empty(0), empty, empty, skipped
+    images, targets, indices = default_collate(good)
+    return images, targets, indices, skipped
 
 
 def make_loader(
@@ -61,7 +63,7 @@ def make_loader(
         shuffle=shuffle if sampler is None else False,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate_skipping_bad,
         generator=generator,
         drop_last=drop_last,
         persistent_workers=False,

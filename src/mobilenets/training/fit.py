@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import math
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from mobilenets.training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_text_atomic,
 )
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.engine import EvalResult, evaluate, make_loader, train_one_epoch
@@ -135,18 +135,12 @@ def _seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
     generator.manual_seed(epoch_seed)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_metrics(path: Path, history: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS)
     writer.writeheader()
     writer.writerows(history)
-    _write_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def plot_curves(path: Path, history: list[dict], title: str) -> None:
@@ -354,7 +348,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
         raise ValueError(f"{checkpoint_path} holds no finished epoch")
     summary = _summary(config, history, classes, model, device, env)
     if env.is_main:
-        _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
         plot_curves(
             out / "curves.png",
             history,

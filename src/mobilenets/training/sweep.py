@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mobilenets.training.checkpoint import write_text_atomic
 from mobilenets.training.config import TrainConfig
-from mobilenets.training.fit import _write_atomic, build_model, fit
+from mobilenets.training.fit import build_model, fit
 
 #: Epochs per cell by default: the 12-cell digits grid then takes about 4 minutes on 2 cores.
 SWEEP_EPOCHS = 8
@@ -104,7 +105,7 @@ def sweep(config: SweepConfig, log: Callable[[str], None] = print) -> list[dict]
             log(f"cell α={width_mult:g} {resolution} px: done before (top-1 {row['top1']:.2f}%)")
         else:
             row = _run_cell(config, width_mult, resolution, log)
-            _write_atomic(result_path, json.dumps(row, indent=2))
+            write_text_atomic(result_path, json.dumps(row, indent=2))
         write_sweep(out, finished_rows(out, grid), config.train.data)
     rows = finished_rows(out, grid)
     write_sweep(out, rows, config.train.data)
@@ -157,8 +158,8 @@ def write_sweep(out: Path, rows: list[dict], data: str) -> None:
     writer = csv.DictWriter(buffer, fieldnames=SWEEP_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(out / "sweep.csv", buffer.getvalue())
-    _write_atomic(out / "sweep.md", format_sweep(rows, data))
+    write_text_atomic(out / "sweep.csv", buffer.getvalue())
+    write_text_atomic(out / "sweep.md", format_sweep(rows, data))
     plot_sweep(out / "sweep.png", rows, data)
 
 
