@@ -71,3 +71,17 @@ def test_bad_specs(tmp_path) -> None:
         build_dataset(str(tmp_path), "val", 32)
     with pytest.raises(ValueError, match="split must be one of"):
         build_dataset("digits", "test", 32)
+
+
+def test_eval_preprocessing_equals_torchvisions_for_its_weights() -> None:
+    """The same tensor as torchvision's IMAGENET1K_V2 preset, on a real photograph."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from torchvision.models import MobileNet_V2_Weights
+
+    from mobilenets.data.transforms import eval_transform
+
+    photo = Image.open(load_sample_images().filenames[0]).convert("RGB")
+    theirs = MobileNet_V2_Weights.IMAGENET1K_V2.transforms()(photo)
+    ours = eval_transform(224, resize=232)(photo)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
