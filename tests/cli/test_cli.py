@@ -53,3 +53,27 @@ def test_python_dash_m_works() -> None:
         check=True,
     ).stdout
     assert "mobilenet_v1_shallow" in out and "2,887,976" in out
+
+
+def test_profile_latency_of_the_folded_network(capsys: pytest.CaptureFixture) -> None:
+    argv = [
+        "profile",
+        "mobilenet_v1",
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "64",
+        "--latency",
+        "--runs",
+        "2",
+        "--fold-bn",
+        "--json",
+    ]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "bn" not in data["by_kind"] and "bn" not in data["latency"]["by_kind"]
+    shares = data["latency"]["by_kind"]
+    assert sum(v["percent_time"] for v in shares.values()) == pytest.approx(100)
+    assert shares["conv1x1"]["percent_macs"] == pytest.approx(
+        data["shares_percent"]["conv1x1"]["macs"]
+    )

@@ -7,10 +7,16 @@ import argparse
 from mobilenets.cli._common import print_json
 from mobilenets.complexity import profile
 from mobilenets.complexity.latency import layer_latency
+from mobilenets.export.fold_bn import fold_bn
 from mobilenets.models.registry import create_model, get_model_entry, list_models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="fold BatchNorm into the convs first (the deployed network)",
+    )
     parser.add_argument(
         "name", choices=list_models(), metavar="NAME", help=f"one of: {', '.join(list_models())}"
     )
@@ -34,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = create_model(args.name, width_mult=args.width_mult, num_classes=args.num_classes)
+    if args.fold_bn:
+        model = fold_bn(model)
     resolution = args.resolution or get_model_entry(args.name).input_size
     result = profile(model, resolution)
     timing = layer_latency(model, resolution, runs=args.runs) if args.latency else None
