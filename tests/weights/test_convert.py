@@ -110,6 +110,8 @@ def test_other_num_classes_drops_only_the_classifier(tmp_path, randomize_bn) -> 
         create_model("mobilenet_v1", weights=str(out))
     with pytest.raises(ValueError, match=r"width_mult=1.0 in the file, 0.5 asked"):
         create_model("mobilenet_v2", weights=str(out), width_mult=0.5)
+    with pytest.raises(TypeError, match=r"'widht_mult'.*Did you mean 'width_mult'"):
+        create_model("mobilenet_v2", weights=str(out), widht_mult=0.5)
 
 
 def test_bad_inputs_are_named(tmp_path) -> None:

@@ -85,13 +85,18 @@ class _Calibration:
         return next(self.batches, None)
 
 
-def _evaluate(session: OnnxClassifier, dataset: Dataset, batch: int = 64) -> np.ndarray:
-    preds = []
+def _batches(dataset: Dataset, batch: int = 64) -> tuple[list[torch.Tensor], np.ndarray]:
+    """The held-out images decoded once, in batches, and their labels."""
+    images, labels = [], []
     for start in range(0, len(dataset), batch):
         samples = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
-        logits = session(torch.stack([s[0] for s in samples]))
-        preds.append(logits.argmax(1))
-    return np.concatenate(preds)
+        images.append(torch.stack([s[0] for s in samples]))
+        labels += [s[1] for s in samples]
+    return images, np.array(labels)
+
+
+def _predict(session: OnnxClassifier, batches: list[torch.Tensor]) -> np.ndarray:
+    return np.concatenate([session(x).argmax(1) for x in batches])
 
 
 def quantize_qdq(
@@ -160,9 +165,9 @@ def quantize_onnx(
         {**meta, "quantization": "int8 static QDQ, per-channel weights", "kept_fp32": excluded},
     )
     onnx.save(quantized, str(out_path))
-    fp32 = _evaluate(OnnxClassifier(model_path), val)
-    int8 = _evaluate(OnnxClassifier(out_path), val)
-    labels = np.array([val[i][1] for i in range(len(val))])
+    batches, labels = _batches(val)
+    fp32 = _predict(OnnxClassifier(model_path), batches)
+    int8 = _predict(OnnxClassifier(out_path), batches)
     report = QuantReport(
         fp32_top1=100 * float((fp32 == labels).mean()),
         int8_top1=100 * float((int8 == labels).mean()),

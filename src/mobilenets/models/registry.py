@@ -79,25 +79,6 @@ def create_model(name: str, *, weights: str | None = None, **kwargs: object) -> 
     ``model.model_name`` and ``model.model_kwargs``.
     """
     entry = get_model_entry(name)
-    if weights is not None:
-        from mobilenets.weights.io import load_weights, read_weights
-
-        _, info = read_weights(weights)
-        if info.model != name:
-            raise ValueError(f"{weights} holds {info.model} weights, not {name}")
-        different = {
-            k: (info.kwargs.get(k), v)
-            for k, v in kwargs.items()
-            if k != "num_classes" and info.kwargs.get(k) != v
-        }
-        if different:
-            raise ValueError(
-                f"{weights} was saved with other settings: "
-                + ", ".join(
-                    f"{k}={a!r} in the file, {b!r} asked" for k, (a, b) in different.items()
-                )
-            )
-        return load_weights(weights, num_classes=kwargs.get("num_classes"))
     allowed = model_arguments(name)
     for key in kwargs:
         if key not in allowed:
@@ -107,6 +88,12 @@ def create_model(name: str, *, weights: str | None = None, **kwargs: object) -> 
                 f"{name} got an unexpected keyword argument {key!r}.{hint} "
                 f"Allowed: {', '.join(allowed)}"
             )
+    if weights is not None:
+        from mobilenets.weights.io import load_weights
+
+        return load_weights(
+            weights, kwargs.get("num_classes"), expect_model=name, expect_kwargs=kwargs
+        )
     model = entry.builder(**kwargs)
     model.model_name = name
     model.model_kwargs = dict(kwargs)

@@ -206,7 +206,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
         config.data, "train", config.resolution, augment=config.augment, **data_args
     )
     val_set = build_dataset(config.data, "val", config.resolution, **data_args)
-    classes = [str(c if isinstance(c, str) else c[0]) for c in train_set.classes]
+    classes = [str(c) for c in train_set.classes]
 
     model = build_model(config, len(classes))
     if config.sync_bn and env.enabled:

@@ -122,13 +122,32 @@ def load_state_dict_strictly(
     model.load_state_dict(state, strict=not allow_missing_classifier)
 
 
-def load_weights(path: str | Path, num_classes: int | None = None) -> nn.Module:
+def load_weights(
+    path: str | Path,
+    num_classes: int | None = None,
+    *,
+    expect_model: str | None = None,
+    expect_kwargs: dict | None = None,
+) -> nn.Module:
     """Rebuild the network a weights file was saved from and load it (eval mode).
 
     ``num_classes`` different from the file's drops only the classifier (every other key must
-    load), for fine-tuning on another label set.
+    load), for fine-tuning on another label set. ``expect_model``/``expect_kwargs`` (what
+    ``create_model(name, weights=FILE, **kwargs)`` asked for) must agree with the file.
     """
     state, info = read_weights(path)
+    if expect_model is not None and info.model != expect_model:
+        raise ValueError(f"{path} holds {info.model} weights, not {expect_model}")
+    different = {
+        k: (info.kwargs.get(k), v)
+        for k, v in (expect_kwargs or {}).items()
+        if k != "num_classes" and info.kwargs.get(k) != v
+    }
+    if different:
+        raise ValueError(
+            f"{path} was saved with other settings: "
+            + ", ".join(f"{k}={a!r} in the file, {b!r} asked" for k, (a, b) in different.items())
+        )
     kwargs = dict(info.kwargs)
     file_classes = int(kwargs.get("num_classes", 1000))
     new_head = num_classes is not None and num_classes != file_classes
