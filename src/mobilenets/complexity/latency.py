@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -73,13 +74,14 @@ class LatencyProfile:
         return "\n".join(lines)
 
 
-def _plain_forwards(model: nn.Module, x: torch.Tensor, runs: int, warmup: int) -> list[float]:
+def time_calls(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
+    """Wall times (ms) of ``runs`` calls of ``fn`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
-        model(x)
+        fn()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        model(x)
+        fn()
         times.append(1000 * (time.perf_counter() - start))
     return times
 
@@ -113,7 +115,7 @@ def layer_latency(
 
         handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     x = torch.randn(1, getattr(model, "in_chans", 3), resolution, resolution)
-    plain = _plain_forwards(model, x, runs, warmup)  # before and after the hooked runs
+    plain = time_calls(lambda: model(x), warmup, runs)  # before and after the hooked runs
     try:
         for _ in range(warmup):
             model(x)
@@ -123,7 +125,7 @@ def layer_latency(
     finally:
         for handle in handles:
             handle.remove()
-    plain += _plain_forwards(model, x, runs, 0)
+    plain += time_calls(lambda: model(x), 0, runs)
     layers = [
         LayerTime(n, kinds[n], statistics.median(t) * len(t) / runs, macs.get(n, 0))
         for n, t in timings.items()

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mobilenets.complexity import profile
+from mobilenets.complexity.latency import time_calls
 from mobilenets.export.fold_bn import fold_bn
 from mobilenets.export.onnx import OnnxClassifier, export_onnx
 from mobilenets.export.quantize import quantize_qdq
@@ -69,17 +70,6 @@ def peak_gflops(size: int = 2048, repeats: int = 5) -> float:
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
     return 2 * size**3 / min(times) / 1e9
-
-
-def _time(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return times
 
 
 def reference_model(name: str) -> tuple[str, nn.Module] | None:
@@ -173,7 +163,7 @@ def run_bench(
                 for backend in backends:
                     log(f"{name} ({source}) {backend} ...")
                     fn = _runner(model, backend, x, Path(tmp), f"{name}-{source}", threads)
-                    times = _time(fn, warmup, runs)
+                    times = time_calls(fn, warmup, runs)
                     median = statistics.median(times)
                     rows.append(
                         BenchRow(

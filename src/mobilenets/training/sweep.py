@@ -12,7 +12,6 @@ import dataclasses
 import io
 import json
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mobilenets.complexity.latency import time_calls
 from mobilenets.training.checkpoint import write_text_atomic
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.fit import build_model, fit
@@ -73,14 +73,7 @@ def measure_latency(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    for _ in range(5):
-        model(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return statistics.median(time_calls(lambda: model(x), 5, runs))
 
 
 def sweep(config: SweepConfig, log: Callable[[str], None] = print) -> list[dict]:
