@@ -122,12 +122,13 @@ def test_bad_inputs_are_named(tmp_path) -> None:
     truncated.write_bytes(good.read_bytes()[:5000])
     with pytest.raises(ValueError, match=r"truncated\.pth is truncated or not a state dict"):
         convert_file("torchvision", truncated, tmp_path / "x.safetensors", model="mobilenet_v2")
-    with pytest.raises(ValueError, match=r"has 314 tensors but mobilenet_v3_large"):
+    with pytest.raises(
+        ValueError, match=r"not a torchvision state dict of mobilenet_v3_large.*missing \d+ keys"
+    ):
         convert_file("torchvision", good, tmp_path / "x.safetensors", model="mobilenet_v3_large")
     with pytest.raises(
         ValueError,
-        match=r"'features.0.0.weight' \(32, 3, 3, 3\) does not match "
-        r"our 'stem.conv.weight' \(16, 3, 3, 3\)",
+        match=r"features.0.0.weight \(32, 3, 3, 3\) vs our stem.conv.weight \(16, 3, 3, 3\)",
     ):
         convert_file(
             "torchvision", good, tmp_path / "x.safetensors", model="mobilenet_v2", width_mult=0.5
@@ -135,7 +136,7 @@ def test_bad_inputs_are_named(tmp_path) -> None:
     missing = dict(state)
     missing.pop("features.3.conv.1.1.running_var")
     torch.save(missing, tmp_path / "missing.pth")
-    with pytest.raises(ValueError, match="has 313 tensors"):
+    with pytest.raises(ValueError, match=r"missing 1 keys \(features.3.conv.1.1.running_var\)"):
         convert_file(
             "torchvision",
             tmp_path / "missing.pth",
@@ -214,3 +215,67 @@ def test_cli_convert_and_predict(tmp_path, capsys, randomize_bn) -> None:
     assert main(["predict", "--weights", str(out), str(tmp_path / "none.png")]) == 2
     assert "cannot read image" in capsys.readouterr().err
     assert main(["convert", "--from", "timm", str(src), "--out", str(out)]) == 2
+
+
+def test_keys_pair_by_name_not_by_order(tmp_path, randomize_bn) -> None:
+    """A reordered state dict converts to the same network; a .safetensors source (keys come
+    back sorted) converts like the .pth of the same weights."""
+    theirs = randomize_bn(torchvision.models.mobilenet_v2())
+    state = theirs.state_dict()
+    keys = list(state)
+    block5 = [k for k in keys if k.startswith("features.5.")]
+    block6 = [k for k in keys if k.startswith("features.6.")]
+    rest = [k for k in keys if k not in block5 and k not in block6]
+    at = keys.index(block5[0])
+    reordered = {k: state[k] for k in rest[:at] + block6 + block5 + rest[at:]}
+    ours = convert_state_dict(reordered, torchvision_target("mobilenet_v2"))
+    assert_same_outputs(ours, theirs)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "tv.safetensors"))
+    torch.save(state, tmp_path / "tv.pth")
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    convert_file("torchvision", tmp_path / "tv.safetensors", a, model="mobilenet_v2")
+    convert_file("torchvision", tmp_path / "tv.pth", b, model="mobilenet_v2")
+    assert_same_outputs(load_weights(a), theirs)
+    first, _ = read_weights(a)
+    second, _ = read_weights(b)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_swapped_blocks_and_wrong_source_are_refused_by_name(tmp_path) -> None:
+    timm = pytest.importorskip("timm")
+    state = torchvision.models.mobilenet_v2().state_dict()
+    swapped = dict(state)  # torchvision's blocks 3 (24 channels out) and 4 (32 out) exchanged
+    for k in [k for k in state if k.startswith("features.3.")]:
+        other = k.replace("features.3.", "features.4.", 1)
+        swapped[k], swapped[other] = state[other], state[k]
+    with pytest.raises(
+        ValueError,
+        match=r"features.3.conv.2.weight \(32, 144, 1, 1\) vs our blocks.2.project.conv.weight",
+    ):
+        convert_state_dict(swapped, torchvision_target("mobilenet_v2"))
+    timm_state = timm.create_model("mobilenetv3_large_100").state_dict()
+    with pytest.raises(ValueError, match=r"looks like a timm state dict: use --from timm"):
+        convert_state_dict(timm_state, torchvision_target("mobilenet_v3_large"))
+    tv_state = torchvision.models.mobilenet_v3_large().state_dict()
+    with pytest.raises(ValueError, match=r"unexpected keys \(features.0.0.weight"):
+        convert_state_dict(tv_state, timm_target("mobilenetv3_large_100"))
+    extra = {**state, "features.19.weight": torch.zeros(3)}
+    with pytest.raises(ValueError, match=r"1 unexpected keys \(features.19.weight\)"):
+        convert_state_dict(extra, torchvision_target("mobilenet_v2"))
+    ints = {**state, "features.0.0.weight": state["features.0.0.weight"].long()}
+    with pytest.raises(ValueError, match=r"features.0.0.weight has dtype torch.int64"):
+        convert_state_dict(ints, torchvision_target("mobilenet_v2"))
+    nan = {**state, "classifier.1.bias": torch.full((1000,), float("nan"))}
+    with pytest.raises(ValueError, match=r"NaN or inf in classifier.1.bias"):
+        convert_state_dict(nan, torchvision_target("mobilenet_v2"))
+
+
+def test_source_hyperparameters_are_checked() -> None:
+    from mobilenets.weights.convert import Target, check_source_settings
+
+    model = create_model("mobilenet_v3_small", bn_eps=1e-5)
+    check_source_settings(model, Target("mobilenet_v3_small", {"bn_eps": 1e-5}, "timm"))
+    with pytest.raises(ValueError, match=r"BN epsilon of stem.bn.*not the source's 0.001"):
+        check_source_settings(model, Target("mobilenet_v3_small", {"bn_eps": 1e-3}, "timm"))

@@ -30,6 +30,7 @@ from mobilenets.complexity.latency import time_calls
 from mobilenets.export.fold_bn import fold_bn
 from mobilenets.export.onnx import OnnxClassifier, export_onnx
 from mobilenets.export.quantize import quantize_qdq
+from mobilenets.fileio import new_figure, save_figure, write_text_atomic
 from mobilenets.models.registry import create_model
 
 BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_int8")
@@ -225,14 +226,15 @@ def write_bench(out: str | Path, rows: list[BenchRow], peak: float) -> Path:
     """``bench.md``, ``bench.csv``, ``bench.json`` and ``bench.png`` (grouped bars) in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.md").write_text(format_bench(rows, peak))
+    write_text_atomic(out / "bench.md", format_bench(rows, peak))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0])))
     writer.writeheader()
     writer.writerows(asdict(r) for r in rows)
-    (out / "bench.csv").write_text(buffer.getvalue())
-    (out / "bench.json").write_text(
-        json.dumps({"peak_gflops": peak, "rows": [asdict(r) for r in rows]}, indent=2)
+    write_text_atomic(out / "bench.csv", buffer.getvalue())
+    write_text_atomic(
+        out / "bench.json",
+        json.dumps({"peak_gflops": peak, "rows": [asdict(r) for r in rows]}, indent=2),
     )
     plot_bench(out / "bench.png", rows)
     return out
@@ -240,10 +242,7 @@ def write_bench(out: str | Path, rows: list[BenchRow], peak: float) -> Path:
 
 def plot_bench(path: Path, rows: list[BenchRow]) -> None:
     """Grouped bars: per model, one bar per backend, ours plain and the reference hatched."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -252,8 +251,9 @@ def plot_bench(path: Path, rows: list[BenchRow]) -> None:
     backends = list(dict.fromkeys(r.backend for r in rows))
     by_key = {(r.model, r.source, r.backend): r for r in rows}
     width = 0.8 / len(series)
-    colors = plt.get_cmap("tab10")
-    fig, ax = plt.subplots(figsize=(max(8, 2.6 * len(models)), 5))
+    colors = colormaps["tab10"]
+    fig = new_figure(figsize=(max(8, 2.6 * len(models)), 5))
+    ax = fig.subplots()
     for s, (source, backend) in enumerate(series):
         xs, heights = [], []
         for m, model in enumerate(models):
@@ -292,5 +292,4 @@ def plot_bench(path: Path, rows: list[BenchRow]) -> None:
     )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -6,50 +6,63 @@ config and the metric history; it is read back with ``torch.load(weights_only=Tr
 
 from __future__ import annotations
 
-import os
+import errno
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mobilenets.errors import CheckpointError, TrainingDivergedError, display
+from mobilenets.fileio import atomic_path, nonfinite_tensors, write_text_atomic
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "load_checkpoint",
+    "nonfinite_tensors",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "write_text_atomic",
+]
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write ``state`` atomically: a reader sees the old file or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``state`` atomically: a reader sees the old file or the new one, never a torn one.
 
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (a temporary file, then ``os.replace``)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    Refuses non-finite weights (a diverged run never overwrites its last good checkpoint).
+    """
+    bad = nonfinite_tensors(state["model"]) if "model" in state else []
+    if bad:
+        raise TrainingDivergedError(
+            f"not writing {display(path)}: non-finite values in {', '.join(bad[:5])}"
+        )
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint safely (``weights_only=True``), with a clear error for a bad file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{display(path)} is a folder; give its {CHECKPOINT_NAME} (a run's checkpoint file)"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(errno.ENOENT, "checkpoint does not exist", str(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle of arbitrary objects, not a checkpoint
-        raise ValueError(f"checkpoint {path} is unreadable or truncated: {err}") from err
+        reason = display(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise CheckpointError(
+            f"checkpoint {display(path)} is unreadable, truncated or not a mobilenets "
+            f"checkpoint: {reason}"
+        ) from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{display(path)} is not a mobilenets training checkpoint")
+    return state
 
 
 def rng_state() -> dict:

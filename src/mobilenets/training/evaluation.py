@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mobilenets.data import build_dataset, parse_spec, sample_name
+from mobilenets.fileio import new_figure, save_figure
 from mobilenets.training.engine import EvalResult, evaluate, make_loader
 from mobilenets.training.fit import load_run
 from mobilenets.weights.io import load_weights
@@ -88,13 +89,9 @@ def write_predictions(path: Path, result: EvalResult, dataset: object, classes: 
 
 
 def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     size = max(4.5, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = new_figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ticks = range(len(classes))
     ax.set_xticks(ticks, classes, rotation=45, ha="right")
@@ -113,5 +110,4 @@ def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: st
             )
     ax.set(xlabel="prediction", ylabel="label", title=f"confusion matrix: {title}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -28,6 +28,7 @@ from torch.utils.data import DistributedSampler
 
 from mobilenets.complexity import profile
 from mobilenets.data import build_dataset
+from mobilenets.fileio import new_figure, save_figure, write_text_atomic
 from mobilenets.models.registry import create_model
 from mobilenets.training import distributed
 from mobilenets.training.checkpoint import (
@@ -36,7 +37,6 @@ from mobilenets.training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
-    write_text_atomic,
 )
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.engine import EvalResult, evaluate, make_loader, train_one_epoch
@@ -145,13 +145,9 @@ def write_metrics(path: Path, history: list[dict]) -> None:
 
 def plot_curves(path: Path, history: list[dict], title: str) -> None:
     """Loss and top-1 against epoch, train and validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
@@ -164,8 +160,7 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mobilenets.complexity.latency import time_calls
-from mobilenets.training.checkpoint import write_text_atomic
+from mobilenets.fileio import new_figure, save_figure, write_text_atomic
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.fit import build_model, fit
 
@@ -189,18 +189,14 @@ def _decades(values: list[float]) -> list[float]:
 def plot_sweep(path: Path, rows: list[dict], data: str) -> None:
     """V1 Figure 4 (top-1 against mult-adds, log axis, a line per α, a marker per resolution)
     and Figure 5 (top-1 against parameters)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
     resolutions = sorted({r["resolution"] for r in rows}, reverse=True)
     alphas = sorted({r["width_mult"] for r in rows}, reverse=True)
-    colors = plt.get_cmap("viridis")(
-        [i / max(1, len(alphas) - 1) * 0.85 for i in range(len(alphas))]
-    )
-    fig, (ax_macs, ax_params) = plt.subplots(1, 2, figsize=(12, 4.8))
+    colors = colormaps["viridis"]([i / max(1, len(alphas) - 1) * 0.85 for i in range(len(alphas))])
+    fig = new_figure(figsize=(12, 4.8))
+    ax_macs, ax_params = fig.subplots(1, 2)
     for color, alpha in zip(colors, alphas, strict=True):
         cell = sorted((r for r in rows if r["width_mult"] == alpha), key=lambda r: r["macs"])
         ax_macs.plot(
@@ -243,5 +239,4 @@ def plot_sweep(path: Path, rows: list[dict], data: str) -> None:
     model = rows[0]["model"] if rows else ""
     fig.suptitle(f"{model} on {data}: width multiplier α × resolution")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mobilenets.errors import ConfigError
+from mobilenets.fileio import check_output_path
 from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from mobilenets.weights.convert import (
     SOURCES,
@@ -81,6 +83,7 @@ def convert_file(
     are evaluated with (default: torchvision's own figure when the file name is one of its
     weights files, else ``input_size / 0.875``).
     """
+    check_output_path(out, path)
     if source == "checkpoint":
         from mobilenets.data import parse_spec
         from mobilenets.training.fit import load_run
@@ -101,15 +104,18 @@ def convert_file(
         save_weights(net, out, info)
         return info
     if source not in SOURCES:
-        raise ValueError(f"--from must be one of {(*SOURCES, 'checkpoint')}, got {source!r}")
+        raise ConfigError(f"--from must be one of {(*SOURCES, 'checkpoint')}, got {source!r}")
     state = read_state_dict(path)
-    num_classes = classifier_outputs(state)
     if source == "torchvision":
+        torchvision_target(model)  # checks the name first
+        num_classes = classifier_outputs(state, source, model)
         target = torchvision_target(model, width_mult, num_classes, reduced_tail)
         eval_resize = eval_resize or torchvision_eval_resize(model, path)
     else:
+        target = timm_target(model)  # checks the name before the state dict is read for it
+        num_classes = classifier_outputs(state, source, target.model)
         target = timm_target(model, num_classes)
-    net = convert_state_dict(state, target)
+    net = convert_state_dict(state, target, source)
     classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     info = WeightsInfo(
         target.model,

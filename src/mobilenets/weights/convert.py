@@ -1,10 +1,11 @@
 """Converters from torchvision's and timm's MobileNet state dicts to ours.
 
-Both libraries register their layers in the papers' order, as ours do (stem; per block: expand,
-depthwise, SE, project; head; classifier), so the key map pairs the two state dicts in order and
-checks each pair: the same kind of tensor (weight, bias, running_mean, ...), the same shape
-(timm's 1×1 ``conv_head`` becomes our ``Linear``), and the same count. Anything else is refused
-with the keys and shapes at fault, never half-loaded.
+Tensors are paired by name, never by position: :func:`key_map` derives, from our network's own
+structure, the source's module path for each of our modules (torchvision's ``features.<i>...``,
+timm's ``blocks.<stage>.<index>...``). The source must hold exactly those keys, each with our
+shape and a floating dtype (timm's 1×1 ``conv_head`` becomes our ``Linear``); anything else is
+refused with the keys and shapes at fault, never half-loaded. A state dict saved as safetensors
+(keys sorted) converts exactly like the ``.pth`` of the same weights.
 
 The architectural options each source needs are set on our model: torchvision V3 scales every
 channel (``channel_rules="torchvision"``) with BN eps 1e-3; timm keeps the V3 stem and head
@@ -13,6 +14,8 @@ channel (``channel_rules="torchvision"``) with BN eps 1e-3; timm keeps the V3 st
 
 from __future__ import annotations
 
+import errno
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mobilenets.errors import ConfigError, WeightsError, display
+from mobilenets.fileio import nonfinite_tensors
+from mobilenets.layers import ConvNormAct, SqueezeExcite
+from mobilenets.models.mobilenet_v1 import V1_TABLE_1
+from mobilenets.models.mobilenet_v2 import V2_TABLE_2
+from mobilenets.models.mobilenet_v3 import V3_LARGE_TABLE_1, V3_SMALL_TABLE_2
 from mobilenets.models.registry import create_model
 
 SOURCES = ("torchvision", "timm")
@@ -35,6 +44,7 @@ class Target:
 
     model: str
     kwargs: dict
+    source: str = "torchvision"
 
 
 def torchvision_target(
@@ -42,28 +52,28 @@ def torchvision_target(
 ) -> Target:
     """Our equivalent of ``torchvision.models.<name>(width_mult=..., ...)``."""
     if name not in TORCHVISION_MODELS:
-        raise ValueError(
+        raise ConfigError(
             f"torchvision has no MobileNet named {name!r}; supported: "
             f"{', '.join(TORCHVISION_MODELS)} (torchvision has no MobileNetV1)"
         )
     kwargs: dict = {"width_mult": width_mult, "num_classes": num_classes}
     if name.startswith("mobilenet_v3"):
         kwargs.update(channel_rules="torchvision", bn_eps=1e-3, reduced_tail=reduced_tail)
-    return Target(name, kwargs)
+    return Target(name, kwargs, "torchvision")
 
 
 def timm_target(name: str, num_classes: int = 1000) -> Target:
     """Our equivalent of ``timm.create_model(name)`` for timm's MobileNet V1/V2/V3 names."""
     match = _TIMM_NAME.match(name)
     if not match:
-        raise ValueError(
+        raise ConfigError(
             f"cannot convert timm model {name!r}: supported are mobilenetv1_NNN, mobilenetv2_NNN, "
             "mobilenetv3_large_NNN and mobilenetv3_small_NNN (NNN = 100·α); timm's variants "
             "with other block layouts (mobilenetv1_100h, mobilenetv2_110d, mobilenetv3_rw, ...) "
             "are not the papers' networks"
         )
     if match["tf"]:
-        raise ValueError(
+        raise ConfigError(
             f"cannot convert timm model {name!r}: the tf_ ports use TensorFlow 'SAME' "
             "(asymmetric) padding on stride-2 convs, which our networks do not implement, so "
             "outputs would differ; use timm's mobilenetv3_* weights"
@@ -72,49 +82,241 @@ def timm_target(name: str, num_classes: int = 1000) -> Target:
     family = match["family"]
     kwargs: dict = {"width_mult": width, "num_classes": num_classes, "bn_eps": 1e-5}
     if family == "1":
-        return Target("mobilenet_v1", {**kwargs, "act": "relu6"})
+        return Target("mobilenet_v1", {**kwargs, "act": "relu6"}, "timm")
     if family == "2":
-        return Target("mobilenet_v2", kwargs)
+        return Target("mobilenet_v2", kwargs, "timm")
     kwargs.update(channel_rules="timm", minimalistic=bool(match["minimal"]))
-    return Target(f"mobilenet_{family.replace('3', 'v3')}", kwargs)
+    return Target(f"mobilenet_{family.replace('3', 'v3')}", kwargs, "timm")
 
 
-def _kind(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
+# --- key maps: our module path -> the source's, by name (never by position) -----------------
+
+_LEAF = re.compile(r"blocks\.(?P<i>\d+)\.(?:(?P<part>\w+)\.)?(?P<leaf>conv|bn|fc1|fc2)$")
+_TIMM_BLOCK_LEAVES = {  # (block kind, our part.leaf) -> timm's name inside the block
+    "ds": {
+        "depthwise.conv": "conv_dw",
+        "depthwise.bn": "bn1",
+        "pointwise.conv": "conv_pw",
+        "pointwise.bn": "bn2",
+        "project.conv": "conv_pw",
+        "project.bn": "bn2",
+    },
+    "ir": {
+        "expand.conv": "conv_pw",
+        "expand.bn": "bn1",
+        "depthwise.conv": "conv_dw",
+        "depthwise.bn": "bn2",
+        "project.conv": "conv_pwl",
+        "project.bn": "bn3",
+    },
+    "cn": {"conv": "conv", "bn": "bn1"},
+}
+_TIMM_SE = {"fc1": "conv_reduce", "fc2": "conv_expand"}
+_BLOCK_PARTS = ("expand", "depthwise", "pointwise", "se", "project")
 
 
-def key_map(source: dict[str, torch.Tensor], model: nn.Module) -> list[tuple[str, str]]:
-    """Pairs (source key, our key), in order, after checking kinds, shapes and counts."""
+@dataclass(frozen=True)
+class _Layout:
+    """What the key maps need to know of our network: the parts of each block, in order."""
+
+    family: str  # v1 | v2 | v3
+    parts: list[list[str]]  # per block: e.g. ["expand", "depthwise", "se", "project"] or []
+    stages: list[int]  # timm: blocks per stage (the rows of the paper's table with one width)
+
+    @classmethod
+    def of(cls, model: nn.Module) -> _Layout:
+        family = model.model_name.removeprefix("mobilenet_")[:2]
+        parts = [
+            [
+                p
+                for p in _BLOCK_PARTS
+                if isinstance(getattr(block, p, None), ConvNormAct | SqueezeExcite)
+            ]
+            for block in model.blocks
+        ]
+        return cls(family, parts, _timm_stages(model.model_name))
+
+
+def _timm_stages(name: str) -> list[int]:
+    """timm groups blocks by the paper table's output width: V1's and V3's runs of one ``c``,
+    V2's ``(t, c, n, s)`` rows; V3's last 1×1 conv is a stage of its own."""
+    if name == "mobilenet_v2":
+        return [row.n for row in V2_TABLE_2]
+    if name == "mobilenet_v1":
+        widths = [row.c for row in V1_TABLE_1]
+    else:
+        widths = [row.out for row in (V3_LARGE_TABLE_1 if "large" in name else V3_SMALL_TABLE_2)]
+    runs = [len(list(group)) for _, group in itertools.groupby(widths)]
+    return [*runs, 1] if name.startswith("mobilenet_v3") else runs
+
+
+def _torchvision_module(name: str, layout: _Layout) -> str:
+    """torchvision's module path for one of our leaf modules (``features.*``, ``classifier.*``)."""
+    fixed = {"stem.conv": "features.0.0", "stem.bn": "features.0.1"}
+    last = len(layout.parts) + (1 if layout.family == "v2" else 0)
+    fixed |= {"head.conv": f"features.{last}.0", "head.bn": f"features.{last}.1"}
+    if layout.family == "v3":
+        fixed |= {"pre_logits.0": "classifier.0", "classifier": "classifier.3"}
+    else:
+        fixed |= {"classifier": "classifier.1"}
+    if name in fixed:
+        return fixed[name]
+    match = _LEAF.match(name)
+    if not match:
+        raise WeightsError(f"no torchvision name for our module {name!r}")
+    i, part, leaf = int(match["i"]), match["part"], match["leaf"]
+    if part is None:  # V3's last 1×1 conv, a block of its own
+        return f"features.{i + 1}.{0 if leaf == 'conv' else 1}"
+    j = layout.parts[i].index(part)
+    if layout.family == "v2":
+        if part == "project":  # torchvision V2: a bare conv and BN, not a Conv2dNormActivation
+            return f"features.{i + 1}.conv.{j + (leaf == 'bn')}"
+        return f"features.{i + 1}.conv.{j}.{0 if leaf == 'conv' else 1}"
+    if part == "se":
+        return f"features.{i + 1}.block.{j}.{leaf}"
+    return f"features.{i + 1}.block.{j}.{0 if leaf == 'conv' else 1}"
+
+
+def _timm_module(name: str, layout: _Layout) -> str:
+    """timm's module path (``conv_stem``, ``blocks.<stage>.<index>.*``, ``conv_head``, ...)."""
+    fixed = {
+        "stem.conv": "conv_stem",
+        "stem.bn": "bn1",
+        "head.conv": "conv_head",
+        "head.bn": "bn2",
+        "pre_logits.0": "conv_head",
+        "classifier": "classifier",
+    }
+    if name in fixed:
+        return fixed[name]
+    match = _LEAF.match(name)
+    if not match:
+        raise WeightsError(f"no timm name for our module {name!r}")
+    i, part, leaf = int(match["i"]), match["part"], match["leaf"]
+    stage = next(s for s in range(len(layout.stages)) if i < sum(layout.stages[: s + 1]))
+    prefix = f"blocks.{stage}.{i - sum(layout.stages[:stage])}"
+    if part is None:
+        return f"{prefix}.{_TIMM_BLOCK_LEAVES['cn'][leaf]}"
+    if part == "se":
+        return f"{prefix}.se.{_TIMM_SE[leaf]}"
+    kind = "ir" if "expand" in layout.parts[i] else "ds"
+    return f"{prefix}.{_TIMM_BLOCK_LEAVES[kind][f'{part}.{leaf}']}"
+
+
+_SOURCE_MODULE = {"torchvision": _torchvision_module, "timm": _timm_module}
+_SOURCE_LOOKS = {
+    "torchvision": "features.0.0.weight",
+    "timm": "conv_stem.weight",
+    "checkpoint": "stem.conv.weight",  # ours: a mobilenets checkpoint or weights file
+}
+
+
+def key_map(source_name: str, model: nn.Module) -> dict[str, str]:
+    """Our state-dict key -> the source's key, by module path (``source_name``: torchvision or
+    timm). Derived from our network's own structure, so it holds for every width and variant."""
+    layout = _Layout.of(model)
+    module_name = _SOURCE_MODULE[source_name]
+    mapping = {}
+    for key in model.state_dict():
+        module, _, tensor = key.rpartition(".")
+        mapping[key] = f"{module_name(module, layout)}.{tensor}"
+    return mapping
+
+
+def _listed(keys: list[str], limit: int = 6) -> str:
+    return ", ".join(display(k) for k in keys[:limit]) + (" ..." if len(keys) > limit else "")
+
+
+def check_key_map(
+    source: dict[str, torch.Tensor], model: nn.Module, source_name: str
+) -> dict[str, str]:
+    """The key map, after checking that the source has exactly the mapped keys (BN's
+    ``num_batches_tracked`` may be absent) and that every pair has the same shape and a
+    floating dtype. Anything else is refused, naming the keys."""
+    mapping = key_map(source_name, model)
     ours = model.state_dict()
-    src_keys, our_keys = list(source), list(ours)
-    if len(src_keys) != len(our_keys):
-        raise ValueError(
-            f"the source state dict has {len(src_keys)} tensors but {model.model_name} with "
-            f"{model.model_kwargs} has {len(our_keys)}: another architecture or width; first "
-            f"source keys {src_keys[:3]}, ours {our_keys[:3]}"
+    wanted = set(mapping.values())
+    missing = [
+        src
+        for dst, src in mapping.items()
+        if src not in source and not dst.endswith("num_batches_tracked")
+    ]
+    unexpected = [k for k in source if k not in wanted]
+    what = f"{model.model_name} with {model.model_kwargs}"
+    if missing or unexpected:
+        guess = [n for n, k in _SOURCE_LOOKS.items() if k in source and n != source_name]
+        hint = f" It looks like a {guess[0]} state dict: use --from {guess[0]}." if guess else ""
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys ({_listed(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
+        raise WeightsError(
+            f"the source is not a {source_name} state dict of {what}: "
+            + "; ".join(parts)
+            + "."
+            + hint
         )
-    pairs = []
-    for src, dst in zip(src_keys, our_keys, strict=True):
+    problems = []
+    for dst, src in mapping.items():
+        if src not in source:
+            continue
         a, b = source[src], ours[dst]
-        same_shape = a.shape == b.shape or (
-            a.numel() == b.numel() and a.dim() == 4 and b.dim() == 2
-        )
-        if _kind(src) != _kind(dst) or not same_shape:
-            raise ValueError(
-                f"source key {src!r} {tuple(a.shape)} does not match our {dst!r} "
-                f"{tuple(b.shape)}: another architecture or width than {model.model_name} with "
-                f"{model.model_kwargs}"
+        if a.is_floating_point() != b.is_floating_point():
+            problems.append(f"{src} has dtype {a.dtype}, ours {b.dtype}")
+            continue
+        same = (
+            a.shape == b.shape
+            or (  # timm's 1×1 conv_head is our Linear pre-logits
+                a.dim() == 4 and b.dim() == 2 and a.shape[:2] == b.shape and a.shape[2:] == (1, 1)
             )
-        pairs.append((src, dst))
-    return pairs
+        )
+        if not same:
+            problems.append(f"{src} {tuple(a.shape)} vs our {dst} {tuple(b.shape)}")
+    if problems:
+        raise WeightsError(
+            f"the source does not fit {what} (another architecture or width?): "
+            + "; ".join(problems[:6])
+            + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        )
+    return mapping
 
 
-def convert_state_dict(source: dict[str, torch.Tensor], target: Target) -> nn.Module:
-    """Build our network for ``target`` and load ``source`` into it through :func:`key_map`."""
+def check_source_settings(model: nn.Module, target: Target) -> None:
+    """The hyper-parameters a source implies are what our network was built with: BN epsilon
+    (torchvision V3 1e-3, timm 1e-5) and V1's ReLU6 under timm."""
+    eps = target.kwargs.get("bn_eps")
+    wrong = [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.BatchNorm2d) and eps is not None and m.eps != eps
+    ]
+    if wrong:
+        raise WeightsError(f"BN epsilon of {_listed(wrong)} is not the source's {eps}")
+    if target.kwargs.get("act") == "relu6" and not any(
+        isinstance(m, nn.ReLU6) for m in model.modules()
+    ):
+        raise WeightsError("the source uses ReLU6 but the target network does not")
+
+
+def convert_state_dict(
+    source: dict[str, torch.Tensor], target: Target, source_name: str | None = None
+) -> nn.Module:
+    """Build our network for ``target`` and load ``source`` into it, pairing tensors by name
+    (:func:`check_key_map`); non-finite source weights are refused."""
+    source_name = source_name or target.source
     model = create_model(target.model, **target.kwargs)
+    check_source_settings(model, target)
+    mapping = check_key_map(source, model, source_name)
+    bad = nonfinite_tensors(source)
+    if bad:
+        raise WeightsError(f"the source holds NaN or inf in {_listed(bad)}")
     ours = model.state_dict()
     converted = {
-        dst: source[src].reshape(ours[dst].shape).clone() for src, dst in key_map(source, model)
+        dst: source[src].reshape(ours[dst].shape).to(ours[dst].dtype).clone()
+        if src in source
+        else ours[dst]
+        for dst, src in mapping.items()
     }
     model.load_state_dict(converted, strict=True)
     return model.eval()
@@ -123,8 +325,10 @@ def convert_state_dict(source: dict[str, torch.Tensor], target: Target) -> nn.Mo
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a ``.pth``/``.pt``/``.bin`` (``weights_only=True``) or ``.safetensors``."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{display(path)} is a folder, not a state-dict file")
     if not path.is_file():
-        raise FileNotFoundError(f"state-dict file {path} does not exist")
+        raise FileNotFoundError(errno.ENOENT, "state-dict file does not exist", str(path))
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -133,19 +337,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is truncated or not a state dict: {err}") from err
+        reason = display(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise WeightsError(f"{display(path)} is truncated or not a state dict: {reason}") from err
     for wrapper in ("state_dict", "model", "state_dict_ema"):  # training checkpoints
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
             break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise WeightsError(f"{display(path)} does not hold a state dict of named tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def classifier_outputs(state: dict[str, torch.Tensor]) -> int:
-    """Number of classes of a source state dict (its last 2-D weight)."""
-    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    if not weights:
-        raise ValueError("the state dict has no classifier (no 2-D weight)")
-    return int(weights[-1].shape[0])
+def classifier_outputs(state: dict[str, torch.Tensor], source: str, model: str) -> int:
+    """Number of classes of a source state dict, read from its classifier by name (1000 when
+    there is none: the key-map check then names every key that does not fit)."""
+    if source == "timm":
+        key = "classifier.weight"
+    else:
+        key = "classifier.3.weight" if model.startswith("mobilenet_v3") else "classifier.1.weight"
+    weight = state.get(key)
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else 1000

@@ -8,7 +8,9 @@ images the way the weights expect.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,15 +19,26 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
+from mobilenets.errors import WeightsError, display
+from mobilenets.fileio import atomic_path, nonfinite_tensors
+from mobilenets.models.base import MIN_INPUT_SIZE
+from mobilenets.models.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    create_model,
+    list_models,
+    model_arguments,
+)
 
 FORMAT = "mobilenets.weights/1"
 CLASSIFIER_PREFIX = "classifier."
+MAX_INPUT_SIZE = 4096
+METADATA_FIELDS = ("model", "kwargs", "input_size", "mean", "std", "classes", "source", "resize")
 
 
 @dataclass
 class WeightsInfo:
-    """What a weights file says about itself."""
+    """What a weights file says about itself (validated when read: metadata is data, not trust)."""
 
     model: str
     kwargs: dict
@@ -36,61 +49,167 @@ class WeightsInfo:
     source: str = ""
     resize: int | None = None  # short side before the center crop (None: input_size / 0.875)
 
-    def to_metadata(self) -> dict[str, str]:
+    @property
+    def num_classes(self) -> int:
+        return int(self.kwargs.get("num_classes", 1000))
+
+    def to_dict(self) -> dict[str, object]:
         return {
-            "format": FORMAT,
             "model": self.model,
-            "kwargs": json.dumps(self.kwargs),
-            "input_size": str(self.input_size),
-            "mean": json.dumps(list(self.mean)),
-            "std": json.dumps(list(self.std)),
-            "classes": json.dumps(self.classes),
+            "kwargs": self.kwargs,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "classes": list(self.classes),
             "source": self.source,
-            "resize": json.dumps(self.resize),
+            "resize": self.resize,
         }
 
+    def to_metadata(self) -> dict[str, str]:
+        """safetensors metadata: every value a string (JSON where it is not text)."""
+        meta = {k: json.dumps(v) for k, v in self.to_dict().items()}
+        meta.update(format=FORMAT, model=self.model, source=self.source)
+        meta["input_size"] = str(self.input_size)
+        return meta
+
     @classmethod
-    def from_metadata(cls, meta: dict[str, str], path: Path) -> WeightsInfo:
+    def from_metadata(cls, meta: dict[str, str], path: str | Path) -> WeightsInfo:
         if meta.get("format") != FORMAT:
-            raise ValueError(
-                f"{path} is a safetensors file but not mobilenets weights (no "
+            raise WeightsError(
+                f"{display(path)} is a safetensors file but not mobilenets weights (no "
                 f"'format': {FORMAT!r} metadata); convert it with `mobilenets "
                 "convert --from torchvision|timm`"
             )
-        return cls(
-            meta["model"],
-            json.loads(meta["kwargs"]),
-            int(meta["input_size"]),
-            tuple(json.loads(meta["mean"])),
-            tuple(json.loads(meta["std"])),
-            json.loads(meta["classes"]),
-            meta.get("source", ""),
-            json.loads(meta.get("resize", "null")),
-        )
+        decoded: dict[str, object] = {}
+        for key in METADATA_FIELDS:
+            if key not in meta:
+                if key in ("source", "resize"):
+                    continue
+                raise WeightsError(f"{display(path)}: metadata has no {key!r} entry")
+            if key in ("model", "source"):
+                decoded[key] = meta[key]
+                continue
+            try:
+                decoded[key] = json.loads(meta[key])
+            except ValueError:
+                raise WeightsError(
+                    f"{display(path)}: metadata {key!r} is not valid JSON: "
+                    f"{display(meta[key])[:80]}"
+                ) from None
+        return cls.from_dict(decoded, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object], path: str | Path) -> WeightsInfo:
+        """Build and validate from decoded metadata (safetensors or ONNX): every field checked."""
+        where = display(path)
+
+        def bad(key: str, allowed: str) -> WeightsError:
+            value = display(repr(data.get(key)))
+            return WeightsError(f"{where}: metadata {key!r} is {value[:80]}; expected {allowed}")
+
+        name = data.get("model")
+        if not isinstance(name, str) or name not in list_models():
+            raise bad("model", f"a registered model name ({', '.join(list_models())})")
+        kwargs = data.get("kwargs")
+        if not isinstance(kwargs, dict):
+            raise bad("kwargs", "a JSON object of constructor keywords")
+        allowed = model_arguments(name)
+        unknown = [k for k in kwargs if k not in allowed]
+        if unknown:
+            raise WeightsError(
+                f"{where}: metadata keywords {[display(k) for k in unknown]} are not arguments "
+                f"of {name}; allowed: {', '.join(allowed)}"
+            )
+        size = data.get("input_size")
+        if isinstance(size, str) and size.isdigit():
+            size = int(size)
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise bad("input_size", f"an integer in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}]")
+        if not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+            raise bad("input_size", f"an integer in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}]")
+        in_chans = kwargs.get("in_chans", 3)
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise bad("kwargs", "in_chans a positive integer")
+        norms = {}
+        for key in ("mean", "std"):
+            values = data.get(key)
+            if (
+                not isinstance(values, list | tuple)
+                or len(values) != in_chans
+                or not all(_finite_number(v) for v in values)
+                or (key == "std" and not all(v > 0 for v in values))
+            ):
+                positive = " > 0" if key == "std" else ""
+                raise bad(key, f"a list of {in_chans} finite numbers{positive} (one per channel)")
+            norms[key] = tuple(float(v) for v in values)
+        classes = data.get("classes")
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise bad("classes", "a list of class-name strings")
+        num_classes = kwargs.get("num_classes", 1000)
+        if classes and len(classes) != num_classes:
+            raise WeightsError(
+                f"{where}: metadata names {len(classes)} classes but the classifier has "
+                f"{num_classes} outputs"
+            )
+        resize = data.get("resize")
+        if resize is not None and (
+            isinstance(resize, bool)
+            or not isinstance(resize, int)
+            or not size <= resize <= 2 * MAX_INPUT_SIZE
+        ):
+            raise bad("resize", f"null or an integer in [{size}, {2 * MAX_INPUT_SIZE}]")
+        source = data.get("source", "")
+        if not isinstance(source, str):
+            raise bad("source", "text")
+        return cls(name, kwargs, size, norms["mean"], norms["std"], classes, source, resize)
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def save_weights(model: nn.Module, path: str | Path, info: WeightsInfo) -> None:
     """Write the model's state dict (BN buffers included) and ``info`` as safetensors."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=info.to_metadata())
-    tmp.replace(path)
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise WeightsError(
+            f"not writing {display(path)}: the weights hold NaN or inf in {', '.join(bad[:5])}"
+        )
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=info.to_metadata())
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """Tensors and metadata of a weights file; a truncated or foreign file is a clear error."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{display(path)} is a folder, not a .safetensors weights file")
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise FileNotFoundError(errno.ENOENT, "weights file does not exist", str(path))
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"weights file {path} is truncated or not safetensors: {err}") from err
-    return tensors, WeightsInfo.from_metadata(meta, path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise WeightsError(
+            f"weights file {display(path)} is truncated or not safetensors: {display(err)}"
+        ) from err
+    info = WeightsInfo.from_metadata(meta, path)
+    for key, value in tensors.items():
+        integer = key.endswith("num_batches_tracked")
+        if value.is_floating_point() == integer:
+            raise WeightsError(
+                f"{display(path)}: tensor {display(key)} has dtype {value.dtype}; weights must "
+                "be floating point (num_batches_tracked an integer)"
+            )
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise WeightsError(
+            f"{display(path)} holds NaN or inf in {', '.join(map(display, bad[:5]))}: "
+            "refusing to use diverged weights"
+        )
+    return tensors, info
 
 
 def load_state_dict_strictly(
@@ -118,7 +237,9 @@ def load_state_dict_strictly(
     if shapes:
         problems.append("mismatched shapes: " + "; ".join(shapes[:6]))
     if problems:
-        raise ValueError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+        raise WeightsError(
+            f"{display(source)} does not fit {type(model).__name__}: " + "; ".join(problems)
+        )
     model.load_state_dict(state, strict=not allow_missing_classifier)
 
 
@@ -137,15 +258,15 @@ def load_weights(
     """
     state, info = read_weights(path)
     if expect_model is not None and info.model != expect_model:
-        raise ValueError(f"{path} holds {info.model} weights, not {expect_model}")
+        raise WeightsError(f"{display(path)} holds {info.model} weights, not {expect_model}")
     different = {
         k: (info.kwargs.get(k), v)
         for k, v in (expect_kwargs or {}).items()
         if k != "num_classes" and info.kwargs.get(k) != v
     }
     if different:
-        raise ValueError(
-            f"{path} was saved with other settings: "
+        raise WeightsError(
+            f"{display(path)} was saved with other settings: "
             + ", ".join(f"{k}={a!r} in the file, {b!r} asked" for k, (a, b) in different.items())
         )
     kwargs = dict(info.kwargs)
@@ -154,7 +275,12 @@ def load_weights(
     if new_head:
         kwargs["num_classes"] = num_classes
         state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIX)}
-    model = create_model(info.model, **kwargs)
+    try:
+        model = create_model(info.model, **kwargs)
+    except (TypeError, ValueError) as err:  # the metadata is data: its keywords may be wrong
+        raise WeightsError(
+            f"{display(path)}: its metadata does not build a network: {display(err)}"
+        ) from err
     load_state_dict_strictly(model, state, str(path), allow_missing_classifier=new_head)
     model.weights_info = info
     return model.eval()

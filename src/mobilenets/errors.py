@@ -1,0 +1,81 @@
+"""The project's own errors: one small hierarchy that the command line turns into one clear line.
+
+Every error a user can cause (a bad argument, bad data, a bad file, a diverged run) is a
+:class:`MobilenetsError`; anything else that escapes is a bug and keeps its traceback. Each
+class also derives from the built-in error a Python caller would expect (``ValueError`` for bad
+values, ``FileExistsError`` for a refused overwrite), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = [
+    "BadImageError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "MobilenetsError",
+    "OverwriteError",
+    "RunLockedError",
+    "TrainingDivergedError",
+    "WeightsError",
+    "ZeroWorkError",
+    "display",
+]
+
+
+class MobilenetsError(Exception):
+    """Base of every error a user can cause; the CLI prints its message on one line."""
+
+
+class ConfigError(MobilenetsError, ValueError):
+    """An argument or setting outside what is allowed (the message says what is)."""
+
+
+class DataError(MobilenetsError, ValueError):
+    """Data that cannot be used as asked: classes that do not match, an empty split, ..."""
+
+
+class BadImageError(DataError):
+    """An image file that cannot be decoded (the message names the file)."""
+
+
+class ZeroWorkError(DataError):
+    """A run that would do no work: no optimizer step, no image evaluated."""
+
+
+class WeightsError(MobilenetsError, ValueError):
+    """A weights file, state dict or ONNX model that is wrong, truncated or does not fit."""
+
+
+class CheckpointError(WeightsError):
+    """A training checkpoint that is unreadable, foreign or holds non-finite weights."""
+
+
+class TrainingDivergedError(MobilenetsError, FloatingPointError):
+    """A non-finite loss, gradient or weight: the run stopped before writing a checkpoint."""
+
+
+class OverwriteError(MobilenetsError, FileExistsError):
+    """An output that would overwrite an input or a run's files."""
+
+
+class RunLockedError(MobilenetsError, FileExistsError):
+    """A run folder another live process is writing to."""
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def display(value: object) -> str:
+    """``value`` as text that is safe to print: control characters and bytes that are not
+    UTF-8 (file names from ``os.fsdecode``) are shown as escapes, never written raw."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoding made
+        raw = text.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
