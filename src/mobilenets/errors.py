@@ -13,9 +13,12 @@ import re
 
 __all__ = [
     "BadImageError",
+    "CacheTooLargeError",
     "CheckpointError",
     "ConfigError",
+    "ConfigTypeError",
     "DataError",
+    "MissingDataError",
     "MobilenetsError",
     "OverwriteError",
     "RunLockedError",
@@ -34,8 +37,20 @@ class ConfigError(MobilenetsError, ValueError):
     """An argument or setting outside what is allowed (the message says what is)."""
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """An argument of the wrong type, or a keyword the function does not take."""
+
+
 class DataError(MobilenetsError, ValueError):
     """Data that cannot be used as asked: classes that do not match, an empty split, ..."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data folder, split or file that is not there (the message says what was expected)."""
+
+
+class CacheTooLargeError(DataError, MemoryError):
+    """An in-memory cache that would not fit (the message gives the estimate)."""
 
 
 class BadImageError(DataError):

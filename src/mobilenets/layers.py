@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from mobilenets.errors import ConfigError
+
 __all__ = [
     "ACTIVATIONS",
     "ConvNormAct",
@@ -40,7 +42,7 @@ def make_activation(name: str | None) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)} or None"
         ) from None
 
@@ -162,7 +164,7 @@ class InvertedResidual(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {stride}")
+            raise ConfigError(f"stride must be 1 or 2, got {stride}")
         self.use_residual = stride == 1 and in_channels == out_channels
         self.expand = (
             ConvNormAct(in_channels, hidden_channels, 1, act=act, bn_eps=bn_eps)

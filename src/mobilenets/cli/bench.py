@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.export.bench import (
     BACKENDS,
     DEFAULT_BACKENDS,
@@ -26,11 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_BACKENDS),
         help=f"comma-separated, from {','.join(BACKENDS)}",
     )
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batch-size", type=cli_types.positive, default=1)
+    parser.add_argument("--resolution", type=cli_types.resolution, default=224)
+    parser.add_argument("--threads", type=cli_types.integer(1, 1024), default=None)
+    parser.add_argument("--runs", type=cli_types.positive, default=50)
+    parser.add_argument("--warmup", type=cli_types.integer(0), default=10)
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md/csv/json/png")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mobilenets.cli import _common as cli_types
+from mobilenets.errors import ConfigError
 from mobilenets.weights import SOURCES, convert_file
 
 
@@ -28,14 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "timm model name (mobilenetv3_large_100, ...)",
     )
     parser.add_argument(
-        "--width-mult", type=float, default=1.0, help="torchvision's width_mult of the source"
+        "--width-mult",
+        type=cli_types.width_mult,
+        default=1.0,
+        help="torchvision's width_mult of the source",
     )
     parser.add_argument(
         "--reduced-tail", action="store_true", help="torchvision's reduced_tail of the source"
     )
     parser.add_argument(
         "--eval-resize",
-        type=int,
+        type=cli_types.integer(32, 8192),
         default=None,
         help="short side before the 224 center crop at evaluation (default: torchvision's "
         "figure for its own weights files, else 256)",
@@ -45,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.source != "checkpoint" and not args.model:
-        raise ValueError(f"--model is required with --from {args.source}")
+        raise ConfigError(f"--model is required with --from {args.source}")
     info = convert_file(
         args.source,
         args.src,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.training import evaluate_checkpoint
 
 
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write FILE.csv (path, label, prediction, confidence) and FILE.confusion.png",
     )
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=cli_types.positive, default=128)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--skip-bad-images", action="store_true")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

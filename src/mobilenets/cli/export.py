@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.export.model_export import export_model
 from mobilenets.export.onnx import onnx_metadata
 
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--resolution",
-        type=int,
+        type=cli_types.resolution,
         default=None,
         help="input size (default: the one it was trained at)",
     )

@@ -1,8 +1,14 @@
-"""The ``mobilenets`` command: argparse subcommands, each a thin wrapper over one function."""
+"""The ``mobilenets`` command: argparse subcommands, each a thin wrapper over one function.
+
+Errors a user can cause (the project's :class:`~mobilenets.errors.MobilenetsError` and the
+expected OS errors: not found, permission, disk full, is a folder) end in one clear line on
+stderr and exit status 2; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +26,7 @@ from mobilenets.cli import (
     sweep,
     train,
 )
-from mobilenets.data import BadImageError
+from mobilenets.errors import MobilenetsError, display
 from mobilenets.training.malloc import reexec_with_malloc_tuning, should_reexec
 
 COMMANDS = {
@@ -38,6 +44,21 @@ COMMANDS = {
 }
 #: Commands that train or run networks for long: they get the fast glibc malloc settings.
 HEAVY_COMMANDS = {"train", "eval", "sweep", "bench"}
+#: OS errors that are the user's or the machine's, not the program's: one line, no traceback.
+USER_OS_ERRORS = {
+    errno.ENOENT: "not found",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EISDIR: "is a folder",
+    errno.ENOTDIR: "not a folder",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ELOOP: "too many levels of symbolic links",
+    errno.EEXIST: "already exists",
+}
+EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,24 +73,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(err: BaseException) -> str | None:
+    """The one line to print for a user error, or ``None`` for a bug (keep the traceback)."""
+    if isinstance(err, MobilenetsError):
+        text = str(err)
+        if "Original Traceback" in text:  # raised in a DataLoader worker: keep the last line
+            last = text.strip().splitlines()[-1]
+            text = last.split(": ", 1)[1] if ": " in last else last
+        return display(text)
+    if isinstance(err, OSError) and err.errno in USER_OS_ERRORS:
+        what = err.strerror or USER_OS_ERRORS[err.errno]
+        where = err.filename if err.filename is not None else ""
+        return display(f"{where}: {what}" if where else what)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``main(["paper"])`` in tests)."""
     if argv is None and len(sys.argv) > 1 and sys.argv[1] in HEAVY_COMMANDS and should_reexec():
         reexec_with_malloc_tuning(sys.argv[1:])  # does not return
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a bad flag (2, argparse printed why)
+        return done.code if isinstance(done.code, int) else EXIT_USER_ERROR
     try:
         return COMMANDS[args.command].run(args)
-    except (
-        ValueError,
-        TypeError,
-        FileNotFoundError,
-        FileExistsError,
-        MemoryError,
-        BadImageError,
-    ) as err:
-        print(f"mobilenets {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"mobilenets {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = error_message(err)
+        if message is None:
+            raise
+        print(f"mobilenets {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -6,13 +6,21 @@ import argparse
 import json
 from dataclasses import asdict
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.weights import predict
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="a mobilenets .safetensors file")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
-    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument(
+        "--topk", type=cli_types.positive, default=5, help="how many classes to list per image"
+    )
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="report unreadable images and go on with the others (exit status 1)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.cli._common import print_json
 from mobilenets.complexity import profile
 from mobilenets.complexity.latency import layer_latency
@@ -20,21 +21,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "name", choices=list_models(), metavar="NAME", help=f"one of: {', '.join(list_models())}"
     )
-    parser.add_argument("--width-mult", type=float, default=1.0, help="width multiplier α")
+    parser.add_argument(
+        "--width-mult", type=cli_types.width_mult, default=1.0, help="width multiplier α"
+    )
     parser.add_argument(
         "--resolution",
-        type=int,
+        type=cli_types.resolution,
         default=None,
         help="input size in px (ρ·224); default: the model's",
     )
-    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--num-classes", type=cli_types.integer(0, 1_000_000), default=1000)
     parser.add_argument("--by", choices=("layer", "kind"), default="layer")
     parser.add_argument(
         "--latency",
         action="store_true",
         help="also time every layer on this machine (batch 1), per layer and kind",
     )
-    parser.add_argument("--runs", type=int, default=20, help="timed forwards for --latency")
+    parser.add_argument(
+        "--runs", type=cli_types.positive, default=20, help="timed forwards for --latency"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.export.quantize import DEFAULT_MARGIN, quantize_onnx
 
 
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data spec: its train split calibrates, its val split evaluates",
     )
     parser.add_argument("--out", required=True, help="FILE.int8.onnx")
-    parser.add_argument("--calib-images", type=int, default=256)
+    parser.add_argument("--calib-images", type=cli_types.positive, default=256)
     parser.add_argument(
         "--keep-fp32",
         nargs="*",
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--margin",
-        type=float,
+        type=cli_types.number(0, 100),
         default=DEFAULT_MARGIN,
         help="largest acceptable top-1 drop in points (default 2)",
     )

@@ -4,37 +4,33 @@ from __future__ import annotations
 
 import argparse
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.cli.train import add_training_arguments, config_from_args
 from mobilenets.training import SweepConfig, sweep
-
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
 
 
 def _shard(text: str) -> tuple[int, int]:
     index, _, count = text.partition("/")
     try:
-        return int(index), int(count)
+        shard = int(index), int(count)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--shard must be I/N, e.g. 0/2, got {text!r}") from None
+    if not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(f"--shard I/N needs 0 ≤ I < N, got {text!r}")
+    return shard
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SweepConfig()
     parser.add_argument(
         "--width-mults",
-        type=_floats,
+        type=cli_types.comma_list(cli_types.width_mult),
         default=list(defaults.width_mults),
         help="comma-separated α values (default 1,0.75,0.5,0.25)",
     )
     parser.add_argument(
         "--resolutions",
-        type=_ints,
+        type=cli_types.comma_list(cli_types.resolution),
         default=list(defaults.resolutions),
         help="comma-separated input sizes in px (default 64,48,32)",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.models.registry import list_models
 from mobilenets.training import TrainConfig, distributed, fit
 from mobilenets.training.config import OPTIMIZERS, SCHEDULES
@@ -16,11 +17,14 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, sweep: bool = Fal
     parser.add_argument("--model", choices=list_models(), default=defaults.model)
     if not sweep:
         parser.add_argument(
-            "--width-mult", type=float, default=defaults.width_mult, help="width multiplier α"
+            "--width-mult",
+            type=cli_types.width_mult,
+            default=defaults.width_mult,
+            help="width multiplier α",
         )
         parser.add_argument(
             "--resolution",
-            type=int,
+            type=cli_types.resolution,
             default=defaults.resolution,
             help="input size in px (ρ·224), ≥ 32",
         )
@@ -30,36 +34,61 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, sweep: bool = Fal
         help="digits (default), cifar10, imagenette[:160px|:320px|:full], or a "
         "folder with train/ and val/",
     )
-    parser.add_argument("--epochs", type=int, default=SWEEP_EPOCHS if sweep else defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument(
+        "--epochs", type=cli_types.positive, default=SWEEP_EPOCHS if sweep else defaults.epochs
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=cli_types.integer(2),
+        default=defaults.batch_size,
+        help="global batch size (≥ 2: BatchNorm needs two samples per step)",
+    )
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     parser.add_argument(
         "--lr",
-        type=float,
+        type=cli_types.number(0, 10, low_open=True),
         default=None,
         help="peak learning rate (default: 0.05 sgd, 0.01 rmsprop, 0.002 adamw)",
     )
-    parser.add_argument("--momentum", type=float, default=defaults.momentum)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    parser.add_argument(
+        "--momentum", type=cli_types.number(0, 1, high_open=True), default=defaults.momentum
+    )
+    parser.add_argument(
+        "--weight-decay", type=cli_types.number(0, 1), default=defaults.weight_decay
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=cli_types.number(0, 1, high_open=True),
+        default=defaults.label_smoothing,
+    )
     parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
-    parser.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
+    parser.add_argument(
+        "--warmup-epochs", type=cli_types.number(0, 1000), default=defaults.warmup_epochs
+    )
     parser.add_argument(
         "--ema-decay",
-        type=float,
+        type=cli_types.number(0, 1, low_open=True, high_open=True),
         default=None,
         help="keep and evaluate an EMA of the weights (e.g. 0.999)",
     )
-    parser.add_argument("--dropout", type=float, default=None, help="dropout before the classifier")
+    parser.add_argument(
+        "--dropout",
+        type=cli_types.number(0, 1, high_open=True),
+        default=None,
+        help="dropout before the classifier",
+    )
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
     parser.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, default=defaults.channels_last
     )
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
-        "--workers", type=int, default=defaults.workers, help="DataLoader worker processes"
+        "--workers",
+        type=cli_types.integer(0, 256),
+        default=defaults.workers,
+        help="DataLoader worker processes",
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=cli_types.integer(0, 2**32 - 1), default=defaults.seed)
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )

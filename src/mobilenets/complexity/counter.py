@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from mobilenets.errors import ConfigError
 from mobilenets.layers import DepthwiseSeparable, InvertedResidual, SqueezeExcite
 
 ZERO_COST_KINDS = ("bn", "act", "pool", "dropout")
@@ -127,7 +128,7 @@ class Profile:
     def format(self, by: str = "layer") -> str:
         """A readable table, per ``layer`` or per ``kind``, with totals and the conventions."""
         if by not in ("layer", "kind"):
-            raise ValueError(f"by must be 'layer' or 'kind', got {by!r}")
+            raise ConfigError(f"by must be 'layer' or 'kind', got {by!r}")
         c, h, w = self.input_shape
         lines = [f"{self.model_name} at {h}×{w}×{c}"]
         if by == "layer":

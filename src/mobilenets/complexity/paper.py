@@ -16,6 +16,7 @@ from importlib import resources
 from torch import nn
 
 from mobilenets.complexity.counter import Profile, profile
+from mobilenets.errors import ConfigError
 from mobilenets.layers import ConvNormAct, DepthwiseSeparable
 from mobilenets.models.registry import create_model
 
@@ -79,7 +80,7 @@ def count_params(prof: Profile, convention: str) -> int:
         bn_channels = kinds["bn"].params // 2
         fc_bias = kinds["fc"].params - kinds["fc"].paper_params
         return prof.paper_params + fc_bias + 3 * bn_channels
-    raise ValueError(f"unknown parameter convention {convention!r}; allowed: {PARAM_CONVENTIONS}")
+    raise ConfigError(f"unknown parameter convention {convention!r}; allowed: {PARAM_CONVENTIONS}")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from mobilenets.data.digits import DIGITS_MEAN, DIGITS_STD, DigitsDataset
 from mobilenets.data.downloads import IMAGENETTE_CLASSES, cifar10, prepare_imagenette
 from mobilenets.data.folder import BadImageError, SafeImageFolder
 from mobilenets.data.transforms import eval_transform, train_transform
+from mobilenets.errors import ConfigError, MissingDataError
 from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -52,12 +53,12 @@ def parse_spec(spec: str) -> DataSpec:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not any((path / s).is_dir() for s in SPLITS):
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"image folder {path} has no train/ or val/ subfolder; expected train/ and val/ "
                 "inside (val/ alone is enough to evaluate), one folder per class in each"
             )
         return DataSpec("folder", path=path)
-    raise ValueError(
+    raise ConfigError(
         f"unknown data spec {spec!r}: use digits, cifar10, imagenette[:160px|:320px|:full] or "
         "a folder with train/ and val/ inside"
     )
@@ -87,7 +88,7 @@ def build_dataset(
     (the short side before the center crop) override the defaults, e.g. with a weights file's.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     augment = (split == "train") if augment is None else augment
     if spec.kind == "digits":
@@ -105,7 +106,7 @@ def build_dataset(
     else:
         folder, names = spec.path, None
         if not (folder / split).is_dir():
-            raise FileNotFoundError(f"image folder {folder} has no {split}/ subfolder")
+            raise MissingDataError(f"image folder {folder} has no {split}/ subfolder")
     dataset = SafeImageFolder(folder / split, transform, skip_bad_images, class_names=names)
     if cache_in_memory:  # the same transforms run on the cached uint8 tensors
         return InMemoryDataset(dataset, resolution, transform)

@@ -10,6 +10,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from mobilenets.data.transforms import eval_resize_size
+from mobilenets.errors import CacheTooLargeError
 
 MEMORY_HEADROOM = 0.8  # use at most 80% of the memory available now
 
@@ -43,7 +44,7 @@ class InMemoryDataset(Dataset):
     def __init__(self, dataset: Dataset, resolution: int, transform: Callable) -> None:
         need, have = cache_bytes(len(dataset), resolution), available_memory()
         if have and need > MEMORY_HEADROOM * have:
-            raise MemoryError(
+            raise CacheTooLargeError(
                 f"--cache-in-memory needs about {need / 2**30:.1f} GiB for {len(dataset):,} images "
                 f"at {resolution} px, but only {have / 2**30:.1f} GiB is available (80% of it may "
                 "be used); train without the cache or at a lower resolution"

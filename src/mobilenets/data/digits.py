@@ -15,6 +15,8 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from mobilenets.errors import ConfigError
+
 DIGITS_MEAN = (0.3050,) * 3  # of the 8×8 images scaled to [0, 1]
 DIGITS_STD = (0.3815,) * 3
 TEST_FRACTION = 0.2
@@ -26,7 +28,7 @@ class DigitsDataset(Dataset):
 
     def __init__(self, split: str, resolution: int, augment: bool | None = None) -> None:
         if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+            raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
         data = load_digits()
         indices = np.arange(len(data.target))
         train_idx, val_idx = train_test_split(

@@ -11,6 +11,8 @@ from pathlib import Path
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import download_and_extract_archive
 
+from mobilenets.errors import DataError
+
 IMAGENETTE_ARCHIVES = {  # size: (url, md5) — the checksums torchvision's Imagenette uses
     "full": (
         "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz",
@@ -42,9 +44,7 @@ IMAGENETTE_CLASSES = {
 def prepare_imagenette(root: str | Path, size: str = "160px") -> Path:
     """Download (once), verify and extract Imagenette; return the folder with train/ and val/."""
     if size not in IMAGENETTE_ARCHIVES:
-        raise ValueError(
-            f"imagenette size must be one of {list(IMAGENETTE_ARCHIVES)}, got {size!r}"
-        )
+        raise DataError(f"imagenette size must be one of {list(IMAGENETTE_ARCHIVES)}, got {size!r}")
     url, md5 = IMAGENETTE_ARCHIVES[size]
     root = Path(root)
     folder = root / Path(url).name.removesuffix(".tgz")
@@ -52,7 +52,7 @@ def prepare_imagenette(root: str | Path, size: str = "160px") -> Path:
     if not marker.exists():
         download_and_extract_archive(url, str(root), md5=md5)
         if not (folder / "train").is_dir() or not (folder / "val").is_dir():
-            raise ValueError(f"archive {url} did not contain {folder.name}/train and /val")
+            raise DataError(f"archive {url} did not contain {folder.name}/train and /val")
         marker.write_text(md5)
     return folder
 

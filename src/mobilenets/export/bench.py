@@ -27,6 +27,7 @@ from torch import nn
 
 from mobilenets.complexity import profile
 from mobilenets.complexity.latency import time_calls
+from mobilenets.errors import ConfigError
 from mobilenets.export.fold_bn import fold_bn
 from mobilenets.export.onnx import OnnxClassifier, export_onnx
 from mobilenets.export.quantize import quantize_qdq
@@ -138,7 +139,7 @@ def run_bench(
     """Measure every (model, source, backend); returns the rows and the measured peak GFLOP/s."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
-        raise ValueError(f"unknown backends {unknown}; allowed: {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backends {unknown}; allowed: {', '.join(BACKENDS)}")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     peak = peak_gflops()

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from mobilenets.errors import ConfigError, ConfigTypeError
 from mobilenets.layers import init_weights
 
 MIN_INPUT_SIZE = 32  # five stride-2 stages need at least 32 px to keep a 1×1 map at the end
@@ -29,9 +30,9 @@ class FeatureInfo(NamedTuple):
 def check_width_mult(width_mult: float) -> float:
     """Validate the width multiplier α (V1 paper, Section 3.3): any finite number > 0."""
     if isinstance(width_mult, bool) or not isinstance(width_mult, int | float):
-        raise TypeError(f"width_mult must be a number > 0, got {width_mult!r}")
+        raise ConfigTypeError(f"width_mult must be a number > 0, got {width_mult!r}")
     if not (width_mult > 0 and width_mult < float("inf")):
-        raise ValueError(
+        raise ConfigError(
             f"width_mult (α) must be a finite number > 0 (the papers use 0.25–1.4), "
             f"got {width_mult}"
         )
@@ -72,11 +73,11 @@ class MobileNet(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 0:
-            raise ValueError(f"num_classes must be ≥ 0, got {num_classes}")
+            raise ConfigError(f"num_classes must be ≥ 0, got {num_classes}")
         if in_chans < 1:
-            raise ValueError(f"in_chans must be ≥ 1, got {in_chans}")
+            raise ConfigError(f"in_chans must be ≥ 1, got {in_chans}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.stem = stem
@@ -93,7 +94,7 @@ class MobileNet(nn.Module):
         indices = range(len(all_info)) if out_indices is None else out_indices
         for index in indices:
             if not -len(all_info) <= index < len(all_info):
-                raise ValueError(
+                raise ConfigError(
                     f"out_indices entry {index} is out of range; allowed: 0..{len(all_info) - 1}"
                 )
         self._out_indices = [i % len(all_info) for i in indices]
@@ -119,14 +120,14 @@ class MobileNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for a batch this network cannot take."""
         if x.dim() != 4:
-            raise ValueError(f"expected a 4-D batch (N, C, H, W), got shape {tuple(x.shape)}")
+            raise ConfigError(f"expected a 4-D batch (N, C, H, W), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
-            raise ValueError(
+            raise ConfigError(
                 f"this model expects {self.in_chans}-channel images, got {x.shape[1]} channels "
                 f"(shape {tuple(x.shape)}); build it with in_chans={x.shape[1]} for such input"
             )
         if x.shape[2] < MIN_INPUT_SIZE or x.shape[3] < MIN_INPUT_SIZE:
-            raise ValueError(
+            raise ConfigError(
                 f"input {x.shape[2]}×{x.shape[3]} px is too small: MobileNets take any "
                 f"resolution ≥ {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE} px"
             )

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from torch import nn
 
+from mobilenets.errors import ConfigError
 from mobilenets.layers import ConvNormAct, InvertedResidual, make_activation, make_divisible
 from mobilenets.models.base import MobileNet, check_width_mult
 from mobilenets.models.registry import register_model
@@ -126,7 +127,9 @@ class MobileNetV3(MobileNet):
     ) -> None:
         width_mult = check_width_mult(width_mult)
         if channel_rules not in CHANNEL_RULES:
-            raise ValueError(f"channel_rules must be one of {CHANNEL_RULES}, got {channel_rules!r}")
+            raise ConfigError(
+                f"channel_rules must be one of {CHANNEL_RULES}, got {channel_rules!r}"
+            )
         if reduced_tail:
             rows, last_channels = _reduce_tail(rows, last_channels)
         if minimalistic:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from mobilenets.errors import ConfigError, ConfigTypeError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -59,7 +61,7 @@ def get_model_entry(name: str) -> ModelEntry:
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"unknown model {name!r}.{hint} Available: {', '.join(list_models())}"
         ) from None
 
@@ -84,7 +86,7 @@ def create_model(name: str, *, weights: str | None = None, **kwargs: object) -> 
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise TypeError(
+            raise ConfigTypeError(
                 f"{name} got an unexpected keyword argument {key!r}.{hint} "
                 f"Allowed: {', '.join(allowed)}"
             )

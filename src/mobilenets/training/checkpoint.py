@@ -57,8 +57,8 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as err:  # truncated zip, pickle of arbitrary objects, not a checkpoint
         reason = display(str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise CheckpointError(
-            f"checkpoint {display(path)} is unreadable, truncated or not a mobilenets "
-            f"checkpoint: {reason}"
+            f"checkpoint {display(path)} is unreadable or truncated (or not a mobilenets "
+            f"checkpoint): {reason[:200]}"
         ) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{display(path)} is not a mobilenets training checkpoint")

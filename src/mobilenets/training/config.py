@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
+
+from mobilenets.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "exponential")
@@ -53,21 +56,29 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)  # more create_model keywords (dropout, ...)
 
     def __post_init__(self) -> None:
+        """Every setting checked before anything starts: a bad value names the field and the
+        allowed range (the CLI checks the same ranges when it parses the flags)."""
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"epochs and batch_size must be ≥ 1, got {self.epochs}, {self.batch_size}"
-            )
-        if self.resolution < 32:
-            raise ValueError(
-                f"resolution {self.resolution} px is too small: MobileNets take any "
-                "resolution ≥ 32 px"
-            )
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 2, "BatchNorm needs two samples per step")
+        _check_int("resolution", self.resolution, 32, "MobileNets take any resolution ≥ 32 px")
+        _check_int("workers", self.workers, 0)
+        _check_int("seed", self.seed, 0)
+        _check_int("log_every", self.log_every, 1)
+        _check_float("width_mult", self.width_mult, 0, 8, low_open=True)
+        if self.lr is not None:
+            _check_float("lr", self.lr, 0, 10, low_open=True)
+        _check_float("momentum", self.momentum, 0, 1, high_open=True)
+        _check_float("weight_decay", self.weight_decay, 0, 1)
+        _check_float("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        _check_float("warmup_epochs", self.warmup_epochs, 0, 1000)
+        if self.ema_decay is not None:
+            _check_float("ema_decay", self.ema_decay, 0, 1, low_open=True, high_open=True)
+        if not isinstance(self.model_kwargs, dict):
+            raise ConfigError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -85,3 +96,30 @@ class TrainConfig:
         """Fields (other than ``RESUMABLE_CHANGES``) whose values differ."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in RESUMABLE_CHANGES and a[k] != b[k]}
+
+
+def _check_int(name: str, value: object, low: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        reason = f" ({why})" if why else ""
+        raise ConfigError(f"{name} must be an integer ≥ {low}{reason}, got {value!r}")
+
+
+def _check_float(
+    name: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+    if not ok:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise ConfigError(
+            f"{name} must be a finite number in {left}{low}, {high}{right}, got {value!r}"
+        )

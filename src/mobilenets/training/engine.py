@@ -19,6 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm.auto import tqdm
 
+from mobilenets.errors import TrainingDivergedError
+
 
 class WithIndex(Dataset):
     """Wrap a dataset so each sample also carries its index (``None`` samples stay ``None``)."""
@@ -90,18 +92,28 @@ class EpochStats:
     images: int
     seconds: float
     skipped: int
+    steps: int = 0  # optimizer steps taken
+    dropped: int = 0  # good images in batches too small to train BatchNorm (< 2 per process)
 
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+def _all_reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
     if not (dist.is_available() and dist.is_initialized()):
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def _grad_norm(model: nn.Module) -> float:
+    """The global L2 norm of the gradients (after DDP's all-reduce: the same on every rank)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.nn.utils.get_total_norm(grads))
 
 
 def train_one_epoch(
@@ -120,42 +132,59 @@ def train_one_epoch(
     description: str = "train",
 ) -> EpochStats:
     """One pass over ``loader``, stepping the scheduler every batch; loss and top-1 are over
-    every process's samples under DDP."""
+    every process's samples under DDP.
+
+    Every process takes the same optimizer steps: a batch is trained only when every rank has
+    at least 2 readable images in it (BatchNorm needs 2), else every rank drops it together.
+    A non-finite loss or gradient norm raises :class:`TrainingDivergedError` before the
+    optimizer steps, so the weights stay the last finite ones.
+    """
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = images = skipped = 0
+    correct = images = skipped = steps = dropped = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=description, leave=False, disable=not progress, unit="batch")
     for x, y, _, n_skipped in bar:
         skipped += n_skipped
-        if len(y) == 0:
+        (fewest,) = _all_reduce([len(y)], device, op="min")
+        if fewest < 2:
+            dropped += len(y)
             continue
         x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(x)
             loss = criterion(logits, y)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at lr {scheduler.get_last_lr()[0]:.3g}: lower --lr"
-            )
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
+        if scaler is not None:  # fp16: the scaler skips steps with inf gradients by design
             scaler.scale(loss).backward()
+            norm = 0.0
+        else:
+            loss.backward()
+            norm = _grad_norm(model)
+        value = loss.item()
+        if not (math.isfinite(value) and math.isfinite(norm)):
+            raise TrainingDivergedError(
+                f"{description}, step {steps + 1}: the loss is {value:.4g} and the gradient "
+                f"norm {norm:.4g} at lr {scheduler.get_last_lr()[0]:.3g}: the run diverged. "
+                "Nothing was written for this epoch; lower --lr (or raise --warmup-epochs) "
+                "and --resume from the last good checkpoint, or start again"
+            )
+        if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
             optimizer.step()
         scheduler.step()
+        steps += 1
         if ema is not None:
             ema.update_parameters(model)
         loss_sum += loss.detach().double().cpu() * len(y)
         correct += int((logits.argmax(1) == y).sum())
         images += len(y)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
+        bar.set_postfix(loss=f"{value:.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
     seconds = time.perf_counter() - start
-    loss_total, correct, images, skipped = _all_reduce(
-        [float(loss_sum), correct, images, skipped], device
+    loss_total, correct, images, skipped, dropped = _all_reduce(
+        [float(loss_sum), correct, images, skipped, dropped], device
     )
     return EpochStats(
         loss_total / max(images, 1),
@@ -163,6 +192,8 @@ def train_one_epoch(
         int(images),
         seconds,
         int(skipped),
+        steps,
+        int(dropped),
     )
 
 

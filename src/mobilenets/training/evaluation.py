@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mobilenets.data import build_dataset, parse_spec, sample_name
+from mobilenets.errors import ConfigError, DataError
 from mobilenets.fileio import new_figure, save_figure
 from mobilenets.training.engine import EvalResult, evaluate, make_loader
 from mobilenets.training.fit import load_run
@@ -31,7 +32,7 @@ def evaluate_checkpoint(
     normalization the network was trained with."""
     if Path(checkpoint).suffix == ".safetensors":
         if data is None:
-            raise ValueError("--data is required to evaluate a weights file")
+            raise ConfigError("--data is required to evaluate a weights file")
         model = load_weights(checkpoint)
         info = model.weights_info
         resolution, classes, mean_std = info.input_size, info.classes, (info.mean, info.std)
@@ -50,7 +51,7 @@ def evaluate_checkpoint(
         eval_resize=resize,
     )
     if len(dataset.classes) != len(classes):
-        raise ValueError(
+        raise DataError(
             f"{checkpoint} was trained on {len(classes)} classes but {data} has "
             f"{len(dataset.classes)}"
         )

@@ -28,7 +28,23 @@ from torch.utils.data import DistributedSampler
 
 from mobilenets.complexity import profile
 from mobilenets.data import build_dataset
-from mobilenets.fileio import new_figure, save_figure, write_text_atomic
+from mobilenets.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    OverwriteError,
+    ZeroWorkError,
+    display,
+)
+from mobilenets.fileio import (
+    RunLock,
+    check_writable_folder,
+    clean_orphans,
+    new_figure,
+    nonfinite_tensors,
+    save_figure,
+    write_text_atomic,
+)
 from mobilenets.models.registry import create_model
 from mobilenets.training import distributed
 from mobilenets.training.checkpoint import (
@@ -41,6 +57,9 @@ from mobilenets.training.checkpoint import (
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.engine import EvalResult, evaluate, make_loader, train_one_epoch
 from mobilenets.training.malloc import malloc_tuned
+
+#: What a training checkpoint must hold to be resumed.
+CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "rng", "history")
 
 METRIC_FIELDS = [
     "epoch",
@@ -168,28 +187,88 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
 
     Resumes from ``out/checkpoint.pt`` with ``config.resume`` (a run killed at any point
     continues from its last finished epoch and ends with the same weights as an uninterrupted
-    run on the CPU); refuses to overwrite a checkpoint without it.
+    run on the CPU); refuses to overwrite a checkpoint without it. The run folder is checked
+    for writing and locked (``out/.lock``) before any work: a second run into it is refused.
     """
     out = Path(config.out)
     device = distributed.pick_device(config.device, distributed.read_env())
     env = distributed.init(device)
+    if not env.is_main:
+        return _fit(config, log, out, device, env)
+    check_writable_folder(out)
+    with RunLock(out):
+        clean_orphans(out)
+        return _fit(config, log, out, device, env)
+
+
+def _resume_state(config: TrainConfig, checkpoint_path: Path) -> dict | None:
+    """The checkpoint to continue from (``None`` for a new run), after checking that it may be
+    continued: asked for, the same configuration, finite weights."""
+    if not checkpoint_path.exists():
+        return None
+    if not config.resume:
+        raise OverwriteError(
+            f"{display(checkpoint_path.parent)} already holds a checkpoint; pass --resume to "
+            "continue that run or choose another --out"
+        )
+    state = load_checkpoint(checkpoint_path)
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{display(checkpoint_path)} is not a mobilenets training checkpoint (no "
+            f"{', '.join(missing)}); cannot resume from it"
+        )
+    changed = TrainConfig.from_dict(state["config"]).differences(config)
+    if changed:
+        raise ConfigError(
+            f"cannot resume {display(checkpoint_path)} with a different configuration: "
+            + ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in changed.items())
+        )
+    bad = nonfinite_tensors(state["model"])
+    if bad:
+        raise CheckpointError(
+            f"cannot resume {display(checkpoint_path)}: its weights hold NaN or inf "
+            f"({', '.join(bad[:3])}); start a new run"
+        )
+    return state
+
+
+def check_classes(train: list[str], val: list[str], where: str) -> None:
+    """Training and held-out classes must be the same names (at least two of them)."""
+    if len(train) < 2:
+        raise DataError(
+            f"{where}: need at least 2 classes to train a classifier, found {len(train)} "
+            f"({', '.join(map(display, train)) or 'none'})"
+        )
+    if train != val:
+        missing = [c for c in train if c not in val]
+        extra = [c for c in val if c not in train]
+        parts = [f"{len(missing)} missing from val/ ({', '.join(map(display, missing[:8]))})"]
+        parts.append(f"{len(extra)} only in val/ ({', '.join(map(display, extra[:8]))})")
+        raise DataError(
+            f"{where}: the class folders of train/ and val/ differ: "
+            + "; ".join(p for p, n in zip(parts, (missing, extra), strict=True) if n)
+            + ". Both splits need the same class folders"
+        )
+
+
+def _fit(
+    config: TrainConfig,
+    log: Callable[[str], None],
+    out: Path,
+    device: torch.device,
+    env: distributed.DistEnv,
+) -> FitResult:
     say = log if env.is_main else (lambda _msg: None)
     checkpoint_path = out / CHECKPOINT_NAME
-    state = None
-    if checkpoint_path.exists():
-        if not config.resume:
-            raise FileExistsError(
-                f"{out} already holds a checkpoint; pass --resume to continue that run or "
-                "choose another --out"
-            )
-        state = load_checkpoint(checkpoint_path)
-        saved = TrainConfig.from_dict(state["config"])
-        changed = saved.differences(config)
-        if changed:
-            raise ValueError(
-                f"cannot resume {checkpoint_path} with a different configuration: "
-                + ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in changed.items())
-            )
+    state = _resume_state(config, checkpoint_path)
+    per_rank_batch = config.batch_size // env.world_size
+    if per_rank_batch < 2:
+        raise ConfigError(
+            f"--batch-size {config.batch_size} over {env.world_size} processes gives "
+            f"{per_rank_batch} image(s) per process; BatchNorm needs ≥ 2: use --batch-size ≥ "
+            f"{2 * env.world_size}"
+        )
 
     torch.manual_seed(config.seed)
     data_args = {
@@ -202,6 +281,9 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
     )
     val_set = build_dataset(config.data, "val", config.resolution, **data_args)
     classes = [str(c) for c in train_set.classes]
+    check_classes(classes, [str(c) for c in val_set.classes], display(config.data))
+    if len(val_set) == 0:
+        raise ZeroWorkError(f"{display(config.data)}: the val split holds no images")
 
     model = build_model(config, len(classes))
     if config.sync_bn and env.enabled:
@@ -223,7 +305,6 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
     )
 
     generator = torch.Generator()  # seeds DataLoader workers, re-seeded every epoch
-    per_rank_batch = max(1, config.batch_size // env.world_size)
     # One sampler for one process and many: rank r takes positions r, r + w, ... of the same
     # seeded permutation, so w processes' batches together are the 1-process batch.
     train_sampler = DistributedSampler(
@@ -245,6 +326,12 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
         shuffle=False,
         workers=config.workers,
     )
+    if len(train_loader) == 0:
+        raise ZeroWorkError(
+            f"{display(config.data)}: the train split has {len(train_set)} images, fewer than "
+            f"one batch of {config.batch_size} (the last partial batch is dropped): lower "
+            f"--batch-size to at most {len(train_set)}"
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
@@ -300,6 +387,17 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
             progress=config.progress and env.is_main,
             description=f"epoch {epoch + 1}/{config.epochs}",
         )
+        if stats.steps == 0:
+            raise ZeroWorkError(
+                f"epoch {epoch + 1} took no optimizer step: {stats.skipped} unreadable images "
+                f"were skipped and {stats.dropped} were left in batches of fewer than 2; fix "
+                "or remove the bad files, or lower --batch-size. Nothing was written"
+            )
+        if stats.dropped:
+            say(
+                f"epoch {epoch + 1}: {stats.dropped} readable images were in batches with fewer "
+                "than 2 readable images on some process and were not trained on"
+            )
         result = evaluate(
             eval_model,
             val_loader,
@@ -340,7 +438,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
         distributed.barrier()
 
     if not history:
-        raise ValueError(f"{checkpoint_path} holds no finished epoch")
+        raise CheckpointError(f"{display(checkpoint_path)} holds no finished epoch")
     summary = _summary(config, history, classes, model, device, env)
     if env.is_main:
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
@@ -437,22 +535,43 @@ def _tensorboard(out: Path) -> object | None:
 
 
 def load_run(checkpoint: str | Path) -> tuple[TrainConfig, nn.Module, list[str]]:
-    """Rebuild the network of a checkpoint (EMA weights when the run kept them)."""
+    """Rebuild the network of a checkpoint (EMA weights when the run kept them), after checking
+    every entry it uses: a foreign, damaged or diverged checkpoint is a clear error."""
+    from mobilenets.weights.io import load_state_dict_strictly
+
     state = load_checkpoint(checkpoint)
+    where = display(checkpoint)
     for key in ("config", "model", "classes"):
         if key not in state:
-            raise ValueError(
-                f"{checkpoint} is not a mobilenets training checkpoint (no {key!r} entry)"
+            raise CheckpointError(
+                f"{where} is not a mobilenets training checkpoint (no {key!r} entry)"
             )
+    classes = state["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{where}: its 'classes' entry is not a list of class names")
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"{where}: its 'config' entry is not a training configuration")
     config = TrainConfig.from_dict(state["config"])
-    model = build_model(config, len(state["classes"]))
+    try:
+        model = build_model(config, len(classes))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{where}: its configuration does not build a network: {err}"
+        ) from err
     weights = state["model"]
     if state.get("ema"):
         weights = {
             k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")
         }
-    model.load_state_dict(weights)
-    return config, model.eval(), state["classes"]
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{where}: its 'model' entry is not a state dict")
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise CheckpointError(
+            f"{where} holds NaN or inf in {', '.join(bad[:3])}: refusing diverged weights"
+        )
+    load_state_dict_strictly(model, weights, where)
+    return config, model.eval(), classes
 
 
 __all__ = ["EvalResult", "FitResult", "TrainConfig", "build_model", "fit", "load_run"]

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mobilenets.complexity.latency import time_calls
+from mobilenets.errors import ConfigError
 from mobilenets.fileio import new_figure, save_figure, write_text_atomic
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.fit import build_model, fit
@@ -56,7 +57,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         index, count = self.shard
         if not 0 <= index < count:
-            raise ValueError(f"shard must be I/N with 0 ≤ I < N, got {index}/{count}")
+            raise ConfigError(f"shard must be I/N with 0 ≤ I < N, got {index}/{count}")
 
 
 def cell_dir(out: Path, width_mult: float, resolution: int) -> Path:
