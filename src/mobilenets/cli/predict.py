@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 
 from mobilenets.cli import _common as cli_types
+from mobilenets.errors import display
 from mobilenets.weights import predict
 
 
@@ -25,12 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = predict(args.weights, args.images, topk=args.topk)
+    results = predict(
+        args.weights, args.images, topk=args.topk, skip_bad_images=args.skip_bad_images
+    )
+    failed = [r for r in results if r.error]
+    for result in failed:
+        print(f"mobilenets predict: skipped: {display(result.error)}", file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
-        return 0
-    for result in results:
-        print(result.path)
-        for name, prob in result.top:
-            print(f"  {100 * prob:6.2f}%  {name}")
-    return 0
+    else:
+        for result in results:
+            if result.error:
+                continue
+            print(display(result.path))
+            for name, prob in result.top:
+                print(f"  {100 * prob:6.2f}%  {display(name)}")
+    return 1 if failed else 0

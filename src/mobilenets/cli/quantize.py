@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--margin",
-        type=cli_types.number(0, 100),
+        type=cli_types.number(-100, 100),
         default=DEFAULT_MARGIN,
         help="largest acceptable top-1 drop in points (default 2)",
     )

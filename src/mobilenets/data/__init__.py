@@ -8,6 +8,7 @@ with ``train/`` and ``val/`` inside.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +19,14 @@ from mobilenets.data.digits import DIGITS_MEAN, DIGITS_STD, DigitsDataset
 from mobilenets.data.downloads import IMAGENETTE_CLASSES, cifar10, prepare_imagenette
 from mobilenets.data.folder import BadImageError, SafeImageFolder
 from mobilenets.data.transforms import eval_transform, train_transform
-from mobilenets.errors import ConfigError, MissingDataError
+from mobilenets.errors import ConfigError, DataError, MissingDataError, display
 from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "BadImageError",
     "DataSpec",
     "build_dataset",
+    "check_classes",
     "default_data_root",
     "parse_spec",
     "sample_name",
@@ -61,6 +63,46 @@ def parse_spec(spec: str) -> DataSpec:
     raise ConfigError(
         f"unknown data spec {spec!r}: use digits, cifar10, imagenette[:160px|:320px|:full] or "
         "a folder with train/ and val/ inside"
+    )
+
+
+_WORDNET_ID = re.compile(r"n\d{8}")
+
+
+def check_classes(
+    expected: list[str], found: list[str], *, expected_from: str, found_in: str
+) -> None:
+    """Classes are matched by name, never by count: ``found`` (a data split's) must be
+    ``expected`` (a model's or another split's), in the same order.
+
+    One convention is accepted as it is in torchvision: 1,000 WordNet-ID folders
+    (``n01440764``, ...) sorted are ImageNet's classes in the order of ImageNet weights.
+    """
+    if list(expected) == list(found):
+        return
+    imagenet_folders = len(found) == 1000 and all(_WORDNET_ID.fullmatch(c) for c in found)
+    if len(expected) == 1000 and imagenet_folders and list(found) == sorted(found):
+        return
+    if not expected:
+        raise DataError(
+            f"{expected_from} stores no class names, so its outputs cannot be scored against "
+            f"the classes of {found_in}"
+        )
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    if not missing and not extra:
+        raise DataError(
+            f"{found_in} has the classes of {expected_from} in another order; rename the "
+            "folders so that they sort in the same order"
+        )
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({', '.join(map(display, missing[:8]))})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected ({', '.join(map(display, extra[:8]))})")
+    raise DataError(
+        f"the classes of {found_in} do not match those of {expected_from} "
+        f"({len(expected)} classes): " + "; ".join(parts)
     )
 
 

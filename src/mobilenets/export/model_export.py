@@ -6,9 +6,11 @@ from pathlib import Path
 
 from torch import nn
 
+from mobilenets.errors import ConfigError, display
 from mobilenets.export.fold_bn import fold_bn
 from mobilenets.export.onnx import export_onnx
-from mobilenets.models.registry import create_model, get_model_entry
+from mobilenets.fileio import check_output_path
+from mobilenets.models.registry import create_model, get_model_entry, list_models
 
 
 def load_for_export(source: str) -> tuple[nn.Module, dict]:
@@ -26,7 +28,7 @@ def load_for_export(source: str) -> tuple[nn.Module, dict]:
             "classes": info.classes,
             "resize": info.resize,
         }
-    if path.suffix in (".pt", ".pth") or path.is_file():
+    if path.suffix in (".pt", ".pth") or path.exists():
         from mobilenets.data import parse_spec
         from mobilenets.training.fit import load_run
 
@@ -38,6 +40,11 @@ def load_for_export(source: str) -> tuple[nn.Module, dict]:
             "std": list(std),
             "classes": classes,
         }
+    if source not in list_models():
+        raise ConfigError(
+            f"{display(source)} is neither a checkpoint, a .safetensors file nor a model name; "
+            f"model names: {', '.join(list_models())}"
+        )
     model = create_model(source)  # a registry name: random weights, for latency work
     return model, {"input_size": get_model_entry(source).input_size}
 
@@ -51,6 +58,7 @@ def export_model(
     dynamic_batch: bool = True,
 ) -> Path:
     """Export a training checkpoint, a ``.safetensors`` weights file or a registry name."""
+    check_output_path(out, source if Path(source).exists() else None)
     model, meta = load_for_export(source)
     meta["input_size"] = resolution or meta["input_size"]
     meta["bn_folded"] = fold

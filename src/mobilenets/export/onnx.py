@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import warnings
@@ -11,7 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.errors import WeightsError, display
+from mobilenets.fileio import atomic_path
 from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from mobilenets.weights.io import WeightsInfo
 
 OPSET = 18
 INPUT, OUTPUT = "input", "logits"
@@ -36,24 +40,33 @@ def export_onnx(
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     x = torch.zeros(1, getattr(model, "in_chans", 3), resolution, resolution)
     axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            model,
-            (x,),
-            str(path),
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes=axes,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    proto = onnx.load(str(path))
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                model,
+                (x,),
+                str(tmp),
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        proto = onnx.load(str(tmp))
+        _finish(proto, model, resolution, metadata)
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def _finish(proto: object, model: nn.Module, resolution: int, metadata: dict | None) -> None:
+    """Store the metadata in an exported graph and check it with ``onnx.checker``."""
+    import onnx
+
     info = {
         "model": getattr(model, "model_name", type(model).__name__),
         "kwargs": getattr(model, "model_kwargs", {}),
@@ -65,8 +78,6 @@ def export_onnx(
     }
     set_onnx_metadata(proto, info)
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
-    return path
 
 
 def set_onnx_metadata(proto: object, info: dict[str, object]) -> None:
@@ -81,14 +92,45 @@ def set_onnx_metadata(proto: object, info: dict[str, object]) -> None:
 
 def onnx_metadata(path: str | Path) -> dict[str, object]:
     """The metadata ``export_onnx`` stored in a model."""
+    proto = load_onnx(path)
+    meta = {}
+    for p in proto.metadata_props:
+        if p.key.startswith(META_PREFIX):
+            try:
+                meta[p.key.removeprefix(META_PREFIX)] = json.loads(p.value)
+            except ValueError:
+                raise WeightsError(
+                    f"{display(path)}: ONNX metadata {display(p.key)} is not valid JSON"
+                ) from None
+    return meta
+
+
+def load_onnx(path: str | Path) -> object:
+    """An ONNX ModelProto, or a clear error for a missing, truncated or foreign file."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    return {
-        p.key.removeprefix(META_PREFIX): json.loads(p.value)
-        for p in proto.metadata_props
-        if p.key.startswith(META_PREFIX)
-    }
+    path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{display(path)} is a folder, not an .onnx model")
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, "ONNX model does not exist", str(path))
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise WeightsError(
+            f"{display(path)} is truncated or not an ONNX model: {display(err)[:200]}"
+        ) from err
+
+
+def onnx_info(path: str | Path) -> WeightsInfo:
+    """The network record an exported model carries, validated like a weights file's."""
+    meta = onnx_metadata(path)
+    if "model" not in meta:
+        raise WeightsError(
+            f"{display(path)} carries no mobilenets metadata (export it with `mobilenets "
+            "export`), so its input size, normalization and classes are unknown"
+        )
+    return WeightsInfo.from_dict(meta, path)
 
 
 class OnnxClassifier:
@@ -105,8 +147,15 @@ class OnnxClassifier:
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.metadata = onnx_metadata(path)
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime's InvalidProtobuf, Fail, ...
+            raise WeightsError(
+                f"ONNX Runtime cannot load {display(path)}: {display(err)[:200]}"
+            ) from err
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -121,10 +170,8 @@ class OnnxClassifier:
         from mobilenets.data.transforms import eval_transform
 
         if not isinstance(images, torch.Tensor):
-            meta = self.metadata
-            transform = eval_transform(
-                int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"]), meta.get("resize")
-            )
+            info = onnx_info(self.path)
+            transform = eval_transform(info.input_size, info.mean, info.std, info.resize)
             images = torch.stack([transform(load_rgb(str(p))) for p in images])
         logits = torch.from_numpy(self(images))
         probs = logits.softmax(1)

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mobilenets.data import build_dataset
-from mobilenets.export.onnx import OnnxClassifier, onnx_metadata, set_onnx_metadata
+from mobilenets.data import build_dataset, check_classes
+from mobilenets.errors import ZeroWorkError, display
+from mobilenets.export.onnx import OnnxClassifier, onnx_info, onnx_metadata, set_onnx_metadata
+from mobilenets.fileio import atomic_path, check_output_path
 
 DEFAULT_MARGIN = 2.0  # top-1 points
 
@@ -144,27 +146,36 @@ def quantize_onnx(
             ``*/se/*``); node names follow our module names.
         margin: the largest acceptable top-1 drop, in points.
     """
+    out_path = check_output_path(out_path, model_path)
+    info = onnx_info(model_path)
     meta = onnx_metadata(model_path)
-    resolution = int(meta["input_size"])
-    mean_std = (tuple(meta["mean"]), tuple(meta["std"]))
+    resolution, mean_std = info.input_size, (info.mean, info.std)
     calib = build_dataset(
         calib_data, "train", resolution, augment=False, root=data_root, mean_std=mean_std
     )
     val = build_dataset(calib_data, "val", resolution, root=data_root, mean_std=mean_std)
+    for split, dataset in (("train/", calib), ("val/", val)):
+        check_classes(
+            info.classes,
+            [str(c) for c in dataset.classes],
+            expected_from=display(model_path),
+            found_in=f"{display(calib_data)} {split}",
+        )
+        if len(dataset) == 0:
+            raise ZeroWorkError(f"{display(calib_data)}: the {split} split holds no images")
 
     import onnx
 
     nodes = [n.name for n in onnx.load(str(model_path)).graph.node]
     excluded = [n for n in nodes if any(fnmatch.fnmatch(n, p) for p in keep_fp32)]
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    quantize_qdq(model_path, out_path, _Calibration(calib, calib_images, "input"), excluded)
-    quantized = onnx.load(str(out_path))
-    set_onnx_metadata(
-        quantized,
-        {**meta, "quantization": "int8 static QDQ, per-channel weights", "kept_fp32": excluded},
-    )
-    onnx.save(quantized, str(out_path))
+    with atomic_path(out_path) as tmp:
+        quantize_qdq(model_path, tmp, _Calibration(calib, calib_images, "input"), excluded)
+        quantized = onnx.load(str(tmp))
+        set_onnx_metadata(
+            quantized,
+            {**meta, "quantization": "int8 static QDQ, per-channel weights", "kept_fp32": excluded},
+        )
+        onnx.save(quantized, str(tmp))
     batches, labels = _batches(val)
     fp32 = _predict(OnnxClassifier(model_path), batches)
     int8 = _predict(OnnxClassifier(out_path), batches)

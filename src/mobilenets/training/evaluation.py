@@ -4,14 +4,15 @@ optionally with one prediction per image (CSV) and a confusion-matrix plot besid
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mobilenets.data import build_dataset, parse_spec, sample_name
-from mobilenets.errors import ConfigError, DataError
-from mobilenets.fileio import new_figure, save_figure
+from mobilenets.data import build_dataset, check_classes, parse_spec, sample_name
+from mobilenets.errors import ConfigError, ZeroWorkError, display
+from mobilenets.fileio import check_output_path, new_figure, save_figure, write_text_atomic
 from mobilenets.training.engine import EvalResult, evaluate, make_loader
 from mobilenets.training.fit import load_run
 from mobilenets.weights.io import load_weights
@@ -30,6 +31,9 @@ def evaluate_checkpoint(
     """Evaluate a training ``checkpoint.pt`` or a ``.safetensors`` weights file on ``data``'s
     "val" split (default for a checkpoint: the run's own data), at the resolution and with the
     normalization the network was trained with."""
+    if predictions is not None:
+        check_output_path(predictions, checkpoint, flag="--predictions")
+        check_output_path(Path(predictions).with_suffix(".confusion.png"), checkpoint)
     if Path(checkpoint).suffix == ".safetensors":
         if data is None:
             raise ConfigError("--data is required to evaluate a weights file")
@@ -50,11 +54,14 @@ def evaluate_checkpoint(
         mean_std=mean_std,
         eval_resize=resize,
     )
-    if len(dataset.classes) != len(classes):
-        raise DataError(
-            f"{checkpoint} was trained on {len(classes)} classes but {data} has "
-            f"{len(dataset.classes)}"
-        )
+    check_classes(
+        classes,
+        [str(c) for c in dataset.classes],
+        expected_from=display(checkpoint),
+        found_in=f"{display(data)} val/",
+    )
+    if len(dataset) == 0:
+        raise ZeroWorkError(f"{display(data)}: the val split holds no images")
     loader = make_loader(dataset, batch_size, shuffle=False)
     result = evaluate(
         model,
@@ -70,14 +77,12 @@ def evaluate_checkpoint(
 
 def write_predictions(path: Path, result: EvalResult, dataset: object, classes: list[str]) -> None:
     """One row per image (path, label, prediction, confidence) and ``<name>.confusion.png``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "prediction", "confidence"])
-        for index, label, pred, conf in result.predictions:
-            writer.writerow(
-                [sample_name(dataset, index), classes[label], classes[pred], f"{conf:.4f}"]
-            )
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "label", "prediction", "confidence"])
+    for index, label, pred, conf in result.predictions:
+        writer.writerow([sample_name(dataset, index), classes[label], classes[pred], f"{conf:.4f}"])
+    write_text_atomic(path, buffer.getvalue())  # file names that are not UTF-8 kept as bytes
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for _, label, pred, _ in result.predictions:
         matrix[label, pred] += 1

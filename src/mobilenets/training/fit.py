@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 
 from mobilenets.complexity import profile
-from mobilenets.data import build_dataset
+from mobilenets.data import build_dataset, check_classes
 from mobilenets.errors import (
     CheckpointError,
     ConfigError,
@@ -233,23 +233,14 @@ def _resume_state(config: TrainConfig, checkpoint_path: Path) -> dict | None:
     return state
 
 
-def check_classes(train: list[str], val: list[str], where: str) -> None:
-    """Training and held-out classes must be the same names (at least two of them)."""
+def check_train_classes(train: list[str], val: list[str], data: str) -> None:
+    """Training and held-out classes are the same names, and there are at least two."""
     if len(train) < 2:
         raise DataError(
-            f"{where}: need at least 2 classes to train a classifier, found {len(train)} "
-            f"({', '.join(map(display, train)) or 'none'})"
+            f"{display(data)}: need at least 2 classes to train a classifier, found "
+            f"{len(train)} ({', '.join(map(display, train)) or 'none'})"
         )
-    if train != val:
-        missing = [c for c in train if c not in val]
-        extra = [c for c in val if c not in train]
-        parts = [f"{len(missing)} missing from val/ ({', '.join(map(display, missing[:8]))})"]
-        parts.append(f"{len(extra)} only in val/ ({', '.join(map(display, extra[:8]))})")
-        raise DataError(
-            f"{where}: the class folders of train/ and val/ differ: "
-            + "; ".join(p for p, n in zip(parts, (missing, extra), strict=True) if n)
-            + ". Both splits need the same class folders"
-        )
+    check_classes(train, val, expected_from=f"{display(data)} train/", found_in="val/")
 
 
 def _fit(
@@ -281,7 +272,7 @@ def _fit(
     )
     val_set = build_dataset(config.data, "val", config.resolution, **data_args)
     classes = [str(c) for c in train_set.classes]
-    check_classes(classes, [str(c) for c in val_set.classes], display(config.data))
+    check_train_classes(classes, [str(c) for c in val_set.classes], config.data)
     if len(val_set) == 0:
         raise ZeroWorkError(f"{display(config.data)}: the val split holds no images")
 

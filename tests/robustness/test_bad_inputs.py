@@ -1,0 +1,641 @@
+"""The bad-input suite: one row per way a careful attacker or a clumsy user gets it wrong.
+
+Every row runs the CLI in-process through ``main(argv)`` and asserts the exit status, that the
+one-line message names the offending flag or file, that no traceback is printed, and that every
+file that existed before is byte-identical after (nothing lost, nothing half-written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from _workspace import Workspace, snapshot, write_folder
+from PIL import Image
+
+from mobilenets.cli.main import main
+
+Build = Callable[[Workspace, Path], list[str]]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    build: Build
+    message: str  # regex the stderr must match
+    code: int = 2
+
+
+TRAIN = [
+    "train",
+    "--model",
+    "mobilenet_v1",
+    "--width-mult",
+    "0.25",
+    "--resolution",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--no-progress",
+]
+
+
+def train(ws: Workspace, tmp: Path, *extra: str, data: Path | None = None) -> list[str]:
+    return [*TRAIN, "--data", str(data or ws.folder), "--out", str(tmp / "run"), *extra]
+
+
+def flag(name: str, value: str, command: tuple[str, ...] = (), says: str | None = None) -> Case:
+    """A numeric flag out of range: argparse refuses it, naming the flag and the value (or
+    what ``says`` gives) and what is allowed."""
+
+    def build(ws: Workspace, tmp: Path) -> list[str]:
+        base = list(command) if command else train(ws, tmp)
+        return [*base, name, value]
+
+    pattern = rf"argument {re.escape(name)}: .*{re.escape(value if says is None else says)}"
+    return Case(
+        f"flag{name}={value or 'empty'}-{command[0] if command else 'train'}", build, pattern
+    )
+
+
+# --- data and files that the cases make --------------------------------------------------
+
+
+def folder_with(tmp: Path, **changes) -> Path:
+    root = write_folder(tmp / "data", **changes)
+    return root
+
+
+def val_extra_class(ws, tmp):
+    root = folder_with(tmp)
+    write_folder(root, classes=("zebra",), train=0, val=2)
+    (root / "train" / "zebra").rmdir()
+    return train(ws, tmp, data=root)
+
+
+def val_missing_class(ws, tmp):
+    root = folder_with(tmp)
+    for f in (root / "val" / "square").iterdir():
+        f.unlink()
+    (root / "val" / "square").rmdir()
+    return train(ws, tmp, data=root)
+
+
+def one_class(ws, tmp):
+    return train(ws, tmp, data=write_folder(tmp / "one", classes=("only",)))
+
+
+def empty_class(ws, tmp):
+    root = folder_with(tmp)
+    (root / "train" / "empty").mkdir()
+    (root / "val" / "empty").mkdir()
+    return train(ws, tmp, data=root)
+
+
+def corrupt_image(ws, tmp):
+    root = folder_with(tmp)
+    (root / "val" / "circle" / "bad.png").write_bytes(b"\x89PNG not really")
+    return train(ws, tmp, data=root)
+
+
+def all_bad_skipped(ws, tmp):
+    root = folder_with(tmp)
+    for f in (root / "train").rglob("*.png"):
+        f.write_bytes(b"broken")
+    return train(ws, tmp, "--skip-bad-images", data=root)
+
+
+def nonutf8_corrupt(ws, tmp):
+    root = folder_with(tmp)
+    name = os.fsdecode(b"bad-\xff\xfe.png")
+    (root / "val" / "circle" / name).write_bytes(b"not an image")
+    return train(ws, tmp, data=root)
+
+
+def symlink_loop_file(ws, tmp):
+    root = folder_with(tmp)
+    loop = root / "val" / "circle" / "loop.png"
+    os.symlink(loop, loop)
+    return train(ws, tmp, data=root)
+
+
+def decompression_bomb_train(ws, tmp):
+    root = folder_with(tmp)
+    Image.new("1", (15000, 15000)).save(root / "val" / "circle" / "bomb.png")
+    return train(ws, tmp, data=root)
+
+
+def out_is_file(ws, tmp):
+    (tmp / "run").write_text("precious")
+    return train(ws, tmp)
+
+
+def out_under_file(ws, tmp):
+    (tmp / "file").write_text("precious")
+    return [*TRAIN, "--data", str(ws.folder), "--out", str(tmp / "file" / "run")]
+
+
+def existing_run(ws, tmp):
+    return [*TRAIN, "--data", str(ws.folder), "--out", str(ws.run)]
+
+
+def resume_other_config(ws, tmp):
+    return [*TRAIN, "--data", str(ws.folder), "--out", str(ws.run), "--resume", "--lr", "0.2"]
+
+
+def nan_run(tmp: Path, ws: Workspace) -> Path:
+    run = tmp / "run"
+    run.mkdir()
+    state = torch.load(ws.checkpoint, weights_only=True)
+    state["model"]["classifier.bias"][0] = float("nan")
+    torch.save(state, run / "checkpoint.pt")
+    return run
+
+
+def resume_nan(ws, tmp):
+    nan_run(tmp, ws)
+    return train(ws, tmp, "--resume")
+
+
+def locked_run(ws, tmp):
+    (tmp / "run").mkdir()
+    holder = {"pid": os.getppid(), "host": os.uname().nodename, "since": 0}
+    (tmp / "run" / ".lock").write_text(json.dumps(holder))
+    return train(ws, tmp)
+
+
+def too_few_images(ws, tmp):
+    return [*train(ws, tmp), "--batch-size", "64"]
+
+
+def truncated(path: Path, tmp: Path, keep: int = 4000) -> Path:
+    out = tmp / f"cut{path.suffix}"
+    out.write_bytes(path.read_bytes()[:keep])
+    return out
+
+
+def malicious_checkpoint(ws, tmp):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp / 'pwned'}",))
+
+    (tmp / "evil.pt").write_bytes(pickle.dumps({"model": Evil()}))
+    return ["eval", "--checkpoint", str(tmp / "evil.pt")]
+
+
+def tensor_file(ws, tmp):
+    torch.save(torch.ones(3), tmp / "tensor.pt")
+    return ["eval", "--checkpoint", str(tmp / "tensor.pt")]
+
+
+def eval_other_classes(ws, tmp):
+    return [
+        "eval",
+        "--checkpoint",
+        str(ws.checkpoint),
+        "--data",
+        str(write_folder(tmp / "d", classes=("a", "b", "c"))),
+    ]
+
+
+def nan_weights(ws, tmp) -> Path:
+    from mobilenets.weights import read_weights
+
+    tensors, info = read_weights(ws.weights)
+    tensors["classifier.bias"][1] = float("inf")
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(tmp / "nan.safetensors"), metadata=info.to_metadata())
+    return tmp / "nan.safetensors"
+
+
+def weights_with(ws: Workspace, tmp: Path, **meta: str) -> Path:
+    from safetensors.torch import save_file
+
+    from mobilenets.weights import read_weights
+
+    tensors, info = read_weights(ws.weights)
+    metadata = {**info.to_metadata(), **meta}
+    save_file(tensors, str(tmp / "w.safetensors"), metadata=metadata)
+    return tmp / "w.safetensors"
+
+
+def predict_meta(**meta: str) -> Build:
+    def build(ws, tmp):
+        return ["predict", "--weights", str(weights_with(ws, tmp, **meta)), str(ws.image)]
+
+    return build
+
+
+def int_tensor_weights(ws, tmp):
+    from safetensors.torch import save_file
+
+    from mobilenets.weights import read_weights
+
+    tensors, info = read_weights(ws.weights)
+    tensors["stem.conv.weight"] = tensors["stem.conv.weight"].to(torch.int32)
+    save_file(tensors, str(tmp / "int.safetensors"), metadata=info.to_metadata())
+    return ["predict", "--weights", str(tmp / "int.safetensors"), str(ws.image)]
+
+
+def convert(src: Path, source: str, model: str, out: Path, *extra: str) -> list[str]:
+    return ["convert", "--from", source, str(src), "--model", model, "--out", str(out), *extra]
+
+
+def state_with(ws: Workspace, tmp: Path, change: Callable[[dict], None]) -> Path:
+    state = torch.load(ws.tv_state, weights_only=True)
+    change(state)
+    torch.save(state, tmp / "changed.pth")
+    return tmp / "changed.pth"
+
+
+def bomb_image(ws, tmp):
+    Image.new("1", (15000, 15000)).save(tmp / "bomb.png")
+    return ["predict", "--weights", str(ws.weights), str(tmp / "bomb.png")]
+
+
+def quantize_other_classes(ws, tmp):
+    data = write_folder(tmp / "d", classes=("x", "y", "z"))
+    return ["quantize", str(ws.onnx), "--calib-data", str(data), "--out", str(tmp / "q.onnx")]
+
+
+def quantize_nameless(ws, tmp):
+    assert (
+        main(["export", "mobilenet_v3_small", "--out", str(tmp / "r.onnx"), "--resolution", "32"])
+        == 0
+    )
+    return ["quantize", str(tmp / "r.onnx"), "--out", str(tmp / "q.onnx")]
+
+
+CASES = [
+    # numeric flags, refused where they are parsed
+    flag("--width-mult", "0"),
+    flag("--width-mult", "1e6"),
+    flag("--width-mult", "nan"),
+    flag("--resolution", "0"),
+    flag("--resolution", "31"),
+    flag("--lr", "nan"),
+    flag("--lr", "-0.1"),
+    flag("--lr", "inf"),
+    flag("--momentum", "1.5"),
+    flag("--weight-decay", "-1"),
+    flag("--label-smoothing", "1"),
+    flag("--warmup-epochs", "-1"),
+    flag("--epochs", "0"),
+    flag("--batch-size", "1"),
+    flag("--batch-size", "0"),
+    flag("--ema-decay", "1"),
+    flag("--dropout", "1"),
+    flag("--workers", "-1"),
+    flag("--seed", "-5"),
+    flag("--width-mults", "", ("sweep",)),
+    flag("--width-mults", "1,abc", ("sweep",), says="'abc' is not a number"),
+    flag("--resolutions", "16", ("sweep",)),
+    flag("--shard", "2/2", ("sweep",)),
+    flag("--topk", "0", ("predict", "--weights", "w.safetensors", "x.png")),
+    flag("--resolution", "0", ("profile", "mobilenet_v1")),
+    flag("--width-mult", "1e6", ("profile", "mobilenet_v1")),
+    flag("--num-classes", "-1", ("profile", "mobilenet_v1")),
+    flag("--batch-size", "0", ("bench",)),
+    flag("--threads", "0", ("bench",)),
+    flag("--batch-size", "0", ("eval", "--checkpoint", "c.pt")),
+    flag("--calib-images", "0", ("quantize", "m.onnx", "--out", "q.onnx")),
+    flag("--eval-resize", "10", ("convert", "--from", "timm", "x.pth", "--out", "y")),
+    Case(
+        "unknown-model-train",
+        lambda ws, t: [*train(ws, t), "--model", "mobilenet_v4"],
+        r"--model: invalid choice: 'mobilenet_v4'",
+    ),
+    Case(
+        "unknown-model-profile",
+        lambda ws, t: ["profile", "mobilenetv2"],
+        r"invalid choice: 'mobilenetv2'",
+    ),
+    # data
+    Case(
+        "unknown-data-spec",
+        lambda ws, t: train(ws, t, data=Path("imagenet-21k")),
+        r"unknown data spec 'imagenet-21k'",
+    ),
+    Case(
+        "folder-without-splits",
+        lambda ws, t: train(ws, t, data=t),
+        r"has no train/ or val/ subfolder",
+    ),
+    Case(
+        "val-extra-class",
+        val_extra_class,
+        r"classes of val/ do not match those of .*data train/ \(3 classes\): 1 unexpected "
+        r"\(zebra\)",
+    ),
+    Case(
+        "val-missing-class",
+        val_missing_class,
+        r"classes of val/ do not match .*: 1 missing \(square\)",
+    ),
+    Case("one-class", one_class, r"need at least 2 classes.*found 1 \(only\)"),
+    Case("empty-class", empty_class, r"class folders empty in .* hold no images"),
+    Case(
+        "corrupt-image",
+        corrupt_image,
+        r"cannot read image .*val/circle/bad\.png.*--skip-bad-images",
+    ),
+    Case(
+        "all-images-bad",
+        all_bad_skipped,
+        r"epoch 1 took no optimizer step: \d+ unreadable images were skipped",
+    ),
+    Case("non-utf8-name", nonutf8_corrupt, r"cannot read image .*bad-\\xff\\xfe\.png"),
+    Case("symlink-loop-file", symlink_loop_file, r"cannot read image .*loop\.png.*symbolic links"),
+    Case("decompression-bomb", decompression_bomb_train, r"bomb\.png: refusing a decompression"),
+    Case(
+        "batch-larger-than-data",
+        too_few_images,
+        r"train split has 18 images, fewer than one batch of 64",
+    ),
+    # run folders
+    Case("out-is-a-file", out_is_file, r"--out .*run is a file; it must be a folder"),
+    Case("out-under-a-file", out_under_file, r"--out .*file/run cannot be written"),
+    Case("existing-run", existing_run, r"already holds a checkpoint; pass --resume"),
+    Case(
+        "resume-other-config",
+        resume_other_config,
+        r"cannot resume .* different configuration: lr: None → 0.2",
+    ),
+    Case("resume-nan", resume_nan, r"cannot resume .*NaN or inf \(classifier.bias\)"),
+    Case("locked-run", locked_run, r"is in use by another run \(pid \d+"),
+    # checkpoints
+    Case(
+        "eval-missing",
+        lambda ws, t: ["eval", "--checkpoint", str(t / "none.pt")],
+        r"none\.pt: .*does not exist",
+    ),
+    Case(
+        "eval-truncated",
+        lambda ws, t: ["eval", "--checkpoint", str(truncated(ws.checkpoint, t))],
+        r"cut\.pt is unreadable or truncated",
+    ),
+    Case(
+        "eval-folder",
+        lambda ws, t: ["eval", "--checkpoint", str(ws.run)],
+        r"run is a folder; give its checkpoint\.pt",
+    ),
+    Case("eval-not-checkpoint", tensor_file, r"tensor\.pt is not a mobilenets training checkpoint"),
+    Case("eval-malicious-pickle", malicious_checkpoint, r"evil\.pt is unreadable or truncated"),
+    Case(
+        "eval-other-classes",
+        eval_other_classes,
+        r"classes of .*d val/ do not match .*3 missing \(circle, square, stripes\)",
+    ),
+    Case(
+        "eval-predictions-over-input",
+        lambda ws, t: [
+            "eval",
+            "--checkpoint",
+            str(ws.checkpoint),
+            "--predictions",
+            str(ws.checkpoint),
+        ],
+        r"--predictions .*checkpoint\.pt is the input file",
+    ),
+    Case(
+        "eval-weights-without-data",
+        lambda ws, t: ["eval", "--weights", str(ws.weights)],
+        r"--data is required to evaluate a weights file",
+    ),
+    Case(
+        "eval-nan-weights",
+        lambda ws, t: ["eval", "--weights", str(nan_weights(ws, t)), "--data", str(ws.folder)],
+        r"nan\.safetensors holds NaN or inf in classifier\.bias",
+    ),
+    # conversion
+    Case(
+        "convert-timm-as-torchvision",
+        lambda ws, t: convert(ws.timm_state, "torchvision", "mobilenet_v3_small", t / "o"),
+        r"looks like a timm state dict: use --from timm",
+    ),
+    Case(
+        "convert-torchvision-as-timm",
+        lambda ws, t: convert(ws.tv_state, "timm", "mobilenetv3_small_100", t / "o"),
+        r"looks like a torchvision state dict: use --from torchvision",
+    ),
+    Case(
+        "convert-wrong-architecture",
+        lambda ws, t: convert(ws.tv_state, "torchvision", "mobilenet_v3_large", t / "o"),
+        r"not a torchvision state dict of mobilenet_v3_large.*missing \d+ keys",
+    ),
+    Case(
+        "convert-wrong-width",
+        lambda ws, t: convert(
+            ws.tv_state, "torchvision", "mobilenet_v3_small", t / "o", "--width-mult", "0.5"
+        ),
+        r"features\.0\.0\.weight \(16, 3, 3, 3\) vs our stem\.conv\.weight \(8, 3, 3, 3\)",
+    ),
+    Case(
+        "convert-out-over-input",
+        lambda ws, t: convert(ws.tv_state, "torchvision", "mobilenet_v3_small", ws.tv_state),
+        r"--out .*tv_v3s\.pth is the input file",
+    ),
+    Case(
+        "convert-truncated",
+        lambda ws, t: convert(
+            truncated(ws.tv_state, t), "torchvision", "mobilenet_v3_small", t / "o"
+        ),
+        r"cut\.pth is truncated or not a state dict",
+    ),
+    Case(
+        "convert-unknown-torchvision-name",
+        lambda ws, t: convert(ws.tv_state, "torchvision", "mobilenet_v1", t / "o"),
+        r"torchvision has no MobileNet named 'mobilenet_v1'",
+    ),
+    Case(
+        "convert-tf-port",
+        lambda ws, t: convert(ws.timm_state, "timm", "tf_mobilenetv3_small_100", t / "o"),
+        r"tf_ ports use TensorFlow 'SAME'",
+    ),
+    Case(
+        "convert-without-model",
+        lambda ws, t: ["convert", "--from", "timm", str(ws.timm_state), "--out", str(t / "o")],
+        r"--model is required with --from timm",
+    ),
+    Case(
+        "convert-nan-source",
+        lambda ws, t: convert(
+            state_with(ws, t, lambda s: s["classifier.3.bias"].fill_(float("nan"))),
+            "torchvision",
+            "mobilenet_v3_small",
+            t / "o",
+        ),
+        r"NaN or inf in classifier\.3\.bias",
+    ),
+    Case(
+        "convert-extra-key",
+        lambda ws, t: convert(
+            state_with(ws, t, lambda s: s.update(extra=torch.ones(1))),
+            "torchvision",
+            "mobilenet_v3_small",
+            t / "o",
+        ),
+        r"1 unexpected keys \(extra\)",
+    ),
+    Case(
+        "convert-not-tensors",
+        lambda ws, t: (
+            torch.save({"a": 1}, t / "ints.pth"),
+            convert(t / "ints.pth", "timm", "mobilenetv1_100", t / "o"),
+        )[1],
+        r"ints\.pth does not hold a state dict of named tensors",
+    ),
+    Case(
+        "convert-missing-source",
+        lambda ws, t: convert(t / "none.pth", "timm", "mobilenetv1_100", t / "o"),
+        r"none\.pth: state-dict file does not exist",
+    ),
+    Case(
+        "convert-nan-checkpoint",
+        lambda ws, t: [
+            "convert",
+            "--from",
+            "checkpoint",
+            str(nan_run(t, ws) / "checkpoint.pt"),
+            "--out",
+            str(t / "o.safetensors"),
+        ],
+        r"checkpoint\.pt holds NaN or inf in classifier\.bias",
+    ),
+    # weights-file metadata is data, not trust
+    Case("meta-input-size", predict_meta(input_size="10"), r"'input_size' is 10; expected"),
+    Case(
+        "meta-class-count",
+        predict_meta(classes='["a", "b"]'),
+        r"names 2 classes but the classifier has 3 outputs",
+    ),
+    Case(
+        "meta-mean-length",
+        predict_meta(mean="[0.5, 0.5]"),
+        r"'mean' is \[0\.5, 0\.5\]; expected a list of 3 finite numbers",
+    ),
+    Case("meta-std-zero", predict_meta(std="[1, 0, 1]"), r"'std' .*finite numbers > 0"),
+    Case(
+        "meta-unknown-model",
+        predict_meta(model="resnet50\x1b[31m"),
+        r"'model' is 'resnet50\\x1b\[31m'; expected a registered model name",
+    ),
+    Case(
+        "meta-unknown-keyword",
+        predict_meta(kwargs='{"width_mult": 0.25, "depth": 3}'),
+        r"keywords \['depth'\] are not arguments of mobilenet_v1",
+    ),
+    Case(
+        "meta-bad-keyword-value",
+        predict_meta(kwargs='{"width_mult": -1, "num_classes": 3}'),
+        r"metadata does not build a network: width_mult \(α\) must be",
+    ),
+    Case("meta-not-json", predict_meta(classes="[oops"), r"'classes' is not valid JSON"),
+    Case("weights-int-tensor", int_tensor_weights, r"stem\.conv\.weight has dtype torch\.int32"),
+    # predict
+    Case(
+        "predict-bad-image",
+        lambda ws, t: (
+            (t / "x.jpg").write_bytes(b"junk"),
+            ["predict", "--weights", str(ws.weights), str(t / "x.jpg")],
+        )[1],
+        r"cannot read image .*x\.jpg.*pass --skip-bad-images",
+    ),
+    Case(
+        "predict-missing-image",
+        lambda ws, t: ["predict", "--weights", str(ws.weights), str(t / "none.png")],
+        r"cannot read image .*none\.png",
+    ),
+    Case("predict-bomb", bomb_image, r"bomb\.png: refusing a decompression bomb"),
+    Case(
+        "predict-truncated-weights",
+        lambda ws, t: ["predict", "--weights", str(truncated(ws.weights, t)), str(ws.image)],
+        r"cut\.safetensors is truncated or not safetensors",
+    ),
+    Case(
+        "predict-pth-as-weights",
+        lambda ws, t: ["predict", "--weights", str(ws.tv_state), str(ws.image)],
+        r"tv_v3s\.pth is truncated or not safetensors",
+    ),
+    # export and quantize
+    Case(
+        "export-out-over-input",
+        lambda ws, t: ["export", str(ws.weights), "--out", str(ws.weights)],
+        r"--out .*weights\.safetensors is the input file",
+    ),
+    Case(
+        "export-unknown-source",
+        lambda ws, t: ["export", "mobilenet_v5", "--out", str(t / "m")],
+        r"mobilenet_v5 is neither a checkpoint, a \.safetensors file nor a model name",
+    ),
+    Case(
+        "export-truncated-checkpoint",
+        lambda ws, t: ["export", str(truncated(ws.checkpoint, t)), "--out", str(t / "m.onnx")],
+        r"cut\.pt is unreadable or truncated",
+    ),
+    Case(
+        "export-nan-weights",
+        lambda ws, t: ["export", str(nan_weights(ws, t)), "--out", str(t / "m.onnx")],
+        r"holds NaN or inf in classifier\.bias",
+    ),
+    Case(
+        "quantize-out-over-input",
+        lambda ws, t: ["quantize", str(ws.onnx), "--out", str(ws.onnx)],
+        r"--out .*model\.onnx is the input file",
+    ),
+    Case(
+        "quantize-truncated",
+        lambda ws, t: ["quantize", str(truncated(ws.onnx, t)), "--out", str(t / "q.onnx")],
+        r"cut\.onnx is truncated or not an ONNX model",
+    ),
+    Case(
+        "quantize-other-classes",
+        quantize_other_classes,
+        r"classes of .*d train/ do not match .*3 missing \(circle, square, stripes\)",
+    ),
+    Case(
+        "quantize-no-class-names",
+        quantize_nameless,
+        r"r\.onnx stores no class names, so its outputs cannot be scored",
+    ),
+    Case(
+        "quantize-missing",
+        lambda ws, t: ["quantize", str(t / "m.onnx"), "--out", str(t / "q")],
+        r"m\.onnx: ONNX model does not exist",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_clear_line_and_loses_nothing(
+    case: Case, ws: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = case.build(ws, tmp_path)
+    before = snapshot(ws.root, tmp_path)
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == case.code, err
+    assert re.search(case.message, err), err
+    assert "Traceback" not in err
+    after = snapshot(ws.root, tmp_path)
+    changed = [str(p) for p, digest in before.items() if after.get(p) != digest]
+    assert not changed, f"files changed or lost: {changed}"
+    assert not list(tmp_path.rglob("*.mobilenets-tmp")), "a temporary was left behind"
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_suite_is_large_enough() -> None:
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert 2 * Image.MAX_IMAGE_PIXELS < 15000 * 15000  # the bomb cases use PIL's own limit
