@@ -239,3 +239,43 @@ def test_killed_worker_is_restarted_and_the_run_resumes(tmp_path) -> None:
     assert agent.returncode == 0, output[-5000:]
     assert "resuming" in output
     assert [int(r["epoch"]) for r in metrics(out)] == [1, 2, 3, 4, 5]
+
+
+def test_bad_images_never_desynchronise_the_ranks(tmp_path) -> None:
+    """A rank whose batch has fewer than 2 readable images must not skip a step alone (the
+    other rank would wait in DDP's all-reduce forever): every rank drops that step together."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for split, count in (("train", 20), ("val", 4)):
+        for c, name in enumerate(("a", "b", "c")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                path = root / split / name / f"{i}.png"
+                if split == "train" and i < 7:  # a third of the training images are broken
+                    path.write_bytes(b"not a png")
+                    continue
+                pixels = rng.integers(0, 60, (36, 36, 3), dtype=np.uint8)
+                pixels[:, :, c] += 150
+                Image.fromarray(pixels).save(path)
+    out = tmp_path / "run"
+    args = [
+        *TRAIN,
+        "--width-mult",
+        "0.25",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--data",
+        str(root),
+        "--skip-bad-images",
+        "--out",
+        str(out),
+    ]
+    run(torchrun("--nproc-per-node", "2", *args), timeout=180)  # a hang fails here, not forever
+    rows = metrics(out)
+    assert all(int(r["skipped_images"]) > 0 for r in rows)
+    assert sum(int(r["dropped_images"]) for r in rows) > 0  # the case that used to hang

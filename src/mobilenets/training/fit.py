@@ -72,6 +72,7 @@ METRIC_FIELDS = [
     "epoch_seconds",
     "images_per_second",
     "skipped_images",
+    "dropped_images",
     "val_images",
 ]
 
@@ -408,6 +409,7 @@ def _fit(
             "epoch_seconds": stats.seconds,
             "images_per_second": stats.images_per_second,
             "skipped_images": stats.skipped + result.skipped,
+            "dropped_images": stats.dropped,
             "val_images": result.images,
         }
         history.append(row)
