@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision.datasets import CIFAR10
 
 from mobilenets.data import build_dataset, downloads
+from mobilenets.errors import DataError
 
 
 def _md5(path) -> str:
@@ -52,7 +53,7 @@ def test_imagenette_downloads_checks_extracts_once(imagenette_archive, tmp_path)
 def test_imagenette_checksum_mismatch_is_an_error(imagenette_archive, tmp_path, monkeypatch):
     url, _ = downloads.IMAGENETTE_ARCHIVES["160px"]
     monkeypatch.setitem(downloads.IMAGENETTE_ARCHIVES, "160px", (url, "0" * 32))
-    with pytest.raises(RuntimeError, match="not found or corrupted"):
+    with pytest.raises(DataError, match=r"could not download .*imagenette2-160\.tgz .*corrupted"):
         build_dataset("imagenette", "val", 32, root=tmp_path / "data")
 
 

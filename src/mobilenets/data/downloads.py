@@ -6,12 +6,17 @@ interrupted extraction is redone), then read as an image folder.
 
 from __future__ import annotations
 
+import contextlib
+import tarfile
+import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import download_and_extract_archive
 
-from mobilenets.errors import DataError
+from mobilenets.errors import DataError, display
+from mobilenets.fileio import write_text_atomic
 
 IMAGENETTE_ARCHIVES = {  # size: (url, md5) — the checksums torchvision's Imagenette uses
     "full": (
@@ -50,13 +55,28 @@ def prepare_imagenette(root: str | Path, size: str = "160px") -> Path:
     folder = root / Path(url).name.removesuffix(".tgz")
     marker = root / f".{folder.name}.complete"
     if not marker.exists():
-        download_and_extract_archive(url, str(root), md5=md5)
+        with _download_errors(url, root):
+            download_and_extract_archive(url, str(root), md5=md5)
         if not (folder / "train").is_dir() or not (folder / "val").is_dir():
             raise DataError(f"archive {url} did not contain {folder.name}/train and /val")
-        marker.write_text(md5)
+        write_text_atomic(marker, md5)
     return folder
 
 
 def cifar10(root: str | Path, train: bool, transform: object) -> CIFAR10:
     """torchvision's CIFAR-10, downloaded (and md5-checked) on first use."""
-    return CIFAR10(str(root), train=train, transform=transform, download=True)
+    with _download_errors(CIFAR10.url, root):
+        return CIFAR10(str(root), train=train, transform=transform, download=True)
+
+
+@contextlib.contextmanager
+def _download_errors(url: str, root: str | Path) -> Iterator[None]:
+    """A failed or corrupt download is one clear error saying where the file would go."""
+    try:
+        yield
+    except (urllib.error.URLError, RuntimeError, tarfile.TarError, EOFError) as err:
+        reason = str(getattr(err, "reason", None) or err).rstrip(".")
+        raise DataError(
+            f"could not download {url} into {display(root)}: {display(reason)}. Without a "
+            f"network, download the archive elsewhere and place it in {display(root)}"
+        ) from err
