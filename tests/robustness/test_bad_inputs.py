@@ -107,6 +107,18 @@ def corrupt_image(ws, tmp):
     return train(ws, tmp, data=root)
 
 
+def corrupt_image_in_worker(ws, tmp):
+    return [*corrupt_image(ws, tmp), "--workers", "1"]
+
+
+def train_only_folder(ws, tmp):
+    root = write_folder(tmp / "d", train=2, val=0)
+    for folder in (root / "val").iterdir():
+        folder.rmdir()
+    (root / "val").rmdir()
+    return ["eval", "--checkpoint", str(ws.checkpoint), "--data", str(root)]
+
+
 def all_bad_skipped(ws, tmp):
     root = folder_with(tmp)
     for f in (root / "train").rglob("*.png"):
@@ -348,6 +360,17 @@ CASES = [
         "corrupt-image",
         corrupt_image,
         r"cannot read image .*val/circle/bad\.png.*--skip-bad-images",
+    ),
+    Case(
+        "corrupt-image-in-worker",
+        corrupt_image_in_worker,
+        r"^mobilenets train: error: cannot read image .*val/circle/bad\.png",
+    ),
+    Case("eval-data-without-val", train_only_folder, r"image folder .*d has no val/ subfolder"),
+    Case(
+        "sweep-unknown-data",
+        lambda ws, t: ["sweep", "--data", "nowhere", "--out", str(t / "s"), "--no-progress"],
+        r"unknown data spec 'nowhere'",
     ),
     Case(
         "all-images-bad",
@@ -626,7 +649,7 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(
     code = main(argv)
     err = capsys.readouterr().err
     assert code == case.code, err
-    assert re.search(case.message, err), err
+    assert re.search(case.message, err, re.MULTILINE), err
     assert "Traceback" not in err
     after = snapshot(ws.root, tmp_path)
     changed = [str(p) for p, digest in before.items() if after.get(p) != digest]
@@ -636,6 +659,6 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(
 
 
 def test_the_suite_is_large_enough() -> None:
-    assert len(CASES) >= 60
+    assert len(CASES) >= 100
     assert len({c.id for c in CASES}) == len(CASES)
     assert 2 * Image.MAX_IMAGE_PIXELS < 15000 * 15000  # the bomb cases use PIL's own limit
