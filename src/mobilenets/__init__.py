@@ -1,8 +1,22 @@
-"""mobilenets: the MobileNet family (V1, V2, V3), faithful to the papers, with exact complexity."""
+"""mobilenets: the MobileNet family (V1, V2, V3), faithful to the papers, with exact complexity.
+
+``create_model(name, **kwargs)`` builds any variant (``weights=FILE`` loads a saved one);
+``load(path)`` reads any saved network (checkpoint, safetensors, ONNX) with its
+:class:`NetworkInfo`; ``predict(path, images)`` classifies image files with it.
+"""
 
 from mobilenets.complexity import profile
-from mobilenets.models import create_model, list_models
+from mobilenets.models import list_models
+from mobilenets.saved import NetworkInfo, create_model, load, predict
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models", "profile"]
+__all__ = [
+    "NetworkInfo",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load",
+    "predict",
+    "profile",
+]

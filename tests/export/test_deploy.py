@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from mobilenets import create_model, list_models, profile
+from mobilenets import create_model, list_models, predict, profile
 from mobilenets.cli.main import main
 from mobilenets.complexity.latency import layer_latency
-from mobilenets.export import OnnxClassifier, export_onnx, fold_bn, onnx_metadata, quantize_onnx
+from mobilenets.export import export_onnx, fold_bn, quantize_onnx
 from mobilenets.export.quantize import QuantReport
+from mobilenets.saved.onnx import OnnxSession, onnx_metadata
 from mobilenets.training import TrainConfig, fit
 
 pytest.importorskip("onnxruntime")
@@ -49,7 +50,7 @@ def test_folded_equals_unfolded_and_keeps_the_mult_adds(name: str, randomized) -
 def test_onnx_runtime_equals_pytorch(tmp_path, name: str, resolution: int, randomized) -> None:
     model = randomized(name)
     path = export_onnx(fold_bn(model), tmp_path / f"{name}.onnx", resolution)
-    session = OnnxClassifier(path)
+    session = OnnxSession(path)
     for batch in (1, 3):
         x = torch.randn(batch, 3, resolution, resolution)
         with torch.no_grad():
@@ -68,7 +69,8 @@ def test_metadata_and_predict_from_image_files(tmp_path, randomized) -> None:
     )
     image = tmp_path / "photo.png"
     Image.new("RGB", (120, 90), (10, 200, 30)).save(image)
-    [top] = OnnxClassifier(path).predict([image], topk=2)
+    [result] = predict(path, [image], topk=2)
+    top = result.top
     assert top[0][0] in {"cat", "dog", "fox"} and len(top) == 2
     assert top[0][1] >= top[1][1]
     assert onnx_metadata(path)["kwargs"] == {"num_classes": 3}

@@ -20,6 +20,7 @@ from mobilenets.cli.main import main
 from mobilenets.data.folder import SafeImageFolder, load_rgb
 from mobilenets.errors import RunLockedError, TrainingDivergedError
 from mobilenets.fileio import LOCK_NAME, TMP_SUFFIX, RunLock, atomic_path, clean_orphans
+from mobilenets.saved.safetensors import weights_metadata
 from mobilenets.training import TrainConfig, fit
 
 
@@ -119,7 +120,7 @@ def test_metadata_is_printed_escaped(ws: Workspace, tmp_path, capsys) -> None:
     from mobilenets.weights import read_weights
 
     tensors, info = read_weights(ws.weights)
-    meta = {**info.to_metadata(), "classes": json.dumps(["a\x1b[2J", "b\r\n", "c"])}
+    meta = {**weights_metadata(info), "classes": json.dumps(["a\x1b[2J", "b\r\n", "c"])}
     save_file(tensors, str(tmp_path / "w.safetensors"), metadata=meta)
     assert main(["predict", "--weights", str(tmp_path / "w.safetensors"), str(ws.image)]) == 0
     out = capsys.readouterr().out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilenets.training.checkpoint import load_checkpoint, save_checkpoint
+from mobilenets.saved.checkpoint import load_checkpoint, save_checkpoint
 
 ARGS = [
     "train",

@@ -7,6 +7,7 @@ from torch import nn
 
 from mobilenets import create_model
 from mobilenets.cli.main import main
+from mobilenets.saved.safetensors import weights_metadata
 from mobilenets.weights import (
     convert_file,
     convert_state_dict,
@@ -85,7 +86,7 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path, randomize_bn) -> None:
     for (k, a), b in zip(loaded.state_dict().items(), theirs.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     again = tmp_path / "again.safetensors"
-    save_weights(loaded, again, loaded.weights_info)
+    save_weights(loaded, again, loaded.network_info)
     first, _ = read_weights(out)
     second, _ = read_weights(again)
     assert first.keys() == second.keys()
@@ -101,7 +102,7 @@ def test_other_num_classes_drops_only_the_classifier(tmp_path, randomize_bn) -> 
     torch.save(randomize_bn(torchvision.models.mobilenet_v2()).state_dict(), src)
     info = convert_file("torchvision", src, out, model="mobilenet_v2")
     assert info.resize == 232  # torchvision evaluates IMAGENET1K_V2 at resize 232, crop 224
-    assert load_weights(out).weights_info.resize == 232
+    assert load_weights(out).network_info.resize == 232
     model = create_model("mobilenet_v2", weights=str(out), num_classes=10)
     assert model.classifier.out_features == 10
     full = load_weights(out)
@@ -165,7 +166,7 @@ def test_bad_weights_files(tmp_path) -> None:
     tensors.pop("classifier.bias")
     from safetensors.torch import save_file as save
 
-    save(tensors, str(tmp_path / "wrong.safetensors"), metadata=info.to_metadata())
+    save(tensors, str(tmp_path / "wrong.safetensors"), metadata=weights_metadata(info))
     with pytest.raises(
         ValueError,
         match=r"missing keys \['classifier.bias'\].*stem.conv.weight: "

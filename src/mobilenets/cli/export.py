@@ -6,7 +6,7 @@ import argparse
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.export.model_export import export_model
-from mobilenets.export.onnx import onnx_metadata
+from mobilenets.saved.onnx import onnx_metadata
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,11 +9,15 @@ from dataclasses import asdict
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.errors import display
-from mobilenets.weights import predict
+from mobilenets.saved import predict
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="a mobilenets .safetensors file")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="a saved network: .safetensors weights, a run's checkpoint.pt or an exported .onnx",
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument(
         "--topk", type=cli_types.positive, default=5, help="how many classes to list per image"

@@ -268,7 +268,8 @@ def profile(
     was_training = model.training
     model.eval()
     try:
-        model(torch.zeros(1, c, h, w))
+        device = next(model.parameters(), torch.zeros(())).device
+        model(torch.zeros(1, c, h, w, device=device))
     finally:
         model.train(was_training)
         for handle in handles:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,13 @@ from mobilenets.data.cache import InMemoryDataset
 from mobilenets.data.digits import DIGITS_MEAN, DIGITS_STD, DigitsDataset
 from mobilenets.data.downloads import IMAGENETTE_CLASSES, cifar10, prepare_imagenette
 from mobilenets.data.folder import BadImageError, SafeImageFolder
-from mobilenets.data.transforms import eval_transform, train_transform
+from mobilenets.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    train_transform,
+)
 from mobilenets.errors import ConfigError, DataError, MissingDataError, display
-from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "BadImageError",
@@ -120,14 +125,13 @@ def build_dataset(
     augment: bool | None = None,
     cache_in_memory: bool = False,
     skip_bad_images: bool = False,
-    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-    eval_resize: int | None = None,
+    preprocess: Callable | None = None,
 ) -> Dataset:
     """The ``split`` ("train" or "val") of a data spec at ``resolution`` px, with its transforms.
 
     Every dataset has ``classes`` (names); training augmentation is on for "train" unless
-    ``augment`` says otherwise. ``mean_std`` and ``eval_resize``
-    (the short side before the center crop) override the defaults, e.g. with a weights file's.
+    ``augment`` says otherwise. ``preprocess`` replaces the evaluation preprocessing (a saved
+    network's ``info.eval_transform()``); the digits build their own (8×8 arrays upsampled).
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
@@ -135,11 +139,11 @@ def build_dataset(
     augment = (split == "train") if augment is None else augment
     if spec.kind == "digits":
         return DigitsDataset(split, resolution, augment=augment)
-    mean, std = mean_std or spec.mean_std
+    mean, std = spec.mean_std
     if augment:
         transform = train_transform(resolution, mean, std)
     else:
-        transform = eval_transform(resolution, mean, std, eval_resize)
+        transform = preprocess or eval_transform(resolution, mean, std)
     root = Path(root) if root is not None else default_data_root()
     if spec.kind == "cifar10":
         return cifar10(root / "cifar10", train=split == "train", transform=transform)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
-
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = 0.875
 
 
@@ -42,6 +42,7 @@ def eval_transform(
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
     resize: int | None = None,
+    interpolation: str = "bilinear",
 ) -> v2.Compose:
     """Resize the short side to ``resize`` (default ``resolution / 0.875``), center crop, to
     float, normalize.
@@ -52,7 +53,10 @@ def eval_transform(
     """
     return v2.Compose(
         [
-            v2.Resize(resize or eval_resize_size(resolution)),
+            v2.Resize(
+                resize or eval_resize_size(resolution),
+                interpolation=v2.InterpolationMode(interpolation),
+            ),
             v2.CenterCrop(resolution),
             v2.ToImage(),
             *_normalize(mean, std),

@@ -29,10 +29,11 @@ from mobilenets.complexity import profile
 from mobilenets.complexity.latency import time_calls
 from mobilenets.errors import ConfigError
 from mobilenets.export.fold_bn import fold_bn
-from mobilenets.export.onnx import OnnxClassifier, export_onnx
+from mobilenets.export.onnx import export_onnx
 from mobilenets.export.quantize import quantize_qdq
 from mobilenets.fileio import new_figure, save_figure, write_text_atomic
 from mobilenets.models.registry import create_model
+from mobilenets.saved.onnx import OnnxSession
 
 BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_int8")
 DEFAULT_BACKENDS = ("eager", "channels_last", "ort", "ort_int8")
@@ -118,7 +119,7 @@ def _runner(
             type("Reader", (), {"get_next": staticmethod(lambda: next(batches, None))})(),
         )
         onnx_path = int8_path
-    session = OnnxClassifier(onnx_path, threads=threads)
+    session = OnnxSession(onnx_path, threads=threads)
     array = x.numpy()
     return lambda: session(array)
 

@@ -20,9 +20,10 @@ import torch
 from torch.utils.data import Dataset
 
 from mobilenets.data import build_dataset, check_classes
-from mobilenets.errors import ZeroWorkError, display
-from mobilenets.export.onnx import OnnxClassifier, onnx_info, onnx_metadata, set_onnx_metadata
+from mobilenets.errors import ConfigError, ZeroWorkError, display
 from mobilenets.fileio import atomic_path, check_output_path
+from mobilenets.saved import load
+from mobilenets.saved.onnx import onnx_metadata, set_onnx_metadata
 
 DEFAULT_MARGIN = 2.0  # top-1 points
 
@@ -97,8 +98,9 @@ def _batches(dataset: Dataset, batch: int = 64) -> tuple[list[torch.Tensor], np.
     return images, np.array(labels)
 
 
-def _predict(session: OnnxClassifier, batches: list[torch.Tensor]) -> np.ndarray:
-    return np.concatenate([session(x).argmax(1) for x in batches])
+@torch.inference_mode()
+def _predict(network: torch.nn.Module, batches: list[torch.Tensor]) -> np.ndarray:
+    return np.concatenate([network(x).argmax(1).numpy() for x in batches])
 
 
 def quantize_qdq(
@@ -147,13 +149,15 @@ def quantize_onnx(
         margin: the largest acceptable top-1 drop, in points.
     """
     out_path = check_output_path(out_path, model_path)
-    info = onnx_info(model_path)
+    fp32_network, info = load(model_path)
+    if Path(model_path).suffix != ".onnx":
+        raise ConfigError(f"{display(model_path)} is not an .onnx model; export it first")
     meta = onnx_metadata(model_path)
-    resolution, mean_std = info.input_size, (info.mean, info.std)
+    resolution, preprocess = info.input_size, info.eval_transform()
     calib = build_dataset(
-        calib_data, "train", resolution, augment=False, root=data_root, mean_std=mean_std
+        calib_data, "train", resolution, augment=False, root=data_root, preprocess=preprocess
     )
-    val = build_dataset(calib_data, "val", resolution, root=data_root, mean_std=mean_std)
+    val = build_dataset(calib_data, "val", resolution, root=data_root, preprocess=preprocess)
     for split, dataset in (("train/", calib), ("val/", val)):
         check_classes(
             info.classes,
@@ -177,8 +181,8 @@ def quantize_onnx(
         )
         onnx.save(quantized, str(tmp))
     batches, labels = _batches(val)
-    fp32 = _predict(OnnxClassifier(model_path), batches)
-    int8 = _predict(OnnxClassifier(out_path), batches)
+    fp32 = _predict(fp32_network, batches)
+    int8 = _predict(load(out_path)[0], batches)
     report = QuantReport(
         fp32_top1=100 * float((fp32 == labels).mean()),
         int8_top1=100 * float((int8 == labels).mean()),

@@ -101,49 +101,16 @@ class MobileNetV1(MobileNet):
         )
 
 
-@register_model(paper="MobileNetV1, Table 1")
-def mobilenet_v1(
-    *,
-    width_mult: float = 1.0,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    dropout: float = 0.2,
-    act: str = "relu",
-    bn_eps: float = 1e-5,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-) -> MobileNetV1:
-    """MobileNetV1 with depthwise separable convolutions (Table 1)."""
-    return MobileNetV1(**locals())
-
-
-@register_model(paper="MobileNetV1, Table 4 (Conv MobileNet)")
-def mobilenet_v1_conv(
-    *,
-    width_mult: float = 1.0,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    dropout: float = 0.2,
-    act: str = "relu",
-    bn_eps: float = 1e-5,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-) -> MobileNetV1:
-    """The same network with full 3×3 convolutions instead of depthwise separable ones."""
-    return MobileNetV1(full_conv=True, **locals())
-
-
-@register_model(paper="MobileNetV1, Table 5 (Shallow MobileNet)")
-def mobilenet_v1_shallow(
-    *,
-    width_mult: float = 1.0,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    dropout: float = 0.2,
-    act: str = "relu",
-    bn_eps: float = 1e-5,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-) -> MobileNetV1:
-    """MobileNetV1 without the five 14×14×512 separable layers."""
-    return MobileNetV1(shallow=True, **locals())
+register_model("mobilenet_v1", MobileNetV1, paper="MobileNetV1, Table 1")
+register_model(
+    "mobilenet_v1_conv",
+    MobileNetV1,
+    paper="MobileNetV1, Table 4 (Conv MobileNet)",
+    preset={"full_conv": True},
+)
+register_model(
+    "mobilenet_v1_shallow",
+    MobileNetV1,
+    paper="MobileNetV1, Table 5 (Shallow MobileNet)",
+    preset={"shallow": True},
+)

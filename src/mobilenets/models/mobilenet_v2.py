@@ -93,16 +93,4 @@ class MobileNetV2(MobileNet):
         )
 
 
-@register_model(paper="MobileNetV2, Table 2")
-def mobilenet_v2(
-    *,
-    width_mult: float = 1.0,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    dropout: float = 0.2,
-    bn_eps: float = 1e-5,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-) -> MobileNetV2:
-    """MobileNetV2 (Table 2)."""
-    return MobileNetV2(**locals())
+register_model("mobilenet_v2", MobileNetV2, paper="MobileNetV2, Table 2")

@@ -16,6 +16,7 @@ Where the sources round channels differently for α ≠ 1, ``channel_rules`` nam
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from torch import nn
@@ -25,7 +26,22 @@ from mobilenets.layers import ConvNormAct, InvertedResidual, make_activation, ma
 from mobilenets.models.base import MobileNet, check_width_mult
 from mobilenets.models.registry import register_model
 
-CHANNEL_RULES = ("paper", "timm", "torchvision")
+
+@dataclass(frozen=True)
+class ChannelRules:
+    """How one source applies α to each part of V3 (see the module docstring)."""
+
+    expansion: str  # "ratio": the table's exp/in on the scaled input; "scaled": exp·α
+    fixed_stem_below: float  # α under which the stem keeps its 16 channels (0: never)
+    last_conv: str  # "scaled": 960·α / 576·α; "six_times": 6 × the last block's channels
+    head: str  # "at_least_table": max(1, α)·1280; "fixed": 1280; "scaled": 1280·α
+
+
+CHANNEL_RULES = {
+    "paper": ChannelRules("ratio", 0.0, "scaled", "at_least_table"),
+    "timm": ChannelRules("ratio", 0.75, "scaled", "fixed"),
+    "torchvision": ChannelRules("scaled", 0.0, "six_times", "scaled"),
+}
 
 
 class V3Row(NamedTuple):
@@ -128,28 +144,26 @@ class MobileNetV3(MobileNet):
         width_mult = check_width_mult(width_mult)
         if channel_rules not in CHANNEL_RULES:
             raise ConfigError(
-                f"channel_rules must be one of {CHANNEL_RULES}, got {channel_rules!r}"
+                f"channel_rules must be one of {tuple(CHANNEL_RULES)}, got {channel_rules!r}"
             )
+        rules = CHANNEL_RULES[channel_rules]
         if reduced_tail:
             rows, last_channels = _reduce_tail(rows, last_channels)
         if minimalistic:
             rows = _minimalize(rows)
         head_act = "RE" if minimalistic else "HS"
-        torchvision = channel_rules == "torchvision"
 
         def scaled(channels: int) -> int:
             return make_divisible(channels * width_mult)
 
-        if channel_rules == "timm" and width_mult < 0.75:
-            stem_channels = V3_STEM_CHANNELS
-        else:
-            stem_channels = scaled(V3_STEM_CHANNELS)
+        fixed_stem = width_mult < rules.fixed_stem_below
+        stem_channels = V3_STEM_CHANNELS if fixed_stem else scaled(V3_STEM_CHANNELS)
         stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=head_act, bn_eps=bn_eps)
 
         blocks = []
         in_channels, paper_in = stem_channels, V3_STEM_CHANNELS
         for row in rows:
-            if torchvision:
+            if rules.expansion == "scaled":
                 hidden = scaled(row.exp)
             else:  # the TF reference keeps the expansion ratio exp/in of the paper's table
                 hidden = make_divisible(in_channels * row.exp / paper_in)
@@ -160,16 +174,15 @@ class MobileNetV3(MobileNet):
             blocks.append((block, row.s, out_channels))
             in_channels, paper_in = out_channels, row.out
 
-        last_conv = 6 * in_channels if torchvision else scaled(last_channels[0])
+        last_conv = 6 * in_channels if rules.last_conv == "six_times" else scaled(last_channels[0])
         blocks.append(
             (ConvNormAct(in_channels, last_conv, 1, act=head_act, bn_eps=bn_eps), 1, last_conv)
         )
-        if torchvision:
-            head_channels = scaled(last_channels[1])
-        elif channel_rules == "timm":
-            head_channels = last_channels[1]
-        else:
-            head_channels = make_divisible(last_channels[1] * max(1.0, width_mult))
+        head_channels = {
+            "scaled": scaled(last_channels[1]),
+            "fixed": last_channels[1],
+            "at_least_table": make_divisible(last_channels[1] * max(1.0, width_mult)),
+        }[rules.head]
         pre_logits = nn.Sequential(nn.Linear(last_conv, head_channels), make_activation(head_act))
         super().__init__(
             stem=stem,
@@ -186,37 +199,15 @@ class MobileNetV3(MobileNet):
         )
 
 
-@register_model(paper="MobileNetV3, Table 1")
-def mobilenet_v3_large(
-    *,
-    width_mult: float = 1.0,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    dropout: float = 0.2,
-    reduced_tail: bool = False,
-    minimalistic: bool = False,
-    channel_rules: str = "paper",
-    bn_eps: float = 1e-3,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-) -> MobileNetV3:
-    """MobileNetV3-Large (Table 1)."""
-    return MobileNetV3(rows=V3_LARGE_TABLE_1, last_channels=V3_LARGE_LAST, **locals())
-
-
-@register_model(paper="MobileNetV3, Table 2")
-def mobilenet_v3_small(
-    *,
-    width_mult: float = 1.0,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    dropout: float = 0.2,
-    reduced_tail: bool = False,
-    minimalistic: bool = False,
-    channel_rules: str = "paper",
-    bn_eps: float = 1e-3,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-) -> MobileNetV3:
-    """MobileNetV3-Small (Table 2)."""
-    return MobileNetV3(rows=V3_SMALL_TABLE_2, last_channels=V3_SMALL_LAST, **locals())
+register_model(
+    "mobilenet_v3_large",
+    MobileNetV3,
+    paper="MobileNetV3, Table 1",
+    preset={"rows": V3_LARGE_TABLE_1, "last_channels": V3_LARGE_LAST},
+)
+register_model(
+    "mobilenet_v3_small",
+    MobileNetV3,
+    paper="MobileNetV3, Table 2",
+    preset={"rows": V3_SMALL_TABLE_2, "last_channels": V3_SMALL_LAST},
+)

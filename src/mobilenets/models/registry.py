@@ -1,7 +1,9 @@
 """One registry for every variant: ``create_model(name, **kwargs)`` and ``list_models()``.
 
-Builders are keyword-only functions with explicit, typed parameters; a misspelt keyword is an
-error naming the close matches, never silently ignored.
+A variant is a model class and a preset of its keywords (``mobilenet_v1_conv`` is
+``MobileNetV1`` with ``full_conv=True``), registered once; the keywords a user may pass are the
+class's own, typed and documented there. A misspelt keyword is an error naming the close
+matches, never silently ignored.
 """
 
 from __future__ import annotations
@@ -9,43 +11,42 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from torch import nn
 
 from mobilenets.errors import ConfigError, ConfigTypeError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered variant: its builder and the defaults a user needs to feed it."""
+    """A registered variant: its class, the keywords the variant fixes, and its paper table."""
 
     name: str
-    builder: Callable[..., nn.Module]
+    cls: type[nn.Module]
     paper: str
+    preset: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(*, paper: str, input_size: int = 224) -> Callable:
-    """Decorator that registers a builder under its function name."""
-
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = builder.__name__
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, builder, paper, input_size)
-        return builder
-
-    return wrap
+def register_model(
+    name: str,
+    cls: type[nn.Module],
+    *,
+    paper: str,
+    preset: dict | None = None,
+    input_size: int = 224,
+) -> ModelEntry:
+    """Register ``cls`` (with its keywords ``preset`` fixed) under ``name``."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    entry = ModelEntry(name, cls, paper, MappingProxyType(dict(preset or {})), input_size)
+    _REGISTRY[name] = entry
+    return entry
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -55,7 +56,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    """The registry entry for ``name``; an unknown name raises ``ValueError`` with close matches."""
+    """The registry entry for ``name``; an unknown name is an error with close matches."""
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -67,20 +68,14 @@ def get_model_entry(name: str) -> ModelEntry:
 
 
 def model_arguments(name: str) -> dict[str, inspect.Parameter]:
-    """The keyword arguments the builder of ``name`` accepts."""
-    return dict(inspect.signature(get_model_entry(name).builder).parameters)
-
-
-def create_model(name: str, *, weights: str | None = None, **kwargs: object) -> nn.Module:
-    """Build the registered variant ``name`` with the builder's keyword arguments.
-
-    Example: ``create_model("mobilenet_v1", width_mult=0.5, num_classes=10)``.
-    ``weights`` is a mobilenets safetensors file (``mobilenets convert`` writes them): the
-    network is rebuilt from the file's keywords, updated with ``kwargs``; a different
-    ``num_classes`` drops only the classifier. The model remembers how it was built in
-    ``model.model_name`` and ``model.model_kwargs``.
-    """
+    """The keyword arguments variant ``name`` accepts: its class's, less those it fixes."""
     entry = get_model_entry(name)
+    parameters = inspect.signature(entry.cls).parameters
+    return {k: p for k, p in parameters.items() if k not in entry.preset}
+
+
+def check_arguments(name: str, kwargs: dict[str, object]) -> None:
+    """Every keyword must be one variant ``name`` takes: a misspelt one names the close match."""
     allowed = model_arguments(name)
     for key in kwargs:
         if key not in allowed:
@@ -90,13 +85,18 @@ def create_model(name: str, *, weights: str | None = None, **kwargs: object) -> 
                 f"{name} got an unexpected keyword argument {key!r}.{hint} "
                 f"Allowed: {', '.join(allowed)}"
             )
-    if weights is not None:
-        from mobilenets.weights.io import load_weights
 
-        return load_weights(
-            weights, kwargs.get("num_classes"), expect_model=name, expect_kwargs=kwargs
-        )
-    model = entry.builder(**kwargs)
+
+def create_model(name: str, **kwargs: object) -> nn.Module:
+    """Build the registered variant ``name`` with the class's keyword arguments.
+
+    Example: ``create_model("mobilenet_v1", width_mult=0.5, num_classes=10)``. The model
+    remembers how it was built in ``model.model_name`` and ``model.model_kwargs``. (Weights:
+    ``mobilenets.create_model(name, weights=FILE)``.)
+    """
+    entry = get_model_entry(name)
+    check_arguments(name, kwargs)
+    model = entry.cls(**entry.preset, **kwargs)
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     return model

@@ -2,7 +2,7 @@
 
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.evaluation import evaluate_checkpoint
-from mobilenets.training.fit import FitResult, fit, load_run
+from mobilenets.training.fit import FitResult, fit
 from mobilenets.training.sweep import SweepConfig, sweep
 
 __all__ = [
@@ -11,6 +11,5 @@ __all__ = [
     "TrainConfig",
     "evaluate_checkpoint",
     "fit",
-    "load_run",
     "sweep",
 ]

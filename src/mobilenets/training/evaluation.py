@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilenets.data import build_dataset, check_classes, parse_spec, sample_name
+from mobilenets.data import build_dataset, check_classes, sample_name
 from mobilenets.errors import ConfigError, ZeroWorkError, display
 from mobilenets.fileio import check_output_path, new_figure, save_figure, write_text_atomic
+from mobilenets.saved import load
 from mobilenets.training.engine import EvalResult, evaluate, make_loader
-from mobilenets.training.fit import load_run
-from mobilenets.weights.io import load_weights
 
 
 def evaluate_checkpoint(
@@ -28,32 +27,25 @@ def evaluate_checkpoint(
     skip_bad_images: bool = False,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate a training ``checkpoint.pt`` or a ``.safetensors`` weights file on ``data``'s
-    "val" split (default for a checkpoint: the run's own data), at the resolution and with the
-    normalization the network was trained with."""
+    """Evaluate a saved network (a run's ``checkpoint.pt``, a ``.safetensors`` weights file or an
+    exported ``.onnx``) on ``data``'s "val" split (default: the data it was trained on), with
+    its own preprocessing (``info.eval_transform()``)."""
     if predictions is not None:
         check_output_path(predictions, checkpoint, flag="--predictions")
         check_output_path(Path(predictions).with_suffix(".confusion.png"), checkpoint)
-    if Path(checkpoint).suffix == ".safetensors":
-        if data is None:
-            raise ConfigError("--data is required to evaluate a weights file")
-        model = load_weights(checkpoint)
-        info = model.weights_info
-        resolution, classes, mean_std = info.input_size, info.classes, (info.mean, info.std)
-        resize = info.resize
-    else:
-        config, model, classes = load_run(checkpoint)
-        resolution, data = config.resolution, data or config.data
-        mean_std, resize = parse_spec(config.data).mean_std, None
+    model, info = load(checkpoint)
+    data = data or info.data
+    if not data:
+        raise ConfigError(f"--data is required to evaluate {display(checkpoint)}")
     dataset = build_dataset(
         data,
         "val",
-        resolution,
+        info.input_size,
         root=data_root,
         skip_bad_images=skip_bad_images,
-        mean_std=mean_std,
-        eval_resize=resize,
+        preprocess=info.eval_transform(),
     )
+    classes = list(info.classes)
     check_classes(
         classes,
         [str(c) for c in dataset.classes],

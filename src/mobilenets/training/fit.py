@@ -13,21 +13,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mobilenets.complexity import profile
-from mobilenets.data import build_dataset, check_classes
+from mobilenets.data import build_dataset, check_classes, parse_spec
 from mobilenets.errors import (
     CheckpointError,
     ConfigError,
@@ -45,18 +43,26 @@ from mobilenets.fileio import (
     save_figure,
     write_text_atomic,
 )
-from mobilenets.models.registry import create_model
+from mobilenets.saved.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from mobilenets.saved.info import NetworkInfo
 from mobilenets.training import distributed
-from mobilenets.training.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from mobilenets.training.config import TrainConfig
-from mobilenets.training.engine import EvalResult, evaluate, make_loader, train_one_epoch
+from mobilenets.training.engine import (
+    EpochStats,
+    EvalResult,
+    evaluate,
+    make_loader,
+    train_one_epoch,
+)
 from mobilenets.training.malloc import malloc_tuned
+from mobilenets.training.state import (
+    TrainingState,
+    build_model,
+    build_optimizer,
+    lr_factor,
+    model_kwargs,
+    parameter_groups,
+)
 
 #: What a training checkpoint must hold to be resumed.
 CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "rng", "history")
@@ -86,64 +92,6 @@ class FitResult:
     @property
     def top1(self) -> float:
         return self.summary["val_top1"]
-
-
-def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The network a config describes, with ``num_classes`` outputs."""
-    return create_model(
-        config.model, width_mult=config.width_mult, num_classes=num_classes, **config.model_kwargs
-    )
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv/FC weights only: not on BN, biases or depthwise filters."""
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
-            depthwise = (
-                isinstance(module, nn.Conv2d)
-                and module.groups > 1
-                and (module.groups == module.in_channels)
-            )
-            if param.ndim <= 1 or depthwise or name == "bias":
-                no_decay.append(param)
-            else:
-                decay.append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, config.weight_decay)
-    lr = config.learning_rate
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=True)
-    if config.optimizer == "rmsprop":  # the papers' optimizer (TF's eps sits inside the sqrt)
-        return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=lr)
-
-
-def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Linear warmup from 1% of the peak, then cosine to 0, step (×0.1 at ½ and ¾), or
-    exponential (×0.98 per epoch, the V2 paper's schedule)."""
-    warmup = int(config.warmup_epochs * steps_per_epoch)
-    total = config.epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return 0.01 + 0.99 * step / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        if config.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        if config.schedule == "step":
-            return 0.1 ** sum(progress >= m for m in (0.5, 0.75))
-        return 0.98 ** (step / steps_per_epoch)
-
-    return factor
 
 
 def _seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
@@ -253,196 +201,216 @@ def _fit(
 ) -> FitResult:
     say = log if env.is_main else (lambda _msg: None)
     checkpoint_path = out / CHECKPOINT_NAME
-    state = _resume_state(config, checkpoint_path)
-    per_rank_batch = config.batch_size // env.world_size
-    if per_rank_batch < 2:
-        raise ConfigError(
-            f"--batch-size {config.batch_size} over {env.world_size} processes gives "
-            f"{per_rank_batch} image(s) per process; BatchNorm needs ≥ 2: use --batch-size ≥ "
-            f"{2 * env.world_size}"
-        )
-
-    torch.manual_seed(config.seed)
-    data_args = {
-        "root": config.data_root,
-        "cache_in_memory": config.cache_in_memory,
-        "skip_bad_images": config.skip_bad_images,
-    }
-    train_set = build_dataset(
-        config.data, "train", config.resolution, augment=config.augment, **data_args
-    )
-    val_set = build_dataset(config.data, "val", config.resolution, **data_args)
-    classes = [str(c) for c in train_set.classes]
-    check_train_classes(classes, [str(c) for c in val_set.classes], config.data)
-    if len(val_set) == 0:
-        raise ZeroWorkError(f"{display(config.data)}: the val split holds no images")
-
-    model = build_model(config, len(classes))
-    if config.sync_bn and env.enabled:
-        model = distributed.convert_sync_batchnorm(model, device)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(config, model)
-    ema = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-        if config.ema_decay
-        else None
-    )
-    scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
+    saved = _resume_state(config, checkpoint_path)
+    data = RunData.build(config, env)
+    state = TrainingState.create(config, data.info, device, env, len(data.train_loader))
+    if saved is not None:
+        state.load_state_dict(saved)
+        say(f"resuming {display(checkpoint_path)} after epoch {state.epoch}/{config.epochs}")
+    say(_announcement(config, data, device, env))
     train_model = (
-        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        DistributedDataParallel(
+            state.model, device_ids=[device.index] if device.type == "cuda" else None
+        )
         if env.enabled
-        else model
+        else state.model
     )
-
-    generator = torch.Generator()  # seeds DataLoader workers, re-seeded every epoch
-    # One sampler for one process and many: rank r takes positions r, r + w, ... of the same
-    # seeded permutation, so w processes' batches together are the 1-process batch.
-    train_sampler = DistributedSampler(
-        train_set, env.world_size, env.rank, shuffle=True, seed=config.seed, drop_last=True
-    )
-    train_loader = make_loader(
-        train_set,
-        per_rank_batch,
-        shuffle=False,
-        workers=config.workers,
-        generator=generator,
-        sampler=train_sampler,
-        drop_last=True,
-    )
-    # every validation sample on exactly one rank, no padding: exact all-reduced counts
-    val_loader = make_loader(
-        _Shard(val_set, env) if env.enabled else val_set,
-        per_rank_batch,
-        shuffle=False,
-        workers=config.workers,
-    )
-    if len(train_loader) == 0:
-        raise ZeroWorkError(
-            f"{display(config.data)}: the train split has {len(train_set)} images, fewer than "
-            f"one batch of {config.batch_size} (the last partial batch is dropped): lower "
-            f"--batch-size to at most {len(train_set)}"
-        )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
-    start_epoch, history = 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema"):
-            ema.load_state_dict(state["ema"])
-        set_rng_state(state["rng"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        say(f"resuming {checkpoint_path} after epoch {start_epoch}/{config.epochs}")
-
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        say(
-            f"training {config.model} (α={config.width_mult}, {config.resolution} px) on "
-            f"{config.data}: {len(train_set):,} train / {len(val_set):,} val images, "
-            f"{len(classes)} classes, {device}, world size {env.world_size}"
-        )
-        tuned = (
-            "on"
-            if malloc_tuned()
-            else (
-                "off (start Python with GLIBC_TUNABLES=... for 2-3x CPU speed; the mobilenets "
-                "command does this itself)"
-            )
-        )
-        say(
-            f"memory: glibc malloc tunables {tuned}; channels_last "
-            f"{'on' if config.channels_last else 'off'}; amp {'on' if config.amp else 'off'}"
-        )
     writer = _tensorboard(out) if env.is_main else None
-    eval_model = ema.module if ema is not None else model
-    for epoch in range(start_epoch, config.epochs):
-        _seed_epoch(config.seed, epoch, generator)
-        train_sampler.set_epoch(epoch)
-        lr = scheduler.get_last_lr()[0]
-        stats = train_one_epoch(
-            train_model,
-            train_loader,
-            criterion,
-            optimizer,
-            scheduler,
-            device=device,
-            amp=config.amp,
-            scaler=scaler,
-            channels_last=config.channels_last,
-            ema=ema,
-            progress=config.progress and env.is_main,
-            description=f"epoch {epoch + 1}/{config.epochs}",
-        )
-        if stats.steps == 0:
-            raise ZeroWorkError(
-                f"epoch {epoch + 1} took no optimizer step: {stats.skipped} unreadable images "
-                f"were skipped and {stats.dropped} were left in batches of fewer than 2; fix "
-                "or remove the bad files, or lower --batch-size. Nothing was written"
-            )
-        if stats.dropped:
-            say(
-                f"epoch {epoch + 1}: {stats.dropped} readable images were in batches with fewer "
-                "than 2 readable images on some process and were not trained on"
-            )
-        result = evaluate(
-            eval_model,
-            val_loader,
-            device=device,
-            amp=config.amp,
-            channels_last=config.channels_last,
-            progress=config.progress and env.is_main,
-        )
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": stats.loss,
-            "train_top1": stats.top1,
-            "val_loss": result.loss,
-            "val_top1": result.top1,
-            "val_top5": result.top5,
-            "epoch_seconds": stats.seconds,
-            "images_per_second": stats.images_per_second,
-            "skipped_images": stats.skipped + result.skipped,
-            "dropped_images": stats.dropped,
-            "val_images": result.images,
-        }
-        history.append(row)
+    for epoch in range(state.epoch, config.epochs):
+        row = _train_epoch(state, train_model, data, epoch, device, env, say)
+        state.history.append(row)
+        state.epoch = epoch + 1
         if env.is_main:
-            save_checkpoint(
-                _state(config, epoch, model, optimizer, scheduler, scaler, ema, history, classes),
-                checkpoint_path,
-            )
-            write_metrics(out / "metrics.csv", history)
-            if writer is not None:
-                for key in METRIC_FIELDS[1:]:
-                    writer.add_scalar(key, row[key], epoch + 1)
+            save_checkpoint(state.state_dict(), checkpoint_path)
+            write_metrics(out / "metrics.csv", state.history)
+            for key in METRIC_FIELDS[1:] if writer is not None else ():
+                writer.add_scalar(key, row[key], epoch + 1)
         if (epoch + 1) % config.log_every == 0 or epoch + 1 == config.epochs:
             say(
-                f"epoch {epoch + 1}/{config.epochs}  loss {stats.loss:.4f}  train top-1 "
-                f"{stats.top1:.2f}%  val top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  "
-                f"{row['images_per_second']:.0f} img/s"
+                f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  train top-1 "
+                f"{row['train_top1']:.2f}%  val top-1 {row['val_top1']:.2f}%  top-5 "
+                f"{row['val_top5']:.2f}%  {row['images_per_second']:.0f} img/s"
             )
         distributed.barrier()
-
-    if not history:
+    if not state.history:
         raise CheckpointError(f"{display(checkpoint_path)} holds no finished epoch")
-    summary = _summary(config, history, classes, model, device, env)
+    summary = _summary(state, device, env)
     if env.is_main:
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-        plot_curves(
-            out / "curves.png",
-            history,
-            f"{config.model} α={config.width_mult} {config.resolution} px on {config.data}",
-        )
+        title = f"{config.model} α={config.width_mult} {config.resolution} px on {config.data}"
+        plot_curves(out / "curves.png", state.history, title)
         if writer is not None:
             writer.close()
-    return FitResult(out, summary, eval_model)
+    return FitResult(out, summary, state.eval_model)
+
+
+@dataclass
+class RunData:
+    """The datasets and loaders of a run, checked: classes by name, at least one batch."""
+
+    info: NetworkInfo  # the network's record, without weights yet
+    train_set: Dataset
+    val_set: Dataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+    sampler: DistributedSampler
+    generator: torch.Generator  # seeds DataLoader workers, re-seeded every epoch
+
+    @classmethod
+    def build(cls, config: TrainConfig, env: distributed.DistEnv) -> RunData:
+        per_rank_batch = config.batch_size // env.world_size
+        if per_rank_batch < 2:
+            raise ConfigError(
+                f"--batch-size {config.batch_size} over {env.world_size} processes gives "
+                f"{per_rank_batch} image(s) per process; BatchNorm needs ≥ 2: use "
+                f"--batch-size ≥ {2 * env.world_size}"
+            )
+        torch.manual_seed(config.seed)
+        mean, std = parse_spec(config.data).mean_std
+        info = NetworkInfo(
+            config.model,
+            input_size=config.resolution,
+            mean=mean,
+            std=std,
+            source=f"mobilenets training run {config.out}",
+            data=config.data,
+        )
+        common = {
+            "root": config.data_root,
+            "cache_in_memory": config.cache_in_memory,
+            "skip_bad_images": config.skip_bad_images,
+        }
+        train_set = build_dataset(
+            config.data, "train", config.resolution, augment=config.augment, **common
+        )
+        val_set = build_dataset(
+            config.data, "val", config.resolution, preprocess=info.eval_transform(), **common
+        )
+        classes = [str(c) for c in train_set.classes]
+        check_train_classes(classes, [str(c) for c in val_set.classes], config.data)
+        if len(val_set) == 0:
+            raise ZeroWorkError(f"{display(config.data)}: the val split holds no images")
+        kwargs = model_kwargs(config, len(classes))
+        info = replace(info, kwargs=kwargs, classes=tuple(classes))
+        generator = torch.Generator()
+        # One sampler for one process and many: rank r takes positions r, r + w, ... of the
+        # same seeded permutation, so w processes' batches together are the 1-process batch.
+        sampler = DistributedSampler(
+            train_set, env.world_size, env.rank, shuffle=True, seed=config.seed, drop_last=True
+        )
+        train_loader = make_loader(
+            train_set,
+            per_rank_batch,
+            shuffle=False,
+            workers=config.workers,
+            generator=generator,
+            sampler=sampler,
+            drop_last=True,
+        )
+        # every validation sample on exactly one rank, no padding: exact all-reduced counts
+        val_loader = make_loader(
+            _Shard(val_set, env) if env.enabled else val_set,
+            per_rank_batch,
+            shuffle=False,
+            workers=config.workers,
+        )
+        if len(train_loader) == 0:
+            raise ZeroWorkError(
+                f"{display(config.data)}: the train split has {len(train_set)} images, fewer "
+                f"than one batch of {config.batch_size} (the last partial batch is dropped): "
+                f"lower --batch-size to at most {len(train_set)}"
+            )
+        return cls(info, train_set, val_set, train_loader, val_loader, sampler, generator)
+
+
+def _train_epoch(
+    state: TrainingState,
+    train_model: nn.Module,
+    data: RunData,
+    epoch: int,
+    device: torch.device,
+    env: distributed.DistEnv,
+    say: Callable[[str], None],
+) -> dict:
+    """Train one epoch, evaluate, and return its row of ``metrics.csv``."""
+    config = state.config
+    _seed_epoch(config.seed, epoch, data.generator)
+    data.sampler.set_epoch(epoch)
+    lr = state.scheduler.get_last_lr()[0]
+    progress = config.progress and env.is_main
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    stats = train_one_epoch(
+        train_model,
+        data.train_loader,
+        criterion,
+        state.optimizer,
+        state.scheduler,
+        device=device,
+        amp=config.amp,
+        scaler=state.scaler,
+        channels_last=config.channels_last,
+        ema=state.ema,
+        progress=progress,
+        description=f"epoch {epoch + 1}/{config.epochs}",
+    )
+    _check_work(stats, epoch, say)
+    result = evaluate(
+        state.eval_model,
+        data.val_loader,
+        device=device,
+        amp=config.amp,
+        channels_last=config.channels_last,
+        progress=progress,
+    )
+    return {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": stats.loss,
+        "train_top1": stats.top1,
+        "val_loss": result.loss,
+        "val_top1": result.top1,
+        "val_top5": result.top5,
+        "epoch_seconds": stats.seconds,
+        "images_per_second": stats.images_per_second,
+        "skipped_images": stats.skipped + result.skipped,
+        "dropped_images": stats.dropped,
+        "val_images": result.images,
+    }
+
+
+def _check_work(stats: EpochStats, epoch: int, say: Callable[[str], None]) -> None:
+    """An epoch without an optimizer step is an error; dropped images are said."""
+    if stats.steps == 0:
+        raise ZeroWorkError(
+            f"epoch {epoch + 1} took no optimizer step: {stats.skipped} unreadable images "
+            f"were skipped and {stats.dropped} were left in batches of fewer than 2; fix "
+            "or remove the bad files, or lower --batch-size. Nothing was written"
+        )
+    if stats.dropped:
+        say(
+            f"epoch {epoch + 1}: {stats.dropped} readable images were in batches with fewer "
+            "than 2 readable images on some process and were not trained on"
+        )
+
+
+def _announcement(
+    config: TrainConfig, data: RunData, device: torch.device, env: distributed.DistEnv
+) -> str:
+    tuned = (
+        "on"
+        if malloc_tuned()
+        else (
+            "off (start Python with GLIBC_TUNABLES=... for 2-3x CPU speed; the mobilenets "
+            "command does this itself)"
+        )
+    )
+    return (
+        f"training {config.model} (α={config.width_mult}, {config.resolution} px) on "
+        f"{config.data}: {len(data.train_set):,} train / {len(data.val_set):,} val images, "
+        f"{data.info.num_classes} classes, {device}, world size {env.world_size}\n"
+        f"memory: glibc malloc tunables {tuned}; channels_last "
+        f"{'on' if config.channels_last else 'off'}; amp {'on' if config.amp else 'off'}"
+    )
 
 
 class _Shard(torch.utils.data.Dataset):
@@ -459,48 +427,16 @@ class _Shard(torch.utils.data.Dataset):
         return self.dataset[self.indices[index]]
 
 
-def _state(
-    config: TrainConfig,
-    epoch: int,
-    model: nn.Module,
-    optimizer,
-    scheduler,
-    scaler,
-    ema,
-    history: list[dict],
-    classes: list[str],
-) -> dict:
-    return {
-        "format": "mobilenets.checkpoint/1",
-        "config": config.to_dict(),
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "ema": ema.state_dict() if ema is not None else None,
-        "rng": rng_state(),
-        "history": history,
-        "classes": classes,
-    }
-
-
-def _summary(
-    config: TrainConfig,
-    history: list[dict],
-    classes: list[str],
-    model: nn.Module,
-    device: torch.device,
-    env: distributed.DistEnv,
-) -> dict:
-    last = history[-1]
-    prof = profile(build_model(config, len(classes)), config.resolution)
+def _summary(state: TrainingState, device: torch.device, env: distributed.DistEnv) -> dict:
+    """The run's results and the trained network's complexity (profiled on that network)."""
+    config, history, last = state.config, state.history, state.history[-1]
+    prof = profile(state.eval_model, config.resolution)
     return {
         "model": config.model,
         "width_mult": config.width_mult,
         "resolution": config.resolution,
         "data": config.data,
-        "classes": classes,
+        "classes": list(state.info.classes),
         "epochs": len(history),
         "val_top1": last["val_top1"],
         "val_top5": last["val_top5"],
@@ -527,44 +463,13 @@ def _tensorboard(out: Path) -> object | None:
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def load_run(checkpoint: str | Path) -> tuple[TrainConfig, nn.Module, list[str]]:
-    """Rebuild the network of a checkpoint (EMA weights when the run kept them), after checking
-    every entry it uses: a foreign, damaged or diverged checkpoint is a clear error."""
-    from mobilenets.weights.io import load_state_dict_strictly
-
-    state = load_checkpoint(checkpoint)
-    where = display(checkpoint)
-    for key in ("config", "model", "classes"):
-        if key not in state:
-            raise CheckpointError(
-                f"{where} is not a mobilenets training checkpoint (no {key!r} entry)"
-            )
-    classes = state["classes"]
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise CheckpointError(f"{where}: its 'classes' entry is not a list of class names")
-    if not isinstance(state["config"], dict):
-        raise CheckpointError(f"{where}: its 'config' entry is not a training configuration")
-    config = TrainConfig.from_dict(state["config"])
-    try:
-        model = build_model(config, len(classes))
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(
-            f"{where}: its configuration does not build a network: {err}"
-        ) from err
-    weights = state["model"]
-    if state.get("ema"):
-        weights = {
-            k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")
-        }
-    if not isinstance(weights, dict):
-        raise CheckpointError(f"{where}: its 'model' entry is not a state dict")
-    bad = nonfinite_tensors(weights)
-    if bad:
-        raise CheckpointError(
-            f"{where} holds NaN or inf in {', '.join(bad[:3])}: refusing diverged weights"
-        )
-    load_state_dict_strictly(model, weights, where)
-    return config, model.eval(), classes
-
-
-__all__ = ["EvalResult", "FitResult", "TrainConfig", "build_model", "fit", "load_run"]
+__all__ = [
+    "EvalResult",
+    "FitResult",
+    "TrainConfig",
+    "build_model",
+    "build_optimizer",
+    "fit",
+    "lr_factor",
+    "parameter_groups",
+]

@@ -23,7 +23,8 @@ from mobilenets.complexity.latency import time_calls
 from mobilenets.errors import ConfigError
 from mobilenets.fileio import new_figure, save_figure, write_text_atomic
 from mobilenets.training.config import TrainConfig
-from mobilenets.training.fit import build_model, fit
+from mobilenets.training.fit import fit
+from mobilenets.training.state import build_model
 
 #: Epochs per cell by default: the 12-cell digits grid then takes about 4 minutes on 2 cores.
 SWEEP_EPOCHS = 8

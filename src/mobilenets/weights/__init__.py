@@ -1,16 +1,19 @@
-"""Weights: torchvision and timm checkpoints in, safetensors with metadata out, predictions.
+"""Weights: torchvision and timm checkpoints in, safetensors with metadata out.
 
-``convert_file`` is what ``mobilenets convert`` runs; ``load_weights`` and
-``create_model(name, weights=FILE)`` read the result back.
+``convert_file`` is what ``mobilenets convert`` runs; ``mobilenets.load`` (or
+``mobilenets.create_model(name, weights=FILE)``) reads the result back.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mobilenets.errors import ConfigError
 from mobilenets.fileio import check_output_path
-from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from mobilenets.saved.info import NetworkInfo
+from mobilenets.saved.loader import load
+from mobilenets.saved.safetensors import load_weights, read_weights, save_weights
 from mobilenets.weights.convert import (
     SOURCES,
     Target,
@@ -21,20 +24,15 @@ from mobilenets.weights.convert import (
     timm_target,
     torchvision_target,
 )
-from mobilenets.weights.io import WeightsInfo, load_weights, read_weights, save_weights
-from mobilenets.weights.predict import Prediction, predict
 
 __all__ = [
     "SOURCES",
-    "Prediction",
     "Target",
-    "WeightsInfo",
     "convert_file",
     "convert_state_dict",
     "imagenet_classes",
     "key_map",
     "load_weights",
-    "predict",
     "read_state_dict",
     "read_weights",
     "save_weights",
@@ -74,7 +72,7 @@ def convert_file(
     width_mult: float = 1.0,
     reduced_tail: bool = False,
     eval_resize: int | None = None,
-) -> WeightsInfo:
+) -> NetworkInfo:
     """Convert a downloaded state dict (``source`` = torchvision, timm) or one of our training
     checkpoints (``source`` = checkpoint) into a mobilenets safetensors file at ``out``.
 
@@ -85,22 +83,10 @@ def convert_file(
     """
     check_output_path(out, path)
     if source == "checkpoint":
-        from mobilenets.data import parse_spec
-        from mobilenets.training.fit import load_run
-
-        config, net, classes = load_run(path)
-        mean, std = parse_spec(config.data).mean_std
-        source_text = f"mobilenets training run {Path(path).parent}"
-        info = WeightsInfo(
-            net.model_name,
-            net.model_kwargs,
-            config.resolution,
-            mean,
-            std,
-            classes,
-            source_text,
-            eval_resize,
-        )
+        net, info = load(path)
+        if Path(path).suffix == ".onnx":
+            raise ConfigError(f"{path} is an ONNX model; --from checkpoint takes a checkpoint.pt")
+        info = replace(info, resize=eval_resize or info.resize)
         save_weights(net, out, info)
         return info
     if source not in SOURCES:
@@ -117,15 +103,12 @@ def convert_file(
         target = timm_target(model, num_classes)
     net = convert_state_dict(state, target, source)
     classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
-    info = WeightsInfo(
+    info = NetworkInfo(
         target.model,
         target.kwargs,
-        224,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        classes,
-        f"{source}:{model} ({Path(path).name})",
-        eval_resize,
+        resize=eval_resize,
+        classes=tuple(classes),
+        source=f"{source}:{model} ({Path(path).name})",
     )
     save_weights(net, out, info)
     return info

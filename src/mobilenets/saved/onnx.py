@@ -1,0 +1,111 @@
+"""ONNX models as saved networks: their metadata (the :class:`NetworkInfo` under
+``mobilenets.*`` keys) and an ONNX Runtime session that runs them.
+
+Writing a model is :func:`mobilenets.export.export_onnx`; this module reads.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobilenets.errors import WeightsError, display
+from mobilenets.saved.info import NetworkInfo
+
+META_PREFIX = "mobilenets."
+
+
+def set_onnx_metadata(proto: object, values: dict[str, object]) -> None:
+    """Store ``values`` in a ModelProto's metadata (JSON values under ``mobilenets.*`` keys),
+    replacing what was there under that prefix."""
+    keep = [p for p in proto.metadata_props if not p.key.startswith(META_PREFIX)]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, json.dumps(value)
+
+
+def load_onnx(path: str | Path) -> object:
+    """An ONNX ModelProto, or a clear error for a missing, truncated or foreign file."""
+    import onnx
+
+    path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{display(path)} is a folder, not an .onnx model")
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, "ONNX model does not exist", str(path))
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise WeightsError(
+            f"{display(path)} is truncated or not an ONNX model: {display(err)[:200]}"
+        ) from err
+
+
+def onnx_metadata(path: str | Path) -> dict[str, object]:
+    """Every ``mobilenets.*`` metadata entry of a model, JSON-decoded (not yet validated)."""
+    meta = {}
+    for p in load_onnx(path).metadata_props:
+        if p.key.startswith(META_PREFIX):
+            try:
+                meta[p.key.removeprefix(META_PREFIX)] = json.loads(p.value)
+            except ValueError:
+                raise WeightsError(
+                    f"{display(path)}: ONNX metadata {display(p.key)} is not valid JSON"
+                ) from None
+    return meta
+
+
+def onnx_info(path: str | Path) -> NetworkInfo:
+    """The network record an exported model carries, validated like a weights file's."""
+    meta = onnx_metadata(path)
+    if "model" not in meta:
+        raise WeightsError(
+            f"{display(path)} carries no mobilenets metadata (export it with `mobilenets "
+            "export`), so its input size, normalization and classes are unknown"
+        )
+    return NetworkInfo.from_dict(meta, path)
+
+
+class OnnxSession:
+    """An ONNX Runtime session on the CPU: ``session(batch)`` returns the logits (numpy)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        load_onnx(path)  # a clear error for a missing or damaged file
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime's InvalidProtobuf, Fail, ...
+            raise WeightsError(
+                f"ONNX Runtime cannot load {display(path)}: {display(err)[:200]}"
+            ) from err
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        array = x.numpy() if isinstance(x, torch.Tensor) else x
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(array, np.float32)})[0]
+
+
+class OnnxModule(torch.nn.Module):
+    """An ONNX Runtime session behind the ``nn.Module`` call interface (eval only), so the
+    evaluation loop and prediction run PyTorch and ONNX models alike."""
+
+    def __init__(self, session: OnnxSession) -> None:
+        super().__init__()
+        self.session = session
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session(x.detach().cpu().contiguous()))

@@ -1,0 +1,161 @@
+"""``TrainingState``: everything a run carries from one epoch to the next, in one object.
+
+Model, optimizer, scheduler, AMP scaler, EMA, finished epochs, metric history, RNG states and the
+network's record: :meth:`TrainingState.state_dict` is the checkpoint and
+:meth:`TrainingState.load_state_dict` resumes from it (torch's ``Stateful`` protocol), so saving
+and resuming cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from mobilenets.models.registry import create_model
+from mobilenets.saved.checkpoint import rng_state, set_rng_state
+from mobilenets.saved.info import NetworkInfo
+from mobilenets.training import distributed
+from mobilenets.training.config import TrainConfig
+
+CHECKPOINT_FORMAT = "mobilenets.checkpoint/1"
+
+
+def model_kwargs(config: TrainConfig, num_classes: int) -> dict:
+    """The ``create_model`` keywords of the network a config describes."""
+    return {"width_mult": config.width_mult, "num_classes": num_classes, **config.model_kwargs}
+
+
+def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The network a config describes, with ``num_classes`` outputs."""
+    return create_model(config.model, **model_kwargs(config, num_classes))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/FC weights only: not on BN, biases or depthwise filters."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            depthwise = (
+                isinstance(module, nn.Conv2d)
+                and module.groups > 1
+                and (module.groups == module.in_channels)
+            )
+            if param.ndim <= 1 or depthwise or name == "bias":
+                no_decay.append(param)
+            else:
+                decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config.weight_decay)
+    lr = config.learning_rate
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=True)
+    if config.optimizer == "rmsprop":  # the papers' optimizer (TF's eps sits inside the sqrt)
+        return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warmup from 1% of the peak, then cosine to 0, step (×0.1 at ½ and ¾), or
+    exponential (×0.98 per epoch, the V2 paper's schedule)."""
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    total = config.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 0.01 + 0.99 * step / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if config.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if config.schedule == "step":
+            return 0.1 ** sum(progress >= m for m in (0.5, 0.75))
+        return 0.98 ** (step / steps_per_epoch)
+
+    return factor
+
+
+@dataclass
+class TrainingState:
+    """A run between two epochs. ``epoch`` counts the finished ones."""
+
+    config: TrainConfig
+    info: NetworkInfo
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None = None
+    ema: AveragedModel | None = None
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        config: TrainConfig,
+        info: NetworkInfo,
+        device: torch.device,
+        env: distributed.DistEnv,
+        steps_per_epoch: int,
+    ) -> TrainingState:
+        """A fresh run: the network of ``info`` on ``device``, its optimizer and schedule."""
+        model = build_model(config, info.num_classes)
+        if config.sync_bn and env.enabled:
+            model = distributed.convert_sync_batchnorm(model, device)
+        model.to(device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(config, model)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+        ema = None
+        if config.ema_decay:
+            average = get_ema_multi_avg_fn(config.ema_decay)
+            ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+        use_scaler = config.amp and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        return cls(config, info, model, optimizer, scheduler, scaler, ema)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated and saved for inference: the EMA weights when the run keeps them."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self) -> dict:
+        """The checkpoint (``epoch`` is the last finished epoch, counted from 0)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "info": self.info.to_dict(),
+            "epoch": self.epoch - 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": rng_state(),
+            "history": self.history,
+            "classes": list(self.info.classes),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint written by :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        self.epoch, self.history = state["epoch"] + 1, list(state["history"])
