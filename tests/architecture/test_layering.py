@@ -1,0 +1,97 @@
+"""The layering of ``src/mobilenets``, held by a test over every import (``ast``, function-level
+imports included): no subpackage imports one above it, and the subpackages form no cycle.
+
+    errors, fileio  ←  layers  ←  models  ←  complexity, data  ←  saved
+        ←  training, weights, export  ←  cli
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mobilenets
+
+SRC = Path(mobilenets.__file__).parent
+LAYERS = [
+    {"errors", "fileio"},
+    {"layers"},
+    {"models"},
+    {"complexity", "data"},
+    {"saved"},
+    {"training", "weights", "export"},
+    {"cli", "__main__", "__init__"},
+]
+LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
+
+
+def unit(path: Path) -> str:
+    """The subpackage (or top-level module) a source file belongs to."""
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return parts[0]
+
+
+def imported_units(path: Path) -> set[str]:
+    units = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "mobilenets" and len(parts) > 1:
+                units.add(parts[1])
+            elif parts == ["mobilenets"]:
+                units.add("__init__")
+    return units
+
+
+def graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        source = unit(path)
+        for target in imported_units(path):
+            if target in LEVEL and target != source:
+                edges.setdefault(source, set()).add(target)
+    return edges
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {unit(p) for p in SRC.rglob("*.py")}
+    assert units <= set(LEVEL), units - set(LEVEL)
+
+
+def test_no_upward_import() -> None:
+    upward = [
+        f"{source} -> {target}"
+        for source, targets in graph().items()
+        for target in targets
+        if LEVEL[target] > LEVEL[source]
+    ]
+    assert not upward, upward
+
+
+def test_no_cycle_between_subpackages() -> None:
+    edges = graph()
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            assert state.get(nxt) != 1, " -> ".join([*path, node, nxt])
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [])
+
+
+def test_models_and_layers_import_nothing_above_them() -> None:
+    edges = graph()
+    assert edges.get("layers", set()) <= {"errors", "fileio"}
+    assert edges.get("models", set()) <= {"errors", "fileio", "layers"}
+    assert "training" not in edges.get("weights", set())
