@@ -95,3 +95,15 @@ def test_models_and_layers_import_nothing_above_them() -> None:
     assert edges.get("layers", set()) <= {"errors", "fileio"}
     assert edges.get("models", set()) <= {"errors", "fileio", "layers"}
     assert "training" not in edges.get("weights", set())
+
+
+def test_every_function_reads_in_one_screen() -> None:
+    """No function in the package is 80 lines or longer (``fit`` included)."""
+    long = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length >= 80:
+                    long.append(f"{path.relative_to(SRC)}:{node.name} ({length} lines)")
+    assert not long, long

@@ -1,19 +1,19 @@
 """Small helpers shared by the CLI commands: JSON output and argparse value checks.
 
-Numeric flags are checked where they are parsed: a value outside its range is an argparse
-error (exit 2) that names the flag and says what is allowed, before anything runs.
+Numeric flags are checked where they are parsed, with the same :class:`Range` that checks
+``TrainConfig``: a value outside it is an argparse error (exit 2) that names the flag and says
+what is allowed, before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable
 
-MAX_RESOLUTION = 4096
-MAX_WIDTH_MULT = 8.0
+from mobilenets.models.base import MIN_INPUT_SIZE
+from mobilenets.training.config import MAX_RESOLUTION, MAX_WIDTH_MULT, Range
 
 
 def print_json(payload: object) -> None:
@@ -21,20 +21,26 @@ def print_json(payload: object) -> None:
     sys.stdout.write("\n")
 
 
-def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: an integer in ``[low, high]``."""
+def in_range(allowed: Range) -> Callable[[str], float | int]:
+    """An argparse type that accepts the numbers in ``allowed``."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> float | int:
         try:
-            value = int(text)
+            value = int(text) if allowed.integer else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{value} is outside {_range(low, high)}")
+            kind = "an integer" if allowed.integer else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not allowed.contains(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {allowed.describe()}")
         return value
 
-    parse.__name__ = "integer"
+    parse.__name__ = "integer" if allowed.integer else "number"
     return parse
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]``."""
+    return in_range(Range(low, high, integer=True))
 
 
 def number(
@@ -45,28 +51,7 @@ def number(
     high_open: bool = False,
 ) -> Callable[[str], float]:
     """An argparse type: a finite float in the range (open or closed at each end)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        below = low is not None and (value <= low if low_open else value < low)
-        above = high is not None and (value >= high if high_open else value > high)
-        if not math.isfinite(value) or below or above:
-            raise argparse.ArgumentTypeError(
-                f"{text} is outside {_range(low, high, low_open, high_open)}"
-            )
-        return value
-
-    parse.__name__ = "number"
-    return parse
-
-
-def _range(low: float | None, high: float | None, lo_open: bool = False, hi_open: bool = False):
-    left = "(" if lo_open or low is None else "["
-    right = ")" if hi_open or high is None else "]"
-    return f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+    return in_range(Range(low, high, low_open, high_open))
 
 
 def comma_list(item: Callable[[str], object]) -> Callable[[str], list]:
@@ -83,5 +68,5 @@ def comma_list(item: Callable[[str], object]) -> Callable[[str], list]:
 
 
 width_mult = number(0, MAX_WIDTH_MULT, low_open=True)
-resolution = integer(32, MAX_RESOLUTION)
+resolution = integer(MIN_INPUT_SIZE, MAX_RESOLUTION)
 positive = integer(1)

@@ -275,6 +275,16 @@ def profile(
         for handle in handles:
             handle.remove()
 
+    separable = _separable_costs(model, rows, outputs)
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    name = getattr(model, "model_name", type(model).__name__)
+    return Profile(name, (c, h, w), rows, total, separable)
+
+
+def _separable_costs(
+    model: nn.Module, rows: list[LayerRow], outputs: dict[str, tuple[int, ...]]
+) -> list[SeparableCost]:
+    """Each depthwise separable pair's mult-adds beside a full conv of the same shape (Eq. 5)."""
     separable = []
     names = {m: n for n, m in model.named_modules()}
     for name, dw, pw in _separable_pairs(model):
@@ -295,6 +305,4 @@ def profile(
                 k * k * dw.in_channels * pw.out_channels * oh * ow,
             )
         )
-    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    name = getattr(model, "model_name", type(model).__name__)
-    return Profile(name, (c, h, w), rows, total, separable)
+    return separable

@@ -148,29 +148,51 @@ def _mega(value: int) -> float:
     return value / 1e6
 
 
+class _Rows(list):
+    """The comparison rows being collected, with the two ways of adding them."""
+
+    def add(
+        self, source: str, label: str, metric: str, published: float, ours: float, convention: str
+    ) -> None:
+        self.append(Comparison(source, label, metric, published, ours, convention))
+
+    def add_net(
+        self, source: str, label: str, fig: dict, prof: Profile, params: str = "paper"
+    ) -> None:
+        macs_key = "mult_adds" if "mult_adds" in fig else "macs"
+        self.add(source, label, _MA, fig[macs_key], _mega(prof.macs), "conv+FC")
+        self.add(source, label, _P, fig["params"], _mega(count_params(prof, params)), params)
+
+
 def compare() -> list[Comparison]:
     """Every published figure of ``paper_figures.json`` beside our count."""
     figures = load_figures()
-    rows: list[Comparison] = []
+    rows = _Rows()
+    _compare_v1_tables_2_to_5(rows, figures["mobilenet_v1"])
+    _compare_v1_grids(rows, figures["mobilenet_v1"])
+    _compare_v2_v3(rows, figures["mobilenet_v2"], figures["mobilenet_v3"])
+    for fig in figures["torchvision"]["rows"]:
+        prof = _count(fig["model"], 224)
+        rows.add("torchvision", fig["model"], "params", fig["num_params"], prof.total_params, "all")
+        rows.add(
+            "torchvision",
+            fig["model"],
+            "GFLOPS (= G mult-adds)",
+            fig["gflops"],
+            prof.macs / 1e9,
+            "conv+FC",
+        )
+    return list(rows)
 
-    def add(
-        source: str, label: str, metric: str, published: float, ours: float, convention: str
-    ) -> None:
-        rows.append(Comparison(source, label, metric, published, ours, convention))
 
-    def add_net(source: str, label: str, fig: dict, prof: Profile, params: str = "paper") -> None:
-        macs_key = "mult_adds" if "mult_adds" in fig else "macs"
-        add(source, label, _MA, fig[macs_key], _mega(prof.macs), "conv+FC")
-        add(source, label, _P, fig["params"], _mega(count_params(prof, params)), params)
-
-    v1 = figures["mobilenet_v1"]
+def _compare_v1_tables_2_to_5(rows: _Rows, v1: dict) -> None:
+    """V1 Table 2 (shares by layer kind), Table 3 (one layer), Tables 4 and 5 (baselines)."""
     shares = _count("mobilenet_v1", 224).shares()
     kinds = {"conv1x1": "conv1x1", "conv_dw3x3": "conv_dw", "conv3x3": "conv3x3", "fc": "fc"}
     for key, kind in kinds.items():
         fig = v1["table2_share_percent"][key]
-        add("V1 Table 2", key, "% mult-adds", fig["mult_adds"], shares[kind][0], "conv+FC")
-        add("V1 Table 2", key, "% params", fig["params"], shares[kind][1], "paper")
-
+        rows.add("V1 Table 2", key, "% mult-adds", fig["mult_adds"], shares[kind][0], "conv+FC")
+        rows.add("V1 Table 2", key, "% params", fig["params"], shares[kind][1], "paper")
     table3 = {
         "Convolution": (ConvNormAct(512, 512, 3), 512, 14),
         "Depthwise Separable Conv": (DepthwiseSeparable(512, 512), 512, 14),
@@ -179,8 +201,7 @@ def compare() -> list[Comparison]:
     }
     for fig in v1["table3_one_layer"]["rows"]:
         module, channels, size = table3[fig["layer"]]
-        add_net("V1 Table 3", fig["layer"], fig, _one_layer(module, channels, size))
-
+        rows.add_net("V1 Table 3", fig["layer"], fig, _one_layer(module, channels, size))
     table45 = {
         "Conv MobileNet": ("mobilenet_v1_conv", {}),
         "MobileNet": ("mobilenet_v1", {}),
@@ -190,7 +211,11 @@ def compare() -> list[Comparison]:
     for table in ("table4", "table5"):
         for fig in v1[table]:
             name, kwargs = table45[fig["model"]]
-            add_net(f"V1 Table {table[-1]}", fig["model"], fig, _count(name, 224, **kwargs))
+            rows.add_net(f"V1 Table {table[-1]}", fig["model"], fig, _count(name, 224, **kwargs))
+
+
+def _compare_v1_grids(rows: _Rows, v1: dict) -> None:
+    """V1 Tables 6, 7, 9, 10 (α and ρ) and TF-slim's published grid."""
     for table, classes in (
         ("table6_width", 1000),
         ("table7_resolution", 1000),
@@ -202,44 +227,28 @@ def compare() -> list[Comparison]:
             prof = _count(
                 "mobilenet_v1", fig["resolution"], width_mult=fig["alpha"], num_classes=classes
             )
-            add_net(source, f"{fig['alpha']}-{fig['resolution']}", fig, prof)
+            rows.add_net(source, f"{fig['alpha']}-{fig['resolution']}", fig, prof)
     for fig in v1["tf_slim_grid"]["rows"]:
         prof = _count("mobilenet_v1", fig["resolution"], width_mult=fig["alpha"], num_classes=1001)
-        add_net("V1 TF-slim", f"{fig['alpha']}-{fig['resolution']}", fig, prof, params="tf-slim")
+        label = f"{fig['alpha']}-{fig['resolution']}"
+        rows.add_net("V1 TF-slim", label, fig, prof, params="tf-slim")
 
-    v2 = figures["mobilenet_v2"]
+
+def _compare_v2_v3(rows: _Rows, v2: dict, v3: dict) -> None:
+    """V2's paper and TF-slim figures; V3 Table 3 and the minimalistic models."""
     for key in ("headline", "alpha_1_4"):
         fig = v2[key]
-        add_net(
-            "V2 paper",
-            f"{fig['alpha']}-{fig['resolution']}",
-            fig,
-            _count("mobilenet_v2", fig["resolution"], width_mult=fig["alpha"]),
-        )
+        prof = _count("mobilenet_v2", fig["resolution"], width_mult=fig["alpha"])
+        rows.add_net("V2 paper", f"{fig['alpha']}-{fig['resolution']}", fig, prof)
     for fig in v2["tf_slim_grid"]["rows"]:
         prof = _count("mobilenet_v2", fig["resolution"], width_mult=fig["alpha"], num_classes=1001)
-        add_net("V2 TF-slim", f"{fig['alpha']}-{fig['resolution']}", fig, prof)
-
-    v3 = figures["mobilenet_v3"]
+        rows.add_net("V2 TF-slim", f"{fig['alpha']}-{fig['resolution']}", fig, prof)
     for fig in v3["table3"]:
         prof = _count(f"mobilenet_v3_{fig['model']}", 224, width_mult=fig["alpha"])
-        add_net("V3 Table 3", f"{fig['model']} {fig['alpha']}", fig, prof)
+        rows.add_net("V3 Table 3", f"{fig['model']} {fig['alpha']}", fig, prof)
     for fig in v3["minimalistic_tf_slim"]:
         prof = _count(f"mobilenet_v3_{fig['model']}", 224, minimalistic=True, num_classes=1001)
-        add_net("V3 minimalistic", f"{fig['model']} {fig['alpha']}", fig, prof)
-
-    for fig in figures["torchvision"]["rows"]:
-        prof = _count(fig["model"], 224)
-        add("torchvision", fig["model"], "params", fig["num_params"], prof.total_params, "all")
-        add(
-            "torchvision",
-            fig["model"],
-            "GFLOPS (= G mult-adds)",
-            fig["gflops"],
-            prof.macs / 1e9,
-            "conv+FC",
-        )
-    return rows
+        rows.add_net("V3 minimalistic", f"{fig['model']} {fig['alpha']}", fig, prof)
 
 
 def format_comparison(rows: list[Comparison]) -> str:

@@ -1,4 +1,9 @@
-"""The training configuration: every choice of a run, saved in its checkpoint and summary."""
+"""The training configuration: every choice of a run, saved in its checkpoint and summary.
+
+Each field carries its help text and its allowed range (:class:`Range`) as metadata: the same
+metadata checks a ``TrainConfig`` built from Python and generates the ``train`` and ``sweep``
+command-line flags, so no default, range or help text is written twice.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,66 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from mobilenets.errors import ConfigError
+from mobilenets.models.base import MIN_INPUT_SIZE
+from mobilenets.models.registry import list_models
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "exponential")
 DEFAULT_LR = {"sgd": 0.05, "rmsprop": 0.01, "adamw": 2e-3}
+MAX_RESOLUTION = 4096
+MAX_WIDTH_MULT = 8.0
 
 #: Fields that may change between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = frozenset({"resume", "progress", "workers", "out", "data_root", "log_every"})
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: finite, in [low, high] (each end open or closed)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    why: str = ""
+
+    def describe(self) -> str:
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high_open or self.high is None else "]"
+        low = "-inf" if self.low is None else self.low
+        high = "inf" if self.high is None else self.high
+        kind = "an integer" if self.integer else "a finite number"
+        return f"{kind} in {left}{low}, {high}{right}" + (f" ({self.why})" if self.why else "")
+
+    def contains(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def check(self, name: str, value: object) -> None:
+        if not self.contains(value):
+            raise ConfigError(f"{name} must be {self.describe()}, got {value!r}")
+
+
+def meta(
+    help: str,
+    *,
+    range: Range | None = None,
+    choices: tuple[str, ...] | None = None,
+    cli: bool = True,
+    sweep: bool = True,
+) -> dict:
+    """A config field's metadata: its help, range or choices; ``cli=False`` keeps it off the
+    command line, ``sweep=False`` off ``sweep`` (which sets it per cell, or where it means
+    nothing)."""
+    return {"help": help, "range": range, "choices": choices, "cli": cli, "sweep": sweep}
 
 
 @dataclass
@@ -25,58 +83,121 @@ class TrainConfig:
     weight decay on the depthwise filters since there are so few parameters in them").
     """
 
-    model: str = "mobilenet_v1"
-    width_mult: float = 1.0
-    resolution: int = 32
-    data: str = "digits"
-    out: str = "runs/train"
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float | None = None  # default per optimizer: DEFAULT_LR
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    schedule: str = "cosine"
-    warmup_epochs: float = 3.0
-    ema_decay: float | None = None  # e.g. 0.999: evaluate an exponential moving average
-    amp: bool = False  # bf16 autocast on CPU, fp16 + GradScaler on CUDA
-    channels_last: bool = True
-    device: str = "auto"
-    workers: int = 0
-    seed: int = 0
-    resume: bool = False
-    augment: bool = True  # training augmentation (off: compare runs sample for sample)
-    cache_in_memory: bool = False
-    skip_bad_images: bool = False
-    sync_bn: bool = False
-    data_root: str | None = None
-    progress: bool = True
-    log_every: int = 1
-    model_kwargs: dict = field(default_factory=dict)  # more create_model keywords (dropout, ...)
+    model: str = field(
+        default="mobilenet_v1", metadata=meta("the network", choices=tuple(list_models()))
+    )
+    width_mult: float = field(
+        default=1.0,
+        metadata=meta(
+            "width multiplier α", range=Range(0, MAX_WIDTH_MULT, low_open=True), sweep=False
+        ),
+    )
+    resolution: int = field(
+        default=32,
+        metadata=meta(
+            "input size in px (ρ·224)",
+            range=Range(
+                MIN_INPUT_SIZE, MAX_RESOLUTION, integer=True, why="MobileNets take ≥ 32 px"
+            ),
+            sweep=False,
+        ),
+    )
+    data: str = field(
+        default="digits",
+        metadata=meta(
+            "digits, cifar10, imagenette[:160px|:320px|:full], or a folder with train/ and val/",
+        ),
+    )
+    out: str = field(default="runs/train", metadata=meta("run folder", cli=False))
+    epochs: int = field(default=10, metadata=meta("training epochs", range=Range(1, integer=True)))
+    batch_size: int = field(
+        default=64,
+        metadata=meta(
+            "global batch size",
+            range=Range(2, integer=True, why="BatchNorm needs two samples per step"),
+        ),
+    )
+    optimizer: str = field(
+        default="sgd", metadata=meta("optimizer (RMSProp is the papers')", choices=OPTIMIZERS)
+    )
+    lr: float | None = field(
+        default=None,
+        metadata=meta(
+            "peak learning rate (default: 0.05 sgd, 0.01 rmsprop, 0.002 adamw)",
+            range=Range(0, 10, low_open=True),
+        ),
+    )
+    momentum: float = field(
+        default=0.9, metadata=meta("momentum", range=Range(0, 1, high_open=True))
+    )
+    weight_decay: float = field(
+        default=5e-4,
+        metadata=meta("weight decay (not on BN, biases, depthwise filters)", range=Range(0, 1)),
+    )
+    label_smoothing: float = field(
+        default=0.1, metadata=meta("label smoothing", range=Range(0, 1, high_open=True))
+    )
+    schedule: str = field(
+        default="cosine",
+        metadata=meta("learning-rate schedule after warmup (exponential: V2's)", choices=SCHEDULES),
+    )
+    warmup_epochs: float = field(
+        default=3.0, metadata=meta("linear warmup epochs", range=Range(0, 1000))
+    )
+    ema_decay: float | None = field(
+        default=None,
+        metadata=meta(
+            "keep and evaluate an EMA of the weights (e.g. 0.999)",
+            range=Range(0, 1, low_open=True, high_open=True),
+        ),
+    )
+    amp: bool = field(default=False, metadata=meta("bf16 autocast on CPU, fp16 on CUDA"))
+    channels_last: bool = field(default=True, metadata=meta("channels_last memory format"))
+    device: str = field(default="auto", metadata=meta("auto, cpu, cuda, cuda:1, ..."))
+    workers: int = field(
+        default=0, metadata=meta("DataLoader worker processes", range=Range(0, 256, integer=True))
+    )
+    seed: int = field(
+        default=0, metadata=meta("random seed", range=Range(0, 2**32 - 1, integer=True))
+    )
+    resume: bool = field(
+        default=False,
+        metadata=meta("continue the run in --out from its last checkpoint", sweep=False),
+    )
+    augment: bool = field(
+        default=True, metadata=meta("training augmentation (random resized crop, flip)")
+    )
+    cache_in_memory: bool = field(
+        default=False, metadata=meta("decode and resize every image once, train from RAM")
+    )
+    skip_bad_images: bool = field(
+        default=False, metadata=meta("skip and count unreadable images instead of failing")
+    )
+    sync_bn: bool = field(
+        default=False, metadata=meta("SyncBatchNorm across processes under torchrun")
+    )
+    data_root: str | None = field(
+        default=None,
+        metadata=meta("where downloads go (default $MOBILENETS_DATA or ~/.cache/mobilenets/data)"),
+    )
+    progress: bool = field(default=True, metadata=meta("progress bars"))
+    log_every: int = field(
+        default=1, metadata=meta("log every N epochs", range=Range(1, integer=True))
+    )
+    model_kwargs: dict = field(
+        default_factory=dict, metadata=meta("more create_model keywords (dropout, ...)", cli=False)
+    )
 
     def __post_init__(self) -> None:
-        """Every setting checked before anything starts: a bad value names the field and the
-        allowed range (the CLI checks the same ranges when it parses the flags)."""
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 2, "BatchNorm needs two samples per step")
-        _check_int("resolution", self.resolution, 32, "MobileNets take any resolution ≥ 32 px")
-        _check_int("workers", self.workers, 0)
-        _check_int("seed", self.seed, 0)
-        _check_int("log_every", self.log_every, 1)
-        _check_float("width_mult", self.width_mult, 0, 8, low_open=True)
-        if self.lr is not None:
-            _check_float("lr", self.lr, 0, 10, low_open=True)
-        _check_float("momentum", self.momentum, 0, 1, high_open=True)
-        _check_float("weight_decay", self.weight_decay, 0, 1)
-        _check_float("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
-        _check_float("warmup_epochs", self.warmup_epochs, 0, 1000)
-        if self.ema_decay is not None:
-            _check_float("ema_decay", self.ema_decay, 0, 1, low_open=True, high_open=True)
+        """Every setting checked before anything starts, by the fields' own ranges and choices:
+        a bad value names the field and what is allowed."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            choices, allowed = f.metadata.get("choices"), f.metadata.get("range")
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{f.name} must be one of {choices}, got {value!r}")
+            if allowed is not None and not (value is None and f.default is None):
+                allowed.check(f.name, value)
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
 
@@ -96,30 +217,3 @@ class TrainConfig:
         """Fields (other than ``RESUMABLE_CHANGES``) whose values differ."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in RESUMABLE_CHANGES and a[k] != b[k]}
-
-
-def _check_int(name: str, value: object, low: int, why: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        reason = f" ({why})" if why else ""
-        raise ConfigError(f"{name} must be an integer ≥ {low}{reason}, got {value!r}")
-
-
-def _check_float(
-    name: str,
-    value: object,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (
-            value < high if high_open else value <= high
-        )
-    if not ok:
-        left, right = "(" if low_open else "[", ")" if high_open else "]"
-        raise ConfigError(
-            f"{name} must be a finite number in {left}{low}, {high}{right}, got {value!r}"
-        )
