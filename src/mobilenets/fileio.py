@@ -114,6 +114,17 @@ def check_writable_folder(folder: str | Path, what: str = "--out") -> Path:
     return folder
 
 
+def require_file(path: str | Path, what: str) -> Path:
+    """``path`` as a Path, or the OS error for a missing file or a folder, saying ``what`` was
+    expected (the CLI prints it as one line)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"is a folder, not {what}", str(path))
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, f"no such file (expected {what})", str(path))
+    return path
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():

@@ -530,7 +530,7 @@ CASES = [
     Case(
         "convert-missing-source",
         lambda ws, t: convert(t / "none.pth", "timm", "mobilenetv1_100", t / "o"),
-        r"none\.pth: state-dict file does not exist",
+        r"none\.pth: no such file \(expected a state-dict file\)",
     ),
     Case(
         "convert-nan-checkpoint",
@@ -644,7 +644,7 @@ CASES = [
     Case(
         "quantize-missing",
         lambda ws, t: ["quantize", str(t / "m.onnx"), "--out", str(t / "q")],
-        r"m\.onnx: ONNX model does not exist",
+        r"m\.onnx: no such file \(expected an ONNX model\)",
     ),
 ]
 

@@ -6,7 +6,6 @@ Writing a model is :func:`mobilenets.export.export_onnx`; this module reads.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from mobilenets.errors import WeightsError, display
+from mobilenets.fileio import require_file
 from mobilenets.saved.info import NetworkInfo
 
 META_PREFIX = "mobilenets."
@@ -35,11 +35,7 @@ def load_onnx(path: str | Path) -> object:
     """An ONNX ModelProto, or a clear error for a missing, truncated or foreign file."""
     import onnx
 
-    path = Path(path)
-    if path.is_dir():
-        raise WeightsError(f"{display(path)} is a folder, not an .onnx model")
-    if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "ONNX model does not exist", str(path))
+    path = require_file(path, "an ONNX model")
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf's DecodeError and friends

@@ -7,7 +7,6 @@ right network, and prediction preprocesses images the way the weights expect.
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mobilenets.errors import WeightsError, display
-from mobilenets.fileio import atomic_path, nonfinite_tensors
+from mobilenets.fileio import atomic_path, nonfinite_tensors, require_file
 from mobilenets.saved.info import NetworkInfo
 
 FORMAT = "mobilenets.weights/1"
@@ -42,11 +41,7 @@ def save_weights(model: nn.Module, path: str | Path, info: NetworkInfo) -> None:
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], NetworkInfo]:
     """Tensors and metadata of a weights file; a truncated or foreign file is a clear error."""
-    path = Path(path)
-    if path.is_dir():
-        raise WeightsError(f"{display(path)} is a folder, not a .safetensors weights file")
-    if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "weights file does not exist", str(path))
+    path = require_file(path, "a .safetensors weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -14,7 +14,6 @@ channel (``channel_rules="torchvision"``) with BN eps 1e-3; timm keeps the V3 st
 
 from __future__ import annotations
 
-import errno
 import itertools
 import re
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from mobilenets.errors import ConfigError, WeightsError, display
-from mobilenets.fileio import nonfinite_tensors
+from mobilenets.fileio import nonfinite_tensors, require_file
 from mobilenets.layers import ConvNormAct, SqueezeExcite
 from mobilenets.models.mobilenet_v1 import V1_TABLE_1
 from mobilenets.models.mobilenet_v2 import V2_TABLE_2
@@ -324,11 +323,7 @@ def convert_state_dict(
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a ``.pth``/``.pt``/``.bin`` (``weights_only=True``) or ``.safetensors``."""
-    path = Path(path)
-    if path.is_dir():
-        raise WeightsError(f"{display(path)} is a folder, not a state-dict file")
-    if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "state-dict file does not exist", str(path))
+    path = require_file(path, "a state-dict file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
