@@ -7,7 +7,7 @@
 
 from mobilenets.complexity import profile
 from mobilenets.models import list_models
-from mobilenets.saved import NetworkInfo, create_model, load, predict
+from mobilenets.saved import NetworkInfo, create_model, get_model, load, predict
 
 __version__ = "0.1.0"
 
@@ -15,6 +15,7 @@ __all__ = [
     "NetworkInfo",
     "__version__",
     "create_model",
+    "get_model",
     "list_models",
     "load",
     "predict",

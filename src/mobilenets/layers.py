@@ -63,8 +63,9 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 class ConvNormAct(nn.Module):
     """Conv2d → BatchNorm2d → activation, as three named children ``conv``, ``bn``, ``act``.
 
-    Padding is ``(kernel_size - 1) // 2`` ("same" for stride 1), as in all three papers' PyTorch
-    ports. ``act=None`` gives a linear layer (V2's linear bottleneck).
+    Padding is ``(kernel_size - 1) // 2 · dilation`` ("same" for stride 1), as in all three
+    papers' PyTorch ports. ``act=None`` gives a linear layer (V2's linear bottleneck).
+    ``norm_layer`` (torchvision's keyword: a callable of the channel count) replaces BatchNorm.
     """
 
     def __init__(
@@ -76,6 +77,8 @@ class ConvNormAct(nn.Module):
         groups: int = 1,
         act: str | None = "relu",
         bn_eps: float = 1e-5,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
@@ -83,11 +86,12 @@ class ConvNormAct(nn.Module):
             out_channels,
             kernel_size,
             stride=stride,
-            padding=(kernel_size - 1) // 2,
+            padding=(kernel_size - 1) // 2 * dilation,
+            dilation=dilation,
             groups=groups,
             bias=False,
         )
-        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps)
+        self.bn = norm_layer(out_channels) if norm_layer else nn.BatchNorm2d(out_channels, bn_eps)
         self.act = make_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,18 +130,14 @@ class DepthwiseSeparable(nn.Module):
         kernel_size: int = 3,
         act: str = "relu",
         bn_eps: float = 1e-5,
+        norm_layer: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
+        norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
         self.depthwise = ConvNormAct(
-            in_channels,
-            in_channels,
-            kernel_size,
-            stride,
-            groups=in_channels,
-            act=act,
-            bn_eps=bn_eps,
+            in_channels, in_channels, kernel_size, stride, groups=in_channels, act=act, **norm
         )
-        self.pointwise = ConvNormAct(in_channels, out_channels, 1, act=act, bn_eps=bn_eps)
+        self.pointwise = ConvNormAct(in_channels, out_channels, 1, act=act, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.depthwise(x))
@@ -161,13 +161,17 @@ class InvertedResidual(nn.Module):
         act: str = "relu6",
         use_se: bool = False,
         bn_eps: float = 1e-5,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ConfigError(f"stride must be 1 or 2, got {stride}")
+        stride = 1 if dilation > 1 else stride  # a dilated block keeps the resolution
         self.use_residual = stride == 1 and in_channels == out_channels
+        norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
         self.expand = (
-            ConvNormAct(in_channels, hidden_channels, 1, act=act, bn_eps=bn_eps)
+            ConvNormAct(in_channels, hidden_channels, 1, act=act, **norm)
             if hidden_channels != in_channels
             else nn.Identity()
         )
@@ -178,10 +182,11 @@ class InvertedResidual(nn.Module):
             stride,
             groups=hidden_channels,
             act=act,
-            bn_eps=bn_eps,
+            dilation=dilation,
+            **norm,
         )
         self.se = SqueezeExcite(hidden_channels) if use_se else nn.Identity()
-        self.project = ConvNormAct(hidden_channels, out_channels, 1, act=None, bn_eps=bn_eps)
+        self.project = ConvNormAct(hidden_channels, out_channels, 1, act=None, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))

@@ -54,8 +54,11 @@ def test_out_indices_select_and_feature_maps_equal_the_trunk() -> None:
     x = torch.randn(1, 3, 96, 96)
     c2, c5 = backbone(x)
     assert [i.reduction for i in backbone.feature_info] == [4, 32]
-    torch.testing.assert_close(c5, full.forward_features(x))
-    assert c2.shape == (1, 24, 24, 24)
+    final, (c2_full, c5_full) = full.forward_intermediates(x, indices=[1, 4])
+    torch.testing.assert_close(c5, c5_full)
+    torch.testing.assert_close(c2, c2_full)
+    torch.testing.assert_close(final, full.forward_features(x))  # V2: after the 1×1 → 1280
+    assert c2.shape == (1, 24, 24, 24) and final.shape == (1, 1280, 3, 3)
 
 
 @pytest.mark.parametrize(
@@ -209,5 +212,5 @@ def test_wrong_channel_count_is_refused() -> None:
 def test_bad_channel_rules_and_out_indices() -> None:
     with pytest.raises(ValueError, match=r"channel_rules must be one of \('paper', 'timm'"):
         create_model("mobilenet_v3_small", channel_rules="tf")
-    with pytest.raises(ValueError, match=r"out_indices entry 5 is out of range; allowed: 0..4"):
+    with pytest.raises(ValueError, match=r"feature index 5 is out of range; allowed: 0..4"):
         create_model("mobilenet_v1", features_only=True, out_indices=(5,))

@@ -5,7 +5,13 @@ from mobilenets.models.base import FeatureInfo, MobileNet
 from mobilenets.models.mobilenet_v1 import MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
 from mobilenets.models.mobilenet_v3 import MobileNetV3
-from mobilenets.models.registry import create_model, get_model_entry, list_models, register_model
+from mobilenets.models.registry import (
+    create_model,
+    get_model,
+    get_model_entry,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "FeatureInfo",
@@ -14,6 +20,7 @@ __all__ = [
     "MobileNetV2",
     "MobileNetV3",
     "create_model",
+    "get_model",
     "get_model_entry",
     "list_models",
     "register_model",

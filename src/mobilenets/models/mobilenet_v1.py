@@ -7,8 +7,10 @@ every ``c`` (Section 3.3); the resolution multiplier ρ is simply the input size
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
+
+from torch import nn
 
 from mobilenets.layers import ConvNormAct, DepthwiseSeparable, make_divisible
 from mobilenets.models.base import MobileNet, check_width_mult
@@ -54,6 +56,7 @@ class MobileNetV1(MobileNet):
         shallow: drop the five 14×14×512 separable layers (Table 5's "Shallow MobileNet").
         act: ``"relu"`` as in the paper; ``"relu6"`` matches timm's ``mobilenetv1_*``.
         bn_eps: BatchNorm epsilon.
+        norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
         features_only: return multi-scale feature maps (see ``feature_info``).
         out_indices: which feature maps ``features_only`` returns.
     """
@@ -69,21 +72,23 @@ class MobileNetV1(MobileNet):
         shallow: bool = False,
         act: str = "relu",
         bn_eps: float = 1e-5,
+        norm_layer: Callable[[int], nn.Module] | None = None,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
     ) -> None:
         width_mult = check_width_mult(width_mult)
         rows = [r for i, r in enumerate(V1_TABLE_1) if not (shallow and i in SHALLOW_ROWS)]
         stem_channels = make_divisible(V1_STEM_CHANNELS * width_mult)
-        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=act, bn_eps=bn_eps)
+        norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
+        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=act, **norm)
         blocks = []
         in_channels = stem_channels
         for row in rows:
             out_channels = make_divisible(row.c * width_mult)
             if full_conv:
-                block = ConvNormAct(in_channels, out_channels, 3, row.s, act=act, bn_eps=bn_eps)
+                block = ConvNormAct(in_channels, out_channels, 3, row.s, act=act, **norm)
             else:
-                block = DepthwiseSeparable(in_channels, out_channels, row.s, act=act, bn_eps=bn_eps)
+                block = DepthwiseSeparable(in_channels, out_channels, row.s, act=act, **norm)
             blocks.append((block, row.s, out_channels))
             in_channels = out_channels
         super().__init__(
@@ -91,6 +96,7 @@ class MobileNetV1(MobileNet):
             stem_channels=stem_channels,
             blocks=blocks,
             head=None,
+            num_features=in_channels,
             pre_logits=None,
             classifier_in=in_channels,
             num_classes=num_classes,

@@ -6,8 +6,10 @@ Table 2 of the paper: each row is a sequence of ``n`` identical bottlenecks with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
+
+from torch import nn
 
 from mobilenets.layers import ConvNormAct, InvertedResidual, make_divisible
 from mobilenets.models.base import MobileNet, check_width_mult
@@ -45,6 +47,7 @@ class MobileNetV2(MobileNet):
         in_chans: input image channels.
         dropout: dropout before the classifier.
         bn_eps: BatchNorm epsilon.
+        norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
         features_only: return multi-scale feature maps (see ``feature_info``).
         out_indices: which feature maps ``features_only`` returns.
 
@@ -60,12 +63,14 @@ class MobileNetV2(MobileNet):
         in_chans: int = 3,
         dropout: float = 0.2,
         bn_eps: float = 1e-5,
+        norm_layer: Callable[[int], nn.Module] | None = None,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
     ) -> None:
         width_mult = check_width_mult(width_mult)
         stem_channels = make_divisible(V2_STEM_CHANNELS * width_mult)
-        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act="relu6", bn_eps=bn_eps)
+        norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
+        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act="relu6", **norm)
         blocks = []
         in_channels = stem_channels
         for t, c, n, s in V2_TABLE_2:
@@ -73,7 +78,7 @@ class MobileNetV2(MobileNet):
             for i in range(n):
                 stride = s if i == 0 else 1
                 block = InvertedResidual(
-                    in_channels, in_channels * t, out_channels, 3, stride, "relu6", bn_eps=bn_eps
+                    in_channels, in_channels * t, out_channels, 3, stride, "relu6", **norm
                 )
                 blocks.append((block, stride, out_channels))
                 in_channels = out_channels
@@ -82,7 +87,8 @@ class MobileNetV2(MobileNet):
             stem=stem,
             stem_channels=stem_channels,
             blocks=blocks,
-            head=ConvNormAct(in_channels, last_channels, 1, act="relu6", bn_eps=bn_eps),
+            head=ConvNormAct(in_channels, last_channels, 1, act="relu6", **norm),
+            num_features=last_channels,
             pre_logits=None,
             classifier_in=last_channels,
             num_classes=num_classes,

@@ -15,7 +15,7 @@ Where the sources round channels differently for α ≠ 1, ``channel_rules`` nam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -107,6 +107,41 @@ def _minimalize(rows: list[V3Row]) -> list[V3Row]:
     return [row._replace(k=3, se=False, nl="RE") for row in rows]
 
 
+def _bnecks(
+    rows: list[V3Row],
+    in_channels: int,
+    width_mult: float,
+    rules: ChannelRules,
+    dilated: bool,
+    norm: dict,
+) -> list[tuple[nn.Module, int, int]]:
+    """One InvertedResidual per table row: (block, stride, output channels)."""
+    blocks = []
+    paper_in = V3_STEM_CHANNELS
+    last_stage = max(i for i, row in enumerate(rows) if row.s == 2)
+    for i, row in enumerate(rows):
+        if rules.expansion == "scaled":
+            hidden = make_divisible(row.exp * width_mult)
+        else:  # the TF reference keeps the expansion ratio exp/in of the paper's table
+            hidden = make_divisible(in_channels * row.exp / paper_in)
+        out_channels = make_divisible(row.out * width_mult)
+        dilation = 2 if dilated and i >= last_stage else 1  # output stride 16
+        block = InvertedResidual(
+            in_channels,
+            hidden,
+            out_channels,
+            row.k,
+            row.s,
+            row.nl,
+            row.se,
+            **norm,
+            dilation=dilation,
+        )
+        blocks.append((block, 1 if dilation > 1 else row.s, out_channels))
+        in_channels, paper_in = out_channels, row.out
+    return blocks
+
+
 class MobileNetV3(MobileNet):
     """MobileNetV3 from a bneck table (Tables 1 and 2).
 
@@ -121,6 +156,9 @@ class MobileNetV3(MobileNet):
         minimalistic: no SE, no h-swish, 3×3 kernels only.
         channel_rules: ``"paper"``, ``"timm"`` or ``"torchvision"`` (see the module docstring).
         bn_eps: BatchNorm epsilon (1e-3 in the TF reference and torchvision; 1e-5 in timm).
+        norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
+        dilated: the last stage at stride 1 with dilation 2 (output stride 16, for
+            segmentation; torchvision's keyword).
         features_only: return multi-scale feature maps (see ``feature_info``).
         out_indices: which feature maps ``features_only`` returns.
     """
@@ -138,6 +176,8 @@ class MobileNetV3(MobileNet):
         minimalistic: bool = False,
         channel_rules: str = "paper",
         bn_eps: float = 1e-3,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+        dilated: bool = False,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
     ) -> None:
@@ -158,26 +198,14 @@ class MobileNetV3(MobileNet):
 
         fixed_stem = width_mult < rules.fixed_stem_below
         stem_channels = V3_STEM_CHANNELS if fixed_stem else scaled(V3_STEM_CHANNELS)
-        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=head_act, bn_eps=bn_eps)
+        norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
+        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=head_act, **norm)
 
-        blocks = []
-        in_channels, paper_in = stem_channels, V3_STEM_CHANNELS
-        for row in rows:
-            if rules.expansion == "scaled":
-                hidden = scaled(row.exp)
-            else:  # the TF reference keeps the expansion ratio exp/in of the paper's table
-                hidden = make_divisible(in_channels * row.exp / paper_in)
-            out_channels = scaled(row.out)
-            block = InvertedResidual(
-                in_channels, hidden, out_channels, row.k, row.s, row.nl, row.se, bn_eps
-            )
-            blocks.append((block, row.s, out_channels))
-            in_channels, paper_in = out_channels, row.out
+        blocks = _bnecks(rows, stem_channels, width_mult, rules, dilated, norm)
+        in_channels = blocks[-1][2]
 
         last_conv = 6 * in_channels if rules.last_conv == "six_times" else scaled(last_channels[0])
-        blocks.append(
-            (ConvNormAct(in_channels, last_conv, 1, act=head_act, bn_eps=bn_eps), 1, last_conv)
-        )
+        blocks.append((ConvNormAct(in_channels, last_conv, 1, act=head_act, **norm), 1, last_conv))
         head_channels = {
             "scaled": scaled(last_channels[1]),
             "fixed": last_channels[1],
@@ -189,6 +217,7 @@ class MobileNetV3(MobileNet):
             stem_channels=stem_channels,
             blocks=blocks,
             head=None,
+            num_features=last_conv,
             pre_logits=pre_logits,
             classifier_in=head_channels,
             num_classes=num_classes,

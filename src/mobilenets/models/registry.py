@@ -99,4 +99,11 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     model = entry.cls(**entry.preset, **kwargs)
     model.model_name = name
     model.model_kwargs = dict(kwargs)
+    if hasattr(model, "pretrained_cfg"):  # timm's record of how to feed the network
+        size = (getattr(model, "in_chans", 3), entry.input_size, entry.input_size)
+        model.pretrained_cfg = {**model.pretrained_cfg, "architecture": name, "input_size": size}
     return model
+
+
+#: torchvision's name for the same call (``torchvision.models.get_model``).
+get_model = create_model

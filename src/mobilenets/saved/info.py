@@ -54,6 +54,15 @@ class NetworkInfo:
     license: str = ""
     data: str = ""  # the data spec it was trained on ("digits", a folder, "imagenet")
 
+    def __post_init__(self) -> None:
+        try:
+            json.dumps(self.kwargs)
+        except TypeError:
+            raise WeightsError(
+                f"{self.model} keywords {self.kwargs} cannot be recorded with saved weights "
+                "(a callable such as norm_layer is not data); save the state dict instead"
+            ) from None
+
     @property
     def num_classes(self) -> int:
         return int(self.kwargs.get("num_classes", 1000))
@@ -65,6 +74,23 @@ class NetworkInfo:
     def eval_transform(self) -> object:
         """The evaluation preprocessing: resize, center crop, to float, normalize."""
         return eval_transform(self.input_size, self.mean, self.std, self.resize, self.interpolation)
+
+    def pretrained_cfg(self) -> dict[str, object]:
+        """timm's ``pretrained_cfg`` for this network (``resolve_data_config`` reads it)."""
+        resize = self.resize or round(self.input_size / 0.875)
+        return {
+            "architecture": self.model,
+            "input_size": (self.kwargs.get("in_chans", 3), self.input_size, self.input_size),
+            "interpolation": self.interpolation,
+            "crop_pct": self.input_size / resize,
+            "crop_mode": "center",
+            "mean": self.mean,
+            "std": self.std,
+            "num_classes": self.num_classes,
+            "label_names": self.classes,
+            "source": self.source,
+            "license": self.license,
+        }
 
     def with_classes(self, classes: list[str] | tuple[str, ...]) -> NetworkInfo:
         kwargs = {**self.kwargs, "num_classes": len(classes)}

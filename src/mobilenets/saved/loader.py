@@ -23,9 +23,9 @@ from mobilenets.models.registry import create_model as build
 from mobilenets.saved.checkpoint import load_checkpoint
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.onnx import OnnxModule, OnnxSession, onnx_info
-from mobilenets.saved.safetensors import load_state_dict_strictly, load_weights
+from mobilenets.saved.safetensors import attach, load_state_dict_strictly, load_weights
 
-__all__ = ["Prediction", "checkpoint_info", "create_model", "load", "predict"]
+__all__ = ["Prediction", "checkpoint_info", "create_model", "get_model", "load", "predict"]
 
 
 def load(path: str | Path, *, num_classes: int | None = None) -> tuple[nn.Module, NetworkInfo]:
@@ -95,7 +95,7 @@ def _load_checkpoint(path: Path) -> tuple[nn.Module, NetworkInfo]:
             f"{display(path)}: its record does not build a network: {err}"
         ) from err
     load_state_dict_strictly(model, weights, display(path))
-    model.network_info = info
+    attach(model, info)
     return model.eval(), info
 
 
@@ -107,6 +107,10 @@ def create_model(name: str, *, weights: str | Path | None = None, **kwargs: obje
         return build(name, **kwargs)
     check_arguments(name, kwargs)
     return load_weights(weights, kwargs.get("num_classes"), expect_model=name, expect_kwargs=kwargs)
+
+
+#: torchvision's name for the same call.
+get_model = create_model
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,12 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], NetworkInfo
     return tensors, info
 
 
+def attach(model: nn.Module, info: NetworkInfo) -> None:
+    """Give a loaded network its record, and timm's ``pretrained_cfg`` from it."""
+    model.network_info = info
+    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **info.pretrained_cfg()}
+
+
 def load_state_dict_strictly(
     model: nn.Module,
     state: dict[str, torch.Tensor],
@@ -141,5 +147,5 @@ def load_weights(
             f"{display(path)}: its metadata does not build a network: {display(err)}"
         ) from err
     load_state_dict_strictly(model, state, str(path), allow_missing_classifier=new_head)
-    model.network_info = info
+    attach(model, info)
     return model.eval()
