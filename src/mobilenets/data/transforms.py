@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mobilenets.models.base import IMAGENET_MEAN, IMAGENET_STD  # the models' default (timm's)
+
+__all__ = ["CROP_RATIO", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform"]
+
 CROP_RATIO = 0.875
 
 
