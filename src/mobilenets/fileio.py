@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import socket
@@ -45,6 +46,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    clean_orphans(path.parent, path.name)  # what a killed writer of this file left behind
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent
     )
@@ -82,13 +84,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_orphans(folder: str | Path) -> list[Path]:
-    """Remove temporaries of our naming whose writing process is gone; return them."""
+def clean_orphans(folder: str | Path, target: str | None = None) -> list[Path]:
+    """Remove temporaries of our naming (of ``target`` only, when given) whose writing process
+    is gone; return them."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
-    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+    for tmp in folder.glob(f".{glob.escape(target) + '.' if target else ''}*{TMP_SUFFIX}"):
         parts = tmp.name.split(".")
         pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
         if pid is None or (pid != os.getpid() and not _pid_alive(pid)):

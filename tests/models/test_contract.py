@@ -95,11 +95,12 @@ def test_torchvision_feature_extractor(name: str) -> None:
     assert_same(list(got.values()), expected)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large"])
-def test_torch_export_with_dynamic_batch_and_size(name: str) -> None:
+@pytest.mark.parametrize("features_only", [False, True], ids=["classifier", "features"])
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_export_with_dynamic_batch_and_size(name: str, features_only: bool) -> None:
     from torch.export import Dim, export
 
-    model = small(name)
+    model = small(name, features_only=features_only)
     dims = {
         0: Dim("batch", min=1, max=32),
         2: Dim("h", min=33, max=512),

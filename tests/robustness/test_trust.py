@@ -198,6 +198,11 @@ def test_orphaned_temporaries_are_cleaned_and_writes_are_atomic(tmp_path) -> Non
     mine.write_bytes(b"in progress")
     assert clean_orphans(tmp_path) == [orphan]
     assert mine.exists() and not orphan.exists()
+    orphan.write_bytes(b"half")  # the next write of checkpoint.pt itself cleans it too
+    with atomic_path(tmp_path / "checkpoint.pt") as tmp:
+        tmp.write_bytes(b"whole")
+    assert not orphan.exists() and (tmp_path / "checkpoint.pt").read_bytes() == b"whole"
+    (tmp_path / "checkpoint.pt").unlink()
     target = tmp_path / "file.txt"
     target.write_text("old")
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
