@@ -99,3 +99,17 @@ def test_train_and_sweep_flags_come_from_the_config(capsys: pytest.CaptureFixtur
     assert "resume" not in sweep and "width_mult" not in sweep
     assert main(["train", "--out", "x", "--momentum", "1"]) == 2
     assert "--momentum: 1 is not a finite number in [0, 1)" in capsys.readouterr().err
+
+
+def test_every_flag_has_help_with_its_default_and_every_command_examples() -> None:
+    from mobilenets.cli.main import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        text = command.format_help()
+        assert "\nexamples:\n  mobilenets " + name in text, name
+        for action in command._actions:
+            if action.dest in ("help",) or not action.option_strings:
+                continue
+            assert action.help, f"{name} {action.option_strings[0]} has no help"
+        assert "(default: " in text

@@ -146,3 +146,18 @@ def test_model_kwargs_reach_the_model(tmp_path) -> None:
         log=lambda _m: None,
     )
     assert isinstance(result.model.head_drop, nn.Dropout) and result.model.head_drop.p == 0.0
+
+
+def test_a_warmup_longer_than_half_the_run_is_clamped_and_said(tmp_path) -> None:
+    config = TrainConfig(epochs=2, warmup_epochs=3.0, out=str(tmp_path / "run"))
+    factor = lr_factor(config, steps_per_epoch=10)
+    assert factor(0) == pytest.approx(0.01) and factor(10) == pytest.approx(1.0)  # peak at 1
+    assert factor(19) < 0.03 and factor(20) == 0  # and decayed to 0 at the end
+    lines = []
+    fit(
+        TrainConfig(
+            epochs=2, warmup_epochs=3.0, width_mult=0.25, out=str(tmp_path / "run"), progress=False
+        ),
+        log=lines.append,
+    )
+    assert "--warmup-epochs 3 is more than half of --epochs 2; warming up for 1 epochs" in lines[0]

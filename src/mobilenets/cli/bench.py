@@ -14,24 +14,40 @@ from mobilenets.export.bench import (
     write_bench,
 )
 
+EXAMPLES = """\
+  mobilenets bench
+  mobilenets bench --models mobilenet_v2 --backends eager,ort,ort_int8 --threads 1
+"""
+
 
 def _list(text: str) -> list[str]:
     return [v for v in text.split(",") if v]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", type=_list, default=list(DEFAULT_MODELS))
+    parser.add_argument(
+        "--models", type=_list, default=list(DEFAULT_MODELS), help="comma-separated model names"
+    )
     parser.add_argument(
         "--backends",
         type=_list,
         default=list(DEFAULT_BACKENDS),
         help=f"comma-separated, from {','.join(BACKENDS)}",
     )
-    parser.add_argument("--batch-size", type=cli_types.positive, default=1)
-    parser.add_argument("--resolution", type=cli_types.resolution, default=224)
-    parser.add_argument("--threads", type=cli_types.integer(1, 1024), default=None)
-    parser.add_argument("--runs", type=cli_types.positive, default=50)
-    parser.add_argument("--warmup", type=cli_types.integer(0), default=10)
+    parser.add_argument("--batch-size", type=cli_types.positive, default=1, help="images a call")
+    parser.add_argument(
+        "--resolution", type=cli_types.resolution, default=224, help="input size in px"
+    )
+    parser.add_argument(
+        "--threads",
+        type=cli_types.integer(1, 1024),
+        default=None,
+        help="intra-op threads (default: every core)",
+    )
+    parser.add_argument("--runs", type=cli_types.positive, default=50, help="timed calls")
+    parser.add_argument(
+        "--warmup", type=cli_types.integer(0), default=10, help="untimed calls first"
+    )
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md/csv/json/png")
 
 

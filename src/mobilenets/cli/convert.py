@@ -8,6 +8,12 @@ from mobilenets.cli import _common as cli_types
 from mobilenets.errors import ConfigError
 from mobilenets.weights import SOURCES, convert_file
 
+EXAMPLES = """\
+  mobilenets convert --from torchvision mobilenet_v2-b0353104.pth --model mobilenet_v2 \\
+      --out v2.safetensors
+  mobilenets convert --from checkpoint runs/v1/checkpoint.pt --out v1.safetensors
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -8,6 +8,11 @@ import json
 from mobilenets.cli import _common as cli_types
 from mobilenets.training import evaluate_checkpoint
 
+EXAMPLES = """\
+  mobilenets eval --checkpoint runs/v1/checkpoint.pt
+  mobilenets eval --weights v2.safetensors --data /path/to/imagenet --predictions preds.csv
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -23,9 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write FILE.csv (path, label, prediction, confidence) and FILE.confusion.png",
     )
-    parser.add_argument("--batch-size", type=cli_types.positive, default=128)
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--skip-bad-images", action="store_true")
+    parser.add_argument(
+        "--batch-size", type=cli_types.positive, default=128, help="images per forward"
+    )
+    parser.add_argument("--data-root", default=None, help="where downloads go")
+    parser.add_argument(
+        "--skip-bad-images", action="store_true", help="skip and count unreadable images"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -8,6 +8,11 @@ from mobilenets.cli import _common as cli_types
 from mobilenets.export.model_export import export_model
 from mobilenets.saved.onnx import onnx_metadata
 
+EXAMPLES = """\
+  mobilenets export runs/v1/checkpoint.pt --out runs/v1/model.onnx
+  mobilenets export mobilenet_v3_small --out v3s.onnx --resolution 224
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -28,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="input size (default: the one it was trained at)",
     )
-    parser.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--dynamic-batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a batch dimension of any size",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,6 +61,10 @@ USER_OS_ERRORS = {
 EXIT_USER_ERROR = 2
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's default in its help; examples kept as written."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mobilenets", description="MobileNet V1/V2/V3: models, complexity, training."
@@ -69,7 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         doc = (module.__doc__ or "").strip().splitlines()[0]
-        module.add_arguments(sub.add_parser(name, help=doc, description=doc))
+        examples = getattr(module, "EXAMPLES", "")
+        command = sub.add_parser(
+            name,
+            help=doc,
+            description=doc,
+            epilog=f"examples:\n{examples}" if examples else None,
+            formatter_class=HelpFormatter,
+        )
+        module.add_arguments(command)
     return parser
 
 
@@ -90,7 +102,9 @@ def error_message(err: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``main(["paper"])`` in tests)."""
-    if argv is None and len(sys.argv) > 1 and sys.argv[1] in HEAVY_COMMANDS and should_reexec():
+    asks_help = {"-h", "--help"} & set(sys.argv[2:])
+    heavy = len(sys.argv) > 1 and sys.argv[1] in HEAVY_COMMANDS and not asks_help
+    if argv is None and heavy and should_reexec():
         reexec_with_malloc_tuning(sys.argv[1:])  # does not return
     parser = build_parser()
     try:

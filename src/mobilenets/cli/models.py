@@ -8,6 +8,11 @@ from dataclasses import asdict
 from mobilenets.cli._common import print_json
 from mobilenets.complexity.summary import summarize_models
 
+EXAMPLES = """\
+  mobilenets models
+  mobilenets models 'mobilenet_v3*' --json
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'mobilenet_v3*'")

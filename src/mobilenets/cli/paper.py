@@ -7,6 +7,11 @@ import argparse
 from mobilenets.cli._common import print_json
 from mobilenets.complexity.paper import compare, format_comparison
 
+EXAMPLES = """\
+  mobilenets paper
+  mobilenets paper --json > paper.json
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")

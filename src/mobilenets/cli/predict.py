@@ -11,6 +11,11 @@ from mobilenets.cli import _common as cli_types
 from mobilenets.errors import display
 from mobilenets.saved import predict
 
+EXAMPLES = """\
+  mobilenets predict --weights v2.safetensors cat.jpg dog.jpg
+  mobilenets predict --weights runs/v1/model.onnx *.png --topk 3 --json
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -18,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="a saved network: .safetensors weights, a run's checkpoint.pt or an exported .onnx",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument(
         "--topk", type=cli_types.positive, default=5, help="how many classes to list per image"
     )

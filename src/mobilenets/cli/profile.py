@@ -11,6 +11,11 @@ from mobilenets.complexity.latency import layer_latency
 from mobilenets.export.fold_bn import fold_bn
 from mobilenets.models.registry import create_model, get_model_entry, list_models
 
+EXAMPLES = """\
+  mobilenets profile mobilenet_v1 --by kind
+  mobilenets profile mobilenet_v2 --width-mult 0.5 --resolution 160 --latency
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -30,8 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="input size in px (ρ·224); default: the model's",
     )
-    parser.add_argument("--num-classes", type=cli_types.integer(0, 1_000_000), default=1000)
-    parser.add_argument("--by", choices=("layer", "kind"), default="layer")
+    parser.add_argument(
+        "--num-classes", type=cli_types.integer(0, 1_000_000), default=1000, help="classifier size"
+    )
+    parser.add_argument(
+        "--by", choices=("layer", "kind"), default="layer", help="one row per layer or per kind"
+    )
     parser.add_argument(
         "--latency",
         action="store_true",

@@ -8,6 +8,12 @@ import json
 from mobilenets.cli import _common as cli_types
 from mobilenets.export.quantize import DEFAULT_MARGIN, quantize_onnx
 
+EXAMPLES = """\
+  mobilenets quantize runs/v1/model.onnx --calib-data digits --out runs/v1/model.int8.onnx
+  mobilenets quantize model.onnx --calib-data path/to/folder --keep-fp32 '*/se/*' \\
+      --out model.int8.onnx
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="FILE.onnx", help="an fp32 model from `export`")
@@ -17,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data spec: its train split calibrates, its val split evaluates",
     )
     parser.add_argument("--out", required=True, help="FILE.int8.onnx")
-    parser.add_argument("--calib-images", type=cli_types.positive, default=256)
+    parser.add_argument(
+        "--calib-images", type=cli_types.positive, default=256, help="calibration images"
+    )
     parser.add_argument(
         "--keep-fp32",
         nargs="*",
@@ -31,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MARGIN,
         help="largest acceptable top-1 drop in points (default 2)",
     )
-    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--data-root", default=None, help="where downloads go")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -8,6 +8,11 @@ from mobilenets.cli import _common as cli_types
 from mobilenets.cli.train import add_training_arguments, config_from_args
 from mobilenets.training import SweepConfig, sweep
 
+EXAMPLES = """\
+  mobilenets sweep --out runs/sweep
+  mobilenets sweep --width-mults 1,0.5 --resolutions 64,32 --epochs 4 --out runs/small
+"""
+
 
 def _shard(text: str) -> tuple[int, int]:
     index, _, count = text.partition("/")

@@ -9,6 +9,11 @@ from mobilenets.cli import _common as cli_types
 from mobilenets.training import TrainConfig, distributed, fit
 from mobilenets.training.sweep import SWEEP_EPOCHS
 
+EXAMPLES = """\
+  mobilenets train --model mobilenet_v1 --width-mult 0.5 --out runs/v1
+  mobilenets train --data path/to/folder --model mobilenet_v3_small --epochs 30 --out runs/a
+"""
+
 
 def add_training_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     """One flag per :class:`TrainConfig` field, generated from the field: its type, default,

@@ -62,6 +62,7 @@ from mobilenets.training.state import (
     lr_factor,
     model_kwargs,
     parameter_groups,
+    warmup_epochs,
 )
 
 #: What a training checkpoint must hold to be resumed.
@@ -404,7 +405,14 @@ def _announcement(
             "command does this itself)"
         )
     )
-    return (
+    clamped = warmup_epochs(config) < config.warmup_epochs
+    warning = (
+        f"warning: --warmup-epochs {config.warmup_epochs:g} is more than half of --epochs "
+        f"{config.epochs}; warming up for {warmup_epochs(config):g} epochs instead\n"
+        if clamped
+        else ""
+    )
+    return warning + (
         f"training {config.model} (α={config.width_mult}, {config.resolution} px) on "
         f"{config.data}: {len(data.train_set):,} train / {len(data.val_set):,} val images, "
         f"{data.info.num_classes} classes, {device}, world size {env.world_size}\n"

@@ -67,10 +67,17 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=lr)
 
 
+def warmup_epochs(config: TrainConfig) -> float:
+    """The warmup a run gets: at most half of it (a warmup as long as the run would never reach
+    the peak learning rate nor decay from it: ``--epochs 2`` with 3 warmup epochs ended at
+    chance)."""
+    return min(config.warmup_epochs, config.epochs / 2)
+
+
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Linear warmup from 1% of the peak, then cosine to 0, step (×0.1 at ½ and ¾), or
     exponential (×0.98 per epoch, the V2 paper's schedule)."""
-    warmup = int(config.warmup_epochs * steps_per_epoch)
+    warmup = int(warmup_epochs(config) * steps_per_epoch)
     total = config.epochs * steps_per_epoch
 
     def factor(step: int) -> float:
