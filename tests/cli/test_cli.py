@@ -113,3 +113,30 @@ def test_every_flag_has_help_with_its_default_and_every_command_examples() -> No
                 continue
             assert action.help, f"{name} {action.option_strings[0]} has no help"
         assert "(default: " in text
+
+
+def test_results_on_stdout_logs_on_stderr_no_bars_when_not_a_terminal(tmp_path) -> None:
+    """Piped, as `mobilenets sweep > table.md` is: stdout parses (markdown table or JSON) and
+    holds nothing else; the log and the `wrote ...` lines go to stderr, without progress-bar
+    carriage returns (stderr is not a terminal here)."""
+    env_run = {"capture_output": True, "text": True, "check": True}
+    base = [sys.executable, "-m", "mobilenets"]
+    small = ["--width-mults", "0.25", "--resolutions", "32", "--epochs", "1"]
+    sweep = subprocess.run([*base, "sweep", *small, "--out", str(tmp_path / "s")], **env_run)
+    table = [line for line in sweep.stdout.splitlines() if line.strip()]
+    assert table[0].startswith("| model |") and table[1].startswith("|---")
+    assert len({row.count("|") for row in table if row.startswith("|")}) == 1
+    assert all(row.startswith("|") for row in table[:-1])  # then one caption line
+    assert "epoch 1/1" in sweep.stderr and "wrote " in sweep.stderr and "\r" not in sweep.stderr
+    again = subprocess.run(
+        [*base, "sweep", *small, "--out", str(tmp_path / "s"), "--json"], **env_run
+    )
+    assert json.loads(again.stdout)[0]["width_mult"] == 0.25
+    checkpoint = next((tmp_path / "s").rglob("checkpoint.pt"))
+    for argv in (
+        ["eval", "--checkpoint", str(checkpoint), "--json"],
+        ["models", "--json"],
+        ["paper", "--json"],
+    ):
+        done = subprocess.run([*base, *argv], **env_run)
+        assert json.loads(done.stdout) and "\r" not in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.export.bench import (
@@ -63,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
     )
     out = write_bench(args.out, rows, peak)
     print(format_bench(rows, peak))
-    print(f"wrote {out}/bench.md, bench.csv, bench.json, bench.png")
+    print(f"wrote {out}/bench.md, bench.csv, bench.json, bench.png", file=sys.stderr)
     return 0

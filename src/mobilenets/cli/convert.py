@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.errors import ConfigError
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote {args.out}: {info.model} {info.kwargs}, {len(info.classes)} classes, "
-        f"input {info.input_size} px (from {info.source})"
+        f"input {info.input_size} px (from {info.source})",
+        file=sys.stderr,
     )
     return 0

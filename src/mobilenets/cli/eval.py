@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.training import evaluate_checkpoint
@@ -56,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
         f"on {result.images:,} images" + (f" ({result.skipped} skipped)" if result.skipped else "")
     )
     if args.predictions:
-        print(f"wrote {args.predictions} and its confusion matrix PNG")
+        print(f"wrote {args.predictions} and its confusion matrix PNG", file=sys.stderr)
     return 0

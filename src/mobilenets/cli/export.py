@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.export.model_export import export_model
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {meta['model']}, input "
         f"{meta['input_size']} px, {len(meta.get('classes') or [])} class names, BN "
-        f"{'folded' if meta.get('bn_folded') else 'kept'}; checked with onnx.checker"
+        f"{'folded' if meta.get('bn_folded') else 'kept'}; checked with onnx.checker",
+        file=sys.stderr,
     )
     return 0

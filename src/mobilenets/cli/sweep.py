@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.cli.train import add_training_arguments, config_from_args
@@ -48,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out; any shard's table includes every finished cell)",
     )
     add_training_arguments(parser, sweep=True)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         shard=args.shard,
     )
     rows = sweep(config)
-    with open(f"{args.out}/sweep.md") as f:
-        print(f.read())
-    print(f"wrote {args.out}/sweep.csv, sweep.md, sweep.png ({len(rows)} cells)")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        with open(f"{args.out}/sweep.md") as f:
+            print(f.read())
+    print(f"wrote {args.out}/sweep.csv, sweep.md, sweep.png ({len(rows)} cells)", file=sys.stderr)
     return 0

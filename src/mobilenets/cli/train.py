@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.training import TrainConfig, distributed, fit
@@ -58,6 +60,7 @@ def config_from_args(args: argparse.Namespace, out: str) -> TrainConfig:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
     parser.add_argument("--out", required=True, help="run folder (checkpoint, metrics, plots)")
+    parser.add_argument("--json", action="store_true", help="print summary.json on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,9 +71,15 @@ def run(args: argparse.Namespace) -> int:
     if not distributed.read_env().is_main:
         return 0
     s = result.summary
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        print(
+            f"{s['model']} α={s['width_mult']} {s['resolution']} px: top-1 {s['val_top1']:.2f}%, "
+            f"top-5 {s['val_top5']:.2f}% on {s['data']} ({s['train_seconds']:.1f} s of training)"
+        )
     print(
-        f"{s['model']} α={s['width_mult']} {s['resolution']} px: top-1 {s['val_top1']:.2f}%, "
-        f"top-5 {s['val_top5']:.2f}% on {s['data']} ({s['train_seconds']:.1f} s of training); "
-        f"wrote {result.out}/summary.json, metrics.csv, curves.png, checkpoint.pt"
+        f"wrote {result.out}/summary.json, metrics.csv, curves.png, checkpoint.pt",
+        file=sys.stderr,
     )
     return 0

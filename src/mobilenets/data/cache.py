@@ -53,7 +53,7 @@ class InMemoryDataset(Dataset):
         prepare = v2.Compose([v2.ToImage(), v2.Resize(side), v2.CenterCrop(side)])
         dataset.transform = prepare
         images, targets, self.names, self.skipped = [], [], [], 0
-        for i in tqdm(range(len(dataset)), desc="caching images", unit="img"):
+        for i in tqdm(range(len(dataset)), desc="caching images", unit="img", disable=None):
             sample = dataset[i]
             if sample is None:
                 self.skipped += 1

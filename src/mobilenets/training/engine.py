@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm.auto import tqdm
 
 from mobilenets.errors import TrainingDivergedError
+
+
+def progress_off(progress: bool) -> bool | None:
+    """tqdm's ``disable``: off when asked, else ``None``: bars only when stderr is a terminal
+    (a redirected log gets no carriage returns and cursor escapes)."""
+    return True if not progress else None
+
+
+def log_to_stderr(message: str) -> None:
+    """The default log of training: stderr, so stdout carries only results (tables, JSON)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class WithIndex(Dataset):
@@ -143,7 +155,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64)
     correct = images = skipped = steps = dropped = 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=description, leave=False, disable=not progress, unit="batch")
+    bar = tqdm(loader, desc=description, leave=False, disable=progress_off(progress), unit="batch")
     for x, y, _, n_skipped in bar:
         skipped += n_skipped
         (fewest,) = _all_reduce([len(y)], device, op="min")
@@ -240,7 +252,7 @@ def evaluate(
     loss_sum = correct1 = correct5 = images = skipped = 0.0
     predictions = []
     for x, y, idx, n_skipped in tqdm(
-        loader, desc="eval", leave=False, disable=not progress, unit="batch"
+        loader, desc="eval", leave=False, disable=progress_off(progress), unit="batch"
     ):
         skipped += n_skipped
         if len(y) == 0:

@@ -51,6 +51,7 @@ from mobilenets.training.engine import (
     EpochStats,
     EvalResult,
     evaluate,
+    log_to_stderr,
     make_loader,
     train_one_epoch,
 )
@@ -132,7 +133,7 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
     save_figure(fig, path)
 
 
-def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
+def fit(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> FitResult:
     """Train ``config.model`` on ``config.data`` and evaluate it every epoch.
 
     Resumes from ``out/checkpoint.pt`` with ``config.resume`` (a run killed at any point

@@ -23,6 +23,7 @@ from mobilenets.complexity.latency import time_calls
 from mobilenets.errors import ConfigError
 from mobilenets.fileio import new_figure, save_figure, write_text_atomic
 from mobilenets.training.config import TrainConfig
+from mobilenets.training.engine import log_to_stderr, progress_off
 from mobilenets.training.fit import fit
 from mobilenets.training.state import build_model
 
@@ -78,7 +79,7 @@ def measure_latency(
     return statistics.median(time_calls(lambda: model(x), 5, runs))
 
 
-def sweep(config: SweepConfig, log: Callable[[str], None] = print) -> list[dict]:
+def sweep(config: SweepConfig, log: Callable[[str], None] = log_to_stderr) -> list[dict]:
     """Train and evaluate every α × resolution cell of this shard.
 
     Finished cells (``cells/a{α}_r{res}/cell.json``) are skipped, an interrupted cell resumes
@@ -91,7 +92,7 @@ def sweep(config: SweepConfig, log: Callable[[str], None] = print) -> list[dict]
     grid = [(a, r) for a in config.width_mults for r in config.resolutions]
     index, count = config.shard
     mine = grid[index::count]
-    bar = tqdm(mine, desc="sweep", unit="cell", disable=not config.train.progress)
+    bar = tqdm(mine, desc="sweep", unit="cell", disable=progress_off(config.train.progress))
     for width_mult, resolution in bar:
         bar.set_postfix(alpha=width_mult, resolution=resolution)
         result_path = cell_dir(out, width_mult, resolution) / "cell.json"
