@@ -371,6 +371,11 @@ CASES = [
         r"cannot read image .*val/circle/bad\.png.*--skip-bad-images",
     ),
     Case(
+        "eval-unknown-device",
+        lambda ws, t: ["eval", "--checkpoint", str(ws.checkpoint), "--device", "tpu:9"],
+        r"unknown device 'tpu:9'",
+    ),
+    Case(
         "corrupt-image-in-worker",
         corrupt_image_in_worker,
         r"^mobilenets train: error: cannot read image .*val/circle/bad\.png",
@@ -647,6 +652,16 @@ CASES = [
         r"m\.onnx: no such file \(expected an ONNX model\)",
     ),
 ]
+
+
+if not torch.cuda.is_available():  # the machine CI runs on
+    CASES.append(
+        Case(
+            "train-on-missing-gpu",
+            lambda ws, t: train(ws, t, "--device", "cuda"),
+            r"--device cuda: this machine has no CUDA GPU",
+        )
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

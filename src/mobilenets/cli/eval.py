@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=cli_types.positive, default=128, help="images per forward"
     )
     parser.add_argument("--data-root", default=None, help="where downloads go")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--workers", type=cli_types.integer(0, 256), default=0, help="DataLoader processes"
+    )
     parser.add_argument(
         "--skip-bad-images", action="store_true", help="skip and count unreadable images"
     )
@@ -48,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         skip_bad_images=args.skip_bad_images,
         progress=not args.json,
+        device=args.device,
+        workers=args.workers,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

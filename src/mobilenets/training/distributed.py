@@ -16,6 +16,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
+from mobilenets.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -45,7 +47,14 @@ def pick_device(name: str, env: DistEnv) -> torch.device:
     """``auto``: this rank's GPU when CUDA is available, else the CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: this machine has no CUDA GPU; use cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: only cpu and cuda are supported")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mobilenets.data import build_dataset, check_classes, sample_name
 from mobilenets.errors import ConfigError, ZeroWorkError, display
 from mobilenets.fileio import check_output_path, new_figure, save_figure, write_text_atomic
 from mobilenets.saved import load
-from mobilenets.training.engine import EvalResult, evaluate, make_loader
+from mobilenets.training import distributed
+from mobilenets.training.engine import EvalResult, evaluate, log_to_stderr, make_loader
 
 
 def evaluate_checkpoint(
@@ -26,10 +27,14 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     skip_bad_images: bool = False,
     progress: bool = True,
+    device: str = "cpu",
+    workers: int = 0,
+    log: Callable[[str], None] = log_to_stderr,
 ) -> EvalResult:
     """Evaluate a saved network (a run's ``checkpoint.pt``, a ``.safetensors`` weights file or an
     exported ``.onnx``) on ``data``'s "val" split (default: the data it was trained on), with
-    its own preprocessing (``info.eval_transform()``)."""
+    its own preprocessing (``info.eval_transform()``), on ``device`` with ``workers`` loader
+    processes. The accuracy is logged before the predictions file and its plot are written."""
     if predictions is not None:
         check_output_path(predictions, checkpoint, flag="--predictions")
         check_output_path(Path(predictions).with_suffix(".confusion.png"), checkpoint)
@@ -54,14 +59,18 @@ def evaluate_checkpoint(
     )
     if len(dataset) == 0:
         raise ZeroWorkError(f"{display(data)}: the val split holds no images")
-    loader = make_loader(dataset, batch_size, shuffle=False)
+    target = distributed.pick_device(device, distributed.DistEnv())
+    if target.type != "cpu" and not any(True for _ in model.parameters()):
+        raise ConfigError(f"{display(checkpoint)} runs in ONNX Runtime: use --device cpu")
+    loader = make_loader(dataset, batch_size, shuffle=False, workers=workers)
     result = evaluate(
-        model,
+        model.to(target),
         loader,
-        device=torch.device("cpu"),
+        device=target,
         keep_predictions=bool(predictions),
         progress=progress,
     )
+    log(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}% on {result.images:,} images")
     if predictions:
         write_predictions(Path(predictions), result, dataset, classes)
     return result
@@ -86,26 +95,38 @@ def write_predictions(path: Path, result: EvalResult, dataset: object, classes: 
     )
 
 
+#: The confusion picture shows every class up to this many; beyond, the most confused ones.
+CONFUSION_CLASSES = 30
+
+
+def most_confused(matrix: np.ndarray, count: int = CONFUSION_CLASSES) -> list[int]:
+    """The ``count`` classes with the most errors (as label or as prediction), in class order."""
+    errors = matrix.sum(0) + matrix.sum(1) - 2 * np.diag(matrix)
+    return sorted(np.argsort(-errors, kind="stable")[:count].tolist())
+
+
 def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: str) -> None:
-    size = max(4.5, 0.45 * len(classes) + 2)
+    """The confusion matrix as a picture that stays readable and bounded: every class up to
+    ``CONFUSION_CLASSES``, else the most confused ones (rows normalised to the share of each
+    label, so a class of 1,000 stays legible)."""
+    shown = list(range(len(classes)))
+    if len(classes) > CONFUSION_CLASSES:
+        shown = most_confused(matrix)
+        title += f"; the {len(shown)} most confused of {len(classes)} classes"
+    sub = matrix[np.ix_(shown, shown)]
+    names = [display(classes[i])[:24] for i in shown]
+    size = max(4.5, 0.45 * len(shown) + 2)
     fig = new_figure(figsize=(size, size))
     ax = fig.subplots()
-    ax.imshow(matrix, cmap="Blues")
-    ticks = range(len(classes))
-    ax.set_xticks(ticks, classes, rotation=45, ha="right")
-    ax.set_yticks(ticks, classes)
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), count in np.ndenumerate(matrix):
+    ax.imshow(sub, cmap="Blues")
+    ticks = range(len(shown))
+    ax.set_xticks(ticks, names, rotation=45, ha="right")
+    ax.set_yticks(ticks, names)
+    threshold = sub.max() / 2 if sub.size else 0
+    for (i, j), count in np.ndenumerate(sub):
         if count:
-            ax.text(
-                j,
-                i,
-                str(count),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if count > threshold else "black",
-            )
+            color = "white" if count > threshold else "black"
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
     ax.set(xlabel="prediction", ylabel="label", title=f"confusion matrix: {title}")
     fig.tight_layout()
     save_figure(fig, path)
