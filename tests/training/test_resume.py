@@ -82,3 +82,71 @@ def test_checkpoint_write_is_atomic_and_load_is_safe(tmp_path) -> None:
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resume_extends_a_finished_run_and_an_extension_resumes_exactly(tmp_path, monkeypatch):
+    """`train --resume --epochs 4` on a finished 2-epoch run: epochs 1-2 stay as they were,
+    epochs 3-4 restart the cosine from the peak (no warmup), and an extension killed after
+    epoch 3 and resumed ends with exactly the weights of an uninterrupted extension."""
+    import importlib
+    import shutil
+
+    from mobilenets.training import TrainConfig, fit
+
+    fit_module = importlib.import_module("mobilenets.training.fit")  # the module, not fit()
+
+    root = tmp_path / "data"
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("val", 3)):
+        for c, name in enumerate(("a", "b")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 60, (36, 36, 3), dtype=np.uint8)
+                pixels[:, :, c] += 150
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+
+    def config(out, epochs, resume=False):
+        return TrainConfig(
+            model="mobilenet_v1",
+            width_mult=0.25,
+            data=str(root),
+            out=str(out),
+            epochs=epochs,
+            batch_size=4,
+            warmup_epochs=1,
+            progress=False,
+            resume=resume,
+        )
+
+    quiet = {"log": lambda _m: None}
+    fit(config(tmp_path / "a", 2), **quiet)
+    before = list(csv.DictReader((tmp_path / "a" / "metrics.csv").open()))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    extended = fit(config(tmp_path / "a", 4, resume=True), **quiet)
+    rows = list(csv.DictReader((tmp_path / "a" / "metrics.csv").open()))
+    assert rows[:2] == before and len(rows) == 4
+    peak = TrainConfig().learning_rate
+    assert float(rows[2]["lr"]) == pytest.approx(peak)  # the restart starts at the peak
+    assert float(rows[3]["lr"]) == pytest.approx(peak * 0.5)  # cos(π/2) half way, 4 steps/epoch
+    with pytest.raises(ValueError, match=r"cannot resume a 4-epoch run with --epochs 3"):
+        fit(config(tmp_path / "a", 3, resume=True), **quiet)
+
+    real = fit_module._train_epoch
+
+    def killed_after_epoch_3(state, train_model, data, epoch, *args):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real(state, train_model, data, epoch, *args)
+
+    monkeypatch.setattr(fit_module, "_train_epoch", killed_after_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config(tmp_path / "b", 4, resume=True), **quiet)
+    monkeypatch.setattr(fit_module, "_train_epoch", real)
+    resumed = fit(config(tmp_path / "b", 4, resume=True), **quiet)
+    for (key, a), b in zip(
+        extended.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), key

@@ -184,6 +184,10 @@ class TrainConfig:
     log_every: int = field(
         default=1, metadata=meta("log every N epochs", range=Range(1, integer=True))
     )
+    extended_from: list[int] = field(
+        default_factory=list,
+        metadata=meta("epochs at which a finished run was extended (set by --resume)", cli=False),
+    )
     model_kwargs: dict = field(
         default_factory=dict, metadata=meta("more create_model keywords (dropout, ...)", cli=False)
     )

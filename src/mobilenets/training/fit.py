@@ -152,11 +152,12 @@ def fit(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> FitR
         return _fit(config, log, out, device, env)
 
 
-def _resume_state(config: TrainConfig, checkpoint_path: Path) -> dict | None:
-    """The checkpoint to continue from (``None`` for a new run), after checking that it may be
-    continued: asked for, the same configuration, finite weights."""
+def _resume_state(config: TrainConfig, checkpoint_path: Path) -> tuple[TrainConfig, dict | None]:
+    """The configuration to run and the checkpoint to continue from (``None`` for a new run),
+    after checking that it may be continued: asked for, the same configuration (or a finished
+    run extended with more ``--epochs``), finite weights."""
     if not checkpoint_path.exists():
-        return None
+        return config, None
     if not config.resume:
         raise OverwriteError(
             f"{display(checkpoint_path.parent)} already holds a checkpoint; pass --resume to "
@@ -169,7 +170,11 @@ def _resume_state(config: TrainConfig, checkpoint_path: Path) -> dict | None:
             f"{display(checkpoint_path)} is not a mobilenets training checkpoint (no "
             f"{', '.join(missing)}); cannot resume from it"
         )
-    changed = TrainConfig.from_dict(state["config"]).differences(config)
+    saved = TrainConfig.from_dict(state["config"])
+    config = _extension(saved, config, finished=state["epoch"] + 1 >= saved.epochs)
+    changed = saved.differences(config)
+    for key in ("epochs", "extended_from"):  # checked by _extension
+        changed.pop(key, None)
     if changed:
         raise ConfigError(
             f"cannot resume {display(checkpoint_path)} with a different configuration: "
@@ -181,7 +186,22 @@ def _resume_state(config: TrainConfig, checkpoint_path: Path) -> dict | None:
             f"cannot resume {display(checkpoint_path)}: its weights hold NaN or inf "
             f"({', '.join(bad[:3])}); start a new run"
         )
-    return state
+    return config, state
+
+
+def _extension(saved: TrainConfig, asked: TrainConfig, finished: bool) -> TrainConfig:
+    """``asked`` as it continues ``saved``: the same epochs (a killed run), or more epochs for a
+    finished one. The added epochs get a learning-rate schedule of their own
+    (``extended_from``, see :func:`~mobilenets.training.state.lr_factor`)."""
+    if asked.epochs == saved.epochs:
+        return replace(asked, extended_from=saved.extended_from)
+    if asked.epochs < saved.epochs or not finished:
+        raise ConfigError(
+            f"cannot resume a {saved.epochs}-epoch run with --epochs {asked.epochs}: resume it "
+            f"with --epochs {saved.epochs}"
+            + ("; once finished, it can be extended with more epochs" if not finished else "")
+        )
+    return replace(asked, extended_from=[*saved.extended_from, saved.epochs])
 
 
 def check_train_classes(train: list[str], val: list[str], data: str) -> None:
@@ -203,12 +223,14 @@ def _fit(
 ) -> FitResult:
     say = log if env.is_main else (lambda _msg: None)
     checkpoint_path = out / CHECKPOINT_NAME
-    saved = _resume_state(config, checkpoint_path)
+    config, saved = _resume_state(config, checkpoint_path)
     data = RunData.build(config, env)
     state = TrainingState.create(config, data.info, device, env, len(data.train_loader))
     if saved is not None:
         state.load_state_dict(saved)
-        say(f"resuming {display(checkpoint_path)} after epoch {state.epoch}/{config.epochs}")
+        extending = config.extended_from and state.epoch == config.extended_from[-1]
+        what = "extending the finished run" if extending else "resuming"
+        say(f"{what} {display(checkpoint_path)} after epoch {state.epoch}/{config.epochs}")
     say(_announcement(config, data, device, env))
     train_model = (
         DistributedDataParallel(

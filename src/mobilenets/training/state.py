@@ -70,17 +70,31 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 def warmup_epochs(config: TrainConfig) -> float:
     """The warmup a run gets: at most half of it (a warmup as long as the run would never reach
     the peak learning rate nor decay from it: ``--epochs 2`` with 3 warmup epochs ended at
-    chance)."""
-    return min(config.warmup_epochs, config.epochs / 2)
+    chance). An extended run keeps the warmup of its first segment."""
+    first_epochs = config.extended_from[0] if config.extended_from else config.epochs
+    return min(config.warmup_epochs, first_epochs / 2)
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Linear warmup from 1% of the peak, then cosine to 0, step (×0.1 at ½ and ¾), or
-    exponential (×0.98 per epoch, the V2 paper's schedule)."""
+    exponential (×0.98 per epoch, the V2 paper's schedule).
+
+    A finished run extended with more epochs (``extended_from``) restarts the cosine or step
+    schedule from the peak over the added epochs, without warmup (a warm restart, as SGDR);
+    the exponential schedule simply goes on.
+    """
+    restarts = [e * steps_per_epoch for e in config.extended_from]
     warmup = int(warmup_epochs(config) * steps_per_epoch)
-    total = config.epochs * steps_per_epoch
+    ends = [*restarts, config.epochs * steps_per_epoch]
 
     def factor(step: int) -> float:
+        start = max((r for r in restarts if r <= step), default=0)
+        total = next(e for e in ends if e > start)  # where this segment of the schedule ends
+        if start and config.schedule != "exponential":
+            progress = (step - start) / max(1, total - start)
+            if config.schedule == "cosine":
+                return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            return 0.1 ** sum(progress >= m for m in (0.5, 0.75))
         if step < warmup:
             return 0.01 + 0.99 * step / warmup
         progress = (step - warmup) / max(1, total - warmup)
@@ -166,3 +180,12 @@ class TrainingState:
             self.ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
         self.epoch, self.history = state["epoch"] + 1, list(state["history"])
+        step = self.scheduler.last_epoch  # the learning rate this step has in this schedule
+        for group, base, factor in zip(
+            self.optimizer.param_groups,
+            self.scheduler.base_lrs,
+            self.scheduler.lr_lambdas,
+            strict=True,
+        ):
+            group["lr"] = base * factor(step)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
