@@ -201,7 +201,7 @@ def malicious_checkpoint(ws, tmp):
         def __reduce__(self):
             return (os.system, (f"touch {tmp / 'pwned'}",))
 
-    (tmp / "evil.pt").write_bytes(pickle.dumps({"model": Evil()}))
+    (tmp / "evil.pt").write_bytes(pickle.dumps({"model": Evil()}, protocol=2))
     return ["eval", "--checkpoint", str(tmp / "evil.pt")]
 
 
