@@ -26,6 +26,7 @@ __all__ = [
     "WeightsError",
     "ZeroWorkError",
     "display",
+    "listed",
 ]
 
 
@@ -94,3 +95,10 @@ def display(value: object) -> str:
         raw = text.encode("utf-8", "backslashreplace")
     text = raw.decode("utf-8", "backslashreplace")
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def listed(items: list, limit: int = 6) -> str:
+    """The first ``limit`` items, printed safely and comma-separated, ``...`` when there are
+    more: how every error names the keys, classes or files at fault."""
+    shown = ", ".join(display(item) for item in items[:limit])
+    return shown + (" ..." if len(items) > limit else "")

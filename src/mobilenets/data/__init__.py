@@ -25,7 +25,7 @@ from mobilenets.data.transforms import (
     eval_transform,
     train_transform,
 )
-from mobilenets.errors import ConfigError, DataError, MissingDataError, display
+from mobilenets.errors import ConfigError, DataError, MissingDataError, listed
 
 __all__ = [
     "BadImageError",
@@ -102,9 +102,9 @@ def check_classes(
         )
     parts = []
     if missing:
-        parts.append(f"{len(missing)} missing ({', '.join(map(display, missing[:8]))})")
+        parts.append(f"{len(missing)} missing ({listed(missing, 8)})")
     if extra:
-        parts.append(f"{len(extra)} unexpected ({', '.join(map(display, extra[:8]))})")
+        parts.append(f"{len(extra)} unexpected ({listed(extra, 8)})")
     raise DataError(
         f"the classes of {found_in} do not match those of {expected_from} "
         f"({len(expected)} classes): " + "; ".join(parts)

@@ -23,7 +23,7 @@ from mobilenets.data import build_dataset, check_classes
 from mobilenets.errors import ConfigError, ZeroWorkError, display
 from mobilenets.fileio import atomic_path, check_output_path
 from mobilenets.saved import load
-from mobilenets.saved.onnx import onnx_metadata, set_onnx_metadata
+from mobilenets.saved.onnx import load_onnx, onnx_metadata, set_onnx_metadata
 
 DEFAULT_MARGIN = 2.0  # top-1 points
 
@@ -149,10 +149,11 @@ def quantize_onnx(
         margin: the largest acceptable top-1 drop, in points.
     """
     out_path = check_output_path(out_path, model_path)
-    fp32_network, info = load(model_path)
     if Path(model_path).suffix != ".onnx":
         raise ConfigError(f"{display(model_path)} is not an .onnx model; export it first")
-    meta = onnx_metadata(model_path)
+    fp32_network, info = load(model_path)
+    proto = load_onnx(model_path)  # parsed once: metadata and node names
+    meta = onnx_metadata(model_path, proto)
     resolution, preprocess = info.input_size, info.eval_transform()
     calib = build_dataset(
         calib_data, "train", resolution, augment=False, root=data_root, preprocess=preprocess
@@ -170,7 +171,7 @@ def quantize_onnx(
 
     import onnx
 
-    nodes = [n.name for n in onnx.load(str(model_path)).graph.node]
+    nodes = [n.name for n in proto.graph.node]
     excluded = [n for n in nodes if any(fnmatch.fnmatch(n, p) for p in keep_fp32)]
     with atomic_path(out_path) as tmp:
         quantize_qdq(model_path, tmp, _Calibration(calib, calib_images, "input"), excluded)

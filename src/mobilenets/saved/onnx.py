@@ -44,10 +44,11 @@ def load_onnx(path: str | Path) -> object:
         ) from err
 
 
-def onnx_metadata(path: str | Path) -> dict[str, object]:
-    """Every ``mobilenets.*`` metadata entry of a model, JSON-decoded (not yet validated)."""
+def onnx_metadata(path: str | Path, proto: object | None = None) -> dict[str, object]:
+    """Every ``mobilenets.*`` metadata entry of a model, JSON-decoded (not yet validated);
+    ``proto`` is the model when the caller has parsed it already."""
     meta = {}
-    for p in load_onnx(path).metadata_props:
+    for p in (proto if proto is not None else load_onnx(path)).metadata_props:
         if p.key.startswith(META_PREFIX):
             try:
                 meta[p.key.removeprefix(META_PREFIX)] = json.loads(p.value)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mobilenets.errors import ConfigError, WeightsError, display
+from mobilenets.errors import ConfigError, WeightsError, display, listed
 from mobilenets.fileio import nonfinite_tensors, require_file
 from mobilenets.layers import ConvNormAct, SqueezeExcite
 from mobilenets.models.mobilenet_v1 import V1_TABLE_1
@@ -222,10 +222,6 @@ def key_map(source_name: str, model: nn.Module) -> dict[str, str]:
     return mapping
 
 
-def _listed(keys: list[str], limit: int = 6) -> str:
-    return ", ".join(display(k) for k in keys[:limit]) + (" ..." if len(keys) > limit else "")
-
-
 def check_key_map(
     source: dict[str, torch.Tensor], model: nn.Module, source_name: str
 ) -> dict[str, str]:
@@ -247,9 +243,9 @@ def check_key_map(
         hint = f" It looks like a {guess[0]} state dict: use --from {guess[0]}." if guess else ""
         parts = []
         if missing:
-            parts.append(f"missing {len(missing)} keys ({_listed(missing)})")
+            parts.append(f"missing {len(missing)} keys ({listed(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
+            parts.append(f"{len(unexpected)} unexpected keys ({listed(unexpected)})")
         raise WeightsError(
             f"the source is not a {source_name} state dict of {what}: "
             + "; ".join(parts)
@@ -291,7 +287,7 @@ def check_source_settings(model: nn.Module, target: Target) -> None:
         if isinstance(m, nn.BatchNorm2d) and eps is not None and m.eps != eps
     ]
     if wrong:
-        raise WeightsError(f"BN epsilon of {_listed(wrong)} is not the source's {eps}")
+        raise WeightsError(f"BN epsilon of {listed(wrong)} is not the source's {eps}")
     if target.kwargs.get("act") == "relu6" and not any(
         isinstance(m, nn.ReLU6) for m in model.modules()
     ):
@@ -309,7 +305,7 @@ def convert_state_dict(
     mapping = check_key_map(source, model, source_name)
     bad = nonfinite_tensors(source)
     if bad:
-        raise WeightsError(f"the source holds NaN or inf in {_listed(bad)}")
+        raise WeightsError(f"the source holds NaN or inf in {listed(bad)}")
     ours = model.state_dict()
     converted = {
         dst: source[src].reshape(ours[dst].shape).to(ours[dst].dtype).clone()
