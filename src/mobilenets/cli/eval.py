@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights",
         dest="checkpoint",
         required=True,
-        help="a run's checkpoint.pt or a .safetensors weights file",
+        help="a run's checkpoint.pt, a .safetensors weights file, or published weights by name "
+        "(torchvision:mobilenet_v2.IMAGENET1K_V1)",
     )
     parser.add_argument("--data", default=None, help="data spec (default: the run's own)")
     parser.add_argument(

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "source",
         metavar="SOURCE",
-        help="a run's checkpoint.pt, a .safetensors weights file, or a model name",
+        help="a run's checkpoint.pt, a .safetensors weights file, published weights by name "
+        "(torchvision:mobilenet_v2.IMAGENET1K_V1), or a model name (random weights)",
     )
     parser.add_argument("--out", required=True, help="FILE.onnx")
     parser.add_argument(

@@ -9,10 +9,11 @@ from dataclasses import asdict
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.errors import display
-from mobilenets.saved import predict
+from mobilenets.weights import predict
 
 EXAMPLES = """\
   mobilenets predict --weights v2.safetensors cat.jpg dog.jpg
+  mobilenets predict --weights torchvision:mobilenet_v2.IMAGENET1K_V1 chelsea.png
   mobilenets predict --weights runs/v1/model.onnx *.png --topk 3 --json
 """
 
@@ -21,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         required=True,
-        help="a saved network: .safetensors weights, a run's checkpoint.pt or an exported .onnx",
+        help="a saved network (.safetensors weights, a run's checkpoint.pt, an exported .onnx) "
+        "or published weights by name (torchvision:mobilenet_v2.IMAGENET1K_V1)",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument(

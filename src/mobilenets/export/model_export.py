@@ -9,7 +9,7 @@ from mobilenets.export.fold_bn import fold_bn
 from mobilenets.export.onnx import export_onnx
 from mobilenets.fileio import check_output_path
 from mobilenets.models.registry import create_model, list_models
-from mobilenets.saved import load
+from mobilenets.weights import is_name, load
 
 
 def export_model(
@@ -20,21 +20,10 @@ def export_model(
     resolution: int | None = None,
     dynamic_batch: bool = True,
 ) -> Path:
-    """Export a training checkpoint, a ``.safetensors`` weights file (with their record) or a
-    registry name (random weights, for latency work) to ONNX."""
-    path = Path(source)
-    check_output_path(out, source if path.exists() else None)
-    if path.suffix == ".onnx":
-        raise ConfigError(f"{display(source)} is already an ONNX model")
-    if path.exists() or path.suffix in (".pt", ".pth", ".safetensors"):
-        model, info = load(path)
-    elif source in list_models():
-        model, info = create_model(source), None
-    else:
-        raise ConfigError(
-            f"{display(source)} is neither a checkpoint, a .safetensors file nor a model name; "
-            f"model names: {', '.join(list_models())}"
-        )
+    """Export a training checkpoint, a ``.safetensors`` weights file, published weights by name
+    (``torchvision:mobilenet_v2.IMAGENET1K_V1``; all with their record) or a registry name
+    (random weights, for latency work) to ONNX."""
+    model, info = _source_network(source, out)
     return export_onnx(
         fold_bn(model) if fold else model.eval(),
         out,
@@ -42,4 +31,24 @@ def export_model(
         info=info,
         dynamic_batch=dynamic_batch,
         metadata={"bn_folded": fold},
+    )
+
+
+def _source_network(source: str, out: str | Path) -> tuple:
+    """The network (and record, ``None`` for a bare registry name) to export."""
+    if is_name(source):
+        check_output_path(out)
+        return load(source)
+    path = Path(source)
+    check_output_path(out, source if path.exists() else None)
+    if path.suffix == ".onnx":
+        raise ConfigError(f"{display(source)} is already an ONNX model")
+    if path.exists() or path.suffix in (".pt", ".pth", ".safetensors"):
+        return load(path)
+    if source in list_models():
+        return create_model(source), None
+    raise ConfigError(
+        f"{display(source)} is neither a checkpoint, a .safetensors file, a weights name "
+        f"(torchvision:mobilenet_v2.IMAGENET1K_V1) nor a model name; model names: "
+        f"{', '.join(list_models())}"
     )

@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 from mobilenets.data import build_dataset, check_classes
 from mobilenets.errors import ConfigError, ZeroWorkError, display
 from mobilenets.fileio import atomic_path, check_output_path
-from mobilenets.saved import load
 from mobilenets.saved.onnx import load_onnx, onnx_metadata, set_onnx_metadata
+from mobilenets.weights import load
 
 DEFAULT_MARGIN = 2.0  # top-1 points
 

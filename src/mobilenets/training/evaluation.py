@@ -13,9 +13,9 @@ import numpy as np
 from mobilenets.data import build_dataset, check_classes, sample_name
 from mobilenets.errors import ConfigError, ZeroWorkError, display
 from mobilenets.fileio import check_output_path, new_figure, save_figure, write_text_atomic
-from mobilenets.saved import load
 from mobilenets.training import distributed
 from mobilenets.training.engine import EvalResult, evaluate, log_to_stderr, make_loader
+from mobilenets.weights import load
 
 
 def evaluate_checkpoint(

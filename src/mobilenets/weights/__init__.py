@@ -1,7 +1,10 @@
 """Weights: torchvision and timm checkpoints in, safetensors with metadata out.
 
 ``convert_file`` is what ``mobilenets convert`` runs; ``mobilenets.load`` (or
-``mobilenets.create_model(name, weights=FILE)``) reads the result back.
+``mobilenets.create_model(name, weights=FILE)``) reads the result back. :func:`load` and
+:func:`predict` here take what the saved-network loader takes and also published weights by name
+(``torchvision:mobilenet_v2.IMAGENET1K_V1``, see :mod:`mobilenets.weights.hub`); every command
+that reads a network goes through them.
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from torch import nn
+
 from mobilenets.errors import ConfigError
 from mobilenets.fileio import check_output_path
+from mobilenets.saved import loader
 from mobilenets.saved.info import NetworkInfo
-from mobilenets.saved.loader import load
+from mobilenets.saved.loader import Prediction
 from mobilenets.saved.safetensors import load_weights, read_weights, save_weights
 from mobilenets.weights.convert import (
     SOURCES,
@@ -24,6 +30,7 @@ from mobilenets.weights.convert import (
     timm_target,
     torchvision_target,
 )
+from mobilenets.weights.hub import is_name, resolve
 
 __all__ = [
     "SOURCES",
@@ -31,14 +38,31 @@ __all__ = [
     "convert_file",
     "convert_state_dict",
     "imagenet_classes",
+    "is_name",
     "key_map",
+    "load",
     "load_weights",
+    "predict",
     "read_state_dict",
     "read_weights",
+    "resolve",
     "save_weights",
     "timm_target",
     "torchvision_target",
 ]
+
+
+def load(spec: str | Path, *, num_classes: int | None = None) -> tuple[nn.Module, NetworkInfo]:
+    """:func:`mobilenets.saved.load` for a saved file or published weights by name."""
+    return loader.load(resolve(spec), num_classes=num_classes)
+
+
+def predict(
+    network: str | Path | tuple[nn.Module, NetworkInfo], images: list, **kwargs: object
+) -> list[Prediction]:
+    """:func:`mobilenets.saved.predict` for a saved file or published weights by name."""
+    network = network if isinstance(network, tuple) else load(network)
+    return loader.predict(network, images, **kwargs)
 
 
 def imagenet_classes() -> list[str]:
@@ -64,26 +88,32 @@ def torchvision_eval_resize(name: str, path: str | Path) -> int | None:
 
 
 def convert_file(
-    source: str,
+    source: str | None,
     path: str | Path,
     out: str | Path,
     *,
-    model: str,
+    model: str = "",
     width_mult: float = 1.0,
     reduced_tail: bool = False,
     eval_resize: int | None = None,
 ) -> NetworkInfo:
-    """Convert a downloaded state dict (``source`` = torchvision, timm) or one of our training
-    checkpoints (``source`` = checkpoint) into a mobilenets safetensors file at ``out``.
+    """Convert a downloaded state dict (``source`` = torchvision, timm), one of our training
+    checkpoints (``source`` = checkpoint) or published weights by name (``path`` =
+    ``torchvision:mobilenet_v2.IMAGENET1K_V1``; ``source`` and ``model`` are then unused) into
+    a mobilenets safetensors file at ``out``.
 
     ``model`` is torchvision's builder name (with ``width_mult``), timm's model name, or ignored
     for a checkpoint. ``eval_resize`` is the short side before the center crop that the weights
     are evaluated with (default: torchvision's own figure when the file name is one of its
     weights files, else ``input_size / 0.875``).
     """
-    check_output_path(out, path)
-    if source == "checkpoint":
+    check_output_path(out, None if is_name(path) else path)
+    if is_name(path):  # published weights by name: found, verified, converted, then copied
         net, info = load(path)
+        save_weights(net, out, info)
+        return info
+    if source == "checkpoint":
+        net, info = loader.load(path)
         if Path(path).suffix == ".onnx":
             raise ConfigError(f"{path} is an ONNX model; --from checkpoint takes a checkpoint.pt")
         info = replace(info, resize=eval_resize or info.resize)
