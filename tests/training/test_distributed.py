@@ -287,3 +287,41 @@ def test_bad_images_never_desynchronise_the_ranks(tmp_path) -> None:
     rows = metrics(out)
     assert all(int(r["skipped_images"]) > 0 for r in rows)
     assert sum(int(r["dropped_images"]) for r in rows) > 0  # the case that used to hang
+
+
+def test_fine_tuning_and_distillation_under_torchrun(tmp_path) -> None:
+    """Head-only epochs (DDP re-wrapped when the body unfreezes) and a cached teacher on 2
+    processes: the same losses as one process."""
+    from mobilenets.models import create_model
+    from mobilenets.saved import NetworkInfo
+    from mobilenets.saved.safetensors import save_weights
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v1", width_mult=0.25, num_classes=10)
+    classes = tuple(str(d) for d in range(10))
+    info = NetworkInfo("mobilenet_v1", model.model_kwargs, input_size=32, classes=classes)
+    save_weights(model, tmp_path / "start.safetensors", info)
+    common = [
+        *TRAIN[:3],
+        "--no-progress",
+        "--weights",
+        str(tmp_path / "start.safetensors"),
+        "--freeze-epochs",
+        "1",
+        "--teacher",
+        str(tmp_path / "start.safetensors"),
+        "--epochs",
+        "2",
+        "--no-augment",
+        "--lr",
+        "0.002",
+    ]
+    run([sys.executable, *common, "--out", str(tmp_path / "one")])
+    log = run(torchrun("--nproc-per-node", "2", *common, "--out", str(tmp_path / "two")))
+    assert "distilling from" in log and "head only for 1 epochs" in log
+    one = [float(r["train_loss"]) for r in metrics(tmp_path / "one")]
+    two = [float(r["train_loss"]) for r in metrics(tmp_path / "two")]
+    assert two[0] == pytest.approx(one[0], rel=2.5e-3)  # the head-only epoch
+    assert two[1] == pytest.approx(one[1], rel=5e-2)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["recipe"]["freeze_epochs"] == 1

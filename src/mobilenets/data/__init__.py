@@ -1,8 +1,9 @@
 """Datasets for training and evaluation: one ``build_dataset(spec, split, resolution)``.
 
-``spec`` is ``digits`` (scikit-learn's, embedded, the default), ``cifar10``, ``imagenette``
-(``imagenette:160px``, ``imagenette:320px`` or ``imagenette:full``), or a path to an image folder
-with ``train/`` and ``val/`` inside.
+``spec`` is ``digits`` (scikit-learn's, embedded, the default), ``photos`` (13 classes of
+patches cut from scikit-image's sample photographs, see :mod:`mobilenets.data.photos`),
+``cifar10``, ``imagenette`` (``imagenette:160px``, ``imagenette:320px`` or ``imagenette:full``),
+or a path to an image folder with ``train/`` and ``val/`` inside.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mobilenets.data.cache import InMemoryDataset
 from mobilenets.data.digits import DIGITS_MEAN, DIGITS_STD, DigitsDataset
 from mobilenets.data.downloads import IMAGENETTE_CLASSES, cifar10, prepare_imagenette
 from mobilenets.data.folder import BadImageError, SafeImageFolder
+from mobilenets.data.photos import prepare_photos
 from mobilenets.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -42,7 +44,7 @@ SPLITS = ("train", "val")
 
 @dataclass(frozen=True)
 class DataSpec:
-    kind: str  # digits | cifar10 | imagenette | folder
+    kind: str  # digits | photos | cifar10 | imagenette | folder
     path: Path | None = None
     size: str = "160px"  # imagenette archive
 
@@ -53,7 +55,7 @@ class DataSpec:
 
 def parse_spec(spec: str) -> DataSpec:
     """Parse a data spec; an unknown name that is not a folder is an error listing the choices."""
-    if spec in ("digits", "cifar10"):
+    if spec in ("digits", "photos", "cifar10"):
         return DataSpec(spec)
     if spec == "imagenette" or spec.startswith("imagenette:"):
         return DataSpec("imagenette", size=spec.partition(":")[2] or "160px")
@@ -66,8 +68,8 @@ def parse_spec(spec: str) -> DataSpec:
             )
         return DataSpec("folder", path=path)
     raise ConfigError(
-        f"unknown data spec {spec!r}: use digits, cifar10, imagenette[:160px|:320px|:full] or "
-        "a folder with train/ and val/ inside"
+        f"unknown data spec {spec!r}: use digits, photos, cifar10, "
+        "imagenette[:160px|:320px|:full] or a folder with train/ and val/ inside"
     )
 
 
@@ -126,12 +128,15 @@ def build_dataset(
     cache_in_memory: bool = False,
     skip_bad_images: bool = False,
     preprocess: Callable | None = None,
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> Dataset:
     """The ``split`` ("train" or "val") of a data spec at ``resolution`` px, with its transforms.
 
     Every dataset has ``classes`` (names); training augmentation is on for "train" unless
     ``augment`` says otherwise. ``preprocess`` replaces the evaluation preprocessing (a saved
     network's ``info.eval_transform()``); the digits build their own (8×8 arrays upsampled).
+    ``mean_std`` replaces the data's normalisation (a fine-tuned network keeps its weights'),
+    except for the digits, which are normalised by their own statistics.
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
@@ -139,7 +144,7 @@ def build_dataset(
     augment = (split == "train") if augment is None else augment
     if spec.kind == "digits":
         return DigitsDataset(split, resolution, augment=augment)
-    mean, std = spec.mean_std
+    mean, std = mean_std or spec.mean_std
     if augment:
         transform = train_transform(resolution, mean, std)
     else:
@@ -149,6 +154,8 @@ def build_dataset(
         return cifar10(root / "cifar10", train=split == "train", transform=transform)
     if spec.kind == "imagenette":
         folder, names = prepare_imagenette(root / "imagenette", spec.size), IMAGENETTE_CLASSES
+    elif spec.kind == "photos":
+        folder, names = prepare_photos(root), None
     else:
         folder, names = spec.path, None
         if not (folder / split).is_dir():

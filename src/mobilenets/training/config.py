@@ -17,6 +17,11 @@ from mobilenets.models.registry import list_models
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "exponential")
 DEFAULT_LR = {"sgd": 0.05, "rmsprop": 0.01, "adamw": 2e-3}
+#: From weights: the from-scratch rates ÷ 10 (measured for SGD on the photos task, see the README's
+#: fine-tuning table: 0.005 beat 0.05, 0.02, 0.002 and 0.0005); warmup epochs likewise.
+FINETUNE_LR = {name: lr / 10 for name, lr in DEFAULT_LR.items()}
+DEFAULT_WARMUP, FINETUNE_WARMUP = 3.0, 1.0
+DEFAULT_MODEL = "mobilenet_v1"
 MAX_RESOLUTION = 4096
 MAX_WIDTH_MULT = 8.0
 
@@ -83,13 +88,66 @@ class TrainConfig:
     weight decay on the depthwise filters since there are so few parameters in them").
     """
 
-    model: str = field(
-        default="mobilenet_v1", metadata=meta("the network", choices=tuple(list_models()))
-    )
-    width_mult: float = field(
-        default=1.0,
+    model: str | None = field(
+        default=None,
         metadata=meta(
-            "width multiplier α", range=Range(0, MAX_WIDTH_MULT, low_open=True), sweep=False
+            f"the network (default: {DEFAULT_MODEL}, or with --weights the weights' network)",
+            choices=tuple(list_models()),
+        ),
+    )
+    width_mult: float | None = field(
+        default=None,
+        metadata=meta(
+            "width multiplier α (default: 1, or with --weights the weights' width)",
+            range=Range(0, MAX_WIDTH_MULT, low_open=True),
+            sweep=False,
+        ),
+    )
+    weights: str | None = field(
+        default=None,
+        metadata=meta(
+            "start from these weights: a .safetensors file, a run's checkpoint.pt, or a name "
+            "(torchvision:mobilenet_v2.IMAGENET1K_V1); the network, its width and its "
+            "preprocessing come from them, the classifier is replaced when the classes differ, "
+            "and the fine-tuning defaults apply (lr ÷ 10, 1 warmup epoch)",
+            sweep=False,
+        ),
+    )
+    freeze_epochs: int = field(
+        default=0,
+        metadata=meta(
+            "with --weights: train only the classifier for the first N epochs (the body and its "
+            "BN statistics frozen; N = --epochs trains a linear probe)",
+            range=Range(0, integer=True),
+            sweep=False,
+        ),
+    )
+    freeze_bn: bool = field(
+        default=False,
+        metadata=meta(
+            "with --weights: keep the BatchNorm statistics of the weights (BN layers in eval "
+            "mode; their scale and shift still train), usual for small data",
+            sweep=False,
+        ),
+    )
+    teacher: str | None = field(
+        default=None,
+        metadata=meta(
+            "distil from this network (a .safetensors, a checkpoint.pt or a weights name, with "
+            "the data's classes): loss (1-W)·CE + W·T²·KL(teacher/T ‖ student/T)",
+            sweep=False,
+        ),
+    )
+    distill_temperature: float = field(
+        default=4.0,
+        metadata=meta(
+            "distillation temperature T", range=Range(0, 100, low_open=True), sweep=False
+        ),
+    )
+    distill_weight: float = field(
+        default=0.5,
+        metadata=meta(
+            "distillation weight W of the teacher's term", range=Range(0, 1), sweep=False
         ),
     )
     resolution: int = field(
@@ -105,7 +163,8 @@ class TrainConfig:
     data: str = field(
         default="digits",
         metadata=meta(
-            "digits, cifar10, imagenette[:160px|:320px|:full], or a folder with train/ and val/",
+            "digits, photos, cifar10, imagenette[:160px|:320px|:full], or a folder with train/ "
+            "and val/",
         ),
     )
     out: str = field(default="runs/train", metadata=meta("run folder", cli=False))
@@ -123,7 +182,8 @@ class TrainConfig:
     lr: float | None = field(
         default=None,
         metadata=meta(
-            "peak learning rate (default: 0.05 sgd, 0.01 rmsprop, 0.002 adamw)",
+            "peak learning rate (default: 0.05 sgd, 0.01 rmsprop, 0.002 adamw; ÷ 10 with "
+            "--weights)",
             range=Range(0, 10, low_open=True),
         ),
     )
@@ -141,8 +201,13 @@ class TrainConfig:
         default="cosine",
         metadata=meta("learning-rate schedule after warmup (exponential: V2's)", choices=SCHEDULES),
     )
-    warmup_epochs: float = field(
-        default=3.0, metadata=meta("linear warmup epochs", range=Range(0, 1000))
+    warmup_epochs: float | None = field(
+        default=None,
+        metadata=meta(
+            f"linear warmup epochs (default: {DEFAULT_WARMUP:g}, or {FINETUNE_WARMUP:g} with "
+            "--weights; at most half the run)",
+            range=Range(0, 1000),
+        ),
     )
     ema_decay: float | None = field(
         default=None,
@@ -198,16 +263,56 @@ class TrainConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             choices, allowed = f.metadata.get("choices"), f.metadata.get("range")
+            if value is None and f.default is None:
+                continue
             if choices is not None and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {choices}, got {value!r}")
-            if allowed is not None and not (value is None and f.default is None):
+            if allowed is not None:
                 allowed.check(f.name, value)
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
+        self._check_recipe()
+        if self.weights is None:  # the network is the flags' (else the weights', see fit)
+            self.model = self.model or DEFAULT_MODEL
+            self.width_mult = 1.0 if self.width_mult is None else self.width_mult
+
+    def _check_recipe(self) -> None:
+        """Fine-tuning and distillation settings make sense only with what they act on."""
+        if self.weights is None:
+            for name in ("freeze_epochs", "freeze_bn"):
+                if getattr(self, name):
+                    raise ConfigError(
+                        f"{name} needs weights to start from (--weights): a randomly "
+                        "initialised body has nothing to keep"
+                    )
+        if self.freeze_epochs > self.epochs:
+            raise ConfigError(
+                f"freeze_epochs ({self.freeze_epochs}) is more than epochs ({self.epochs}); "
+                "at most epochs (a linear probe)"
+            )
+        if self.teacher is None:
+            defaults = {f.name: f.default for f in fields(self)}
+            for name in ("distill_temperature", "distill_weight"):
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(f"{name} needs a teacher to distil from (--teacher)")
+
+    @property
+    def finetuning(self) -> bool:
+        return self.weights is not None
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        """The peak learning rate: ``lr``, or the optimizer's default (÷ 10 from weights)."""
+        if self.lr is not None:
+            return self.lr
+        return (FINETUNE_LR if self.finetuning else DEFAULT_LR)[self.optimizer]
+
+    @property
+    def warmup(self) -> float:
+        """The warmup asked for: ``warmup_epochs``, or the default (shorter from weights)."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return FINETUNE_WARMUP if self.finetuning else DEFAULT_WARMUP
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -218,6 +323,9 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def differences(self, other: TrainConfig) -> dict[str, tuple]:
-        """Fields (other than ``RESUMABLE_CHANGES``) whose values differ."""
+        """Fields (other than ``RESUMABLE_CHANGES``) whose values differ (the learning rate and
+        warmup as they resolve, so a default and its value written out are the same)."""
         a, b = self.to_dict(), other.to_dict()
+        a["lr"], b["lr"] = self.learning_rate, other.learning_rate
+        a["warmup_epochs"], b["warmup_epochs"] = self.warmup, other.warmup
         return {k: (a[k], b[k]) for k in a if k not in RESUMABLE_CHANGES and a[k] != b[k]}

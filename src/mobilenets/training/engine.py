@@ -142,6 +142,8 @@ def train_one_epoch(
     ema: nn.Module | None = None,
     progress: bool = True,
     description: str = "train",
+    train_mode: Callable[[nn.Module], None] | None = None,
+    teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> EpochStats:
     """One pass over ``loader``, stepping the scheduler every batch; loss and top-1 are over
     every process's samples under DDP.
@@ -150,13 +152,19 @@ def train_one_epoch(
     at least 2 readable images in it (BatchNorm needs 2), else every rank drops it together.
     A non-finite loss or gradient norm raises :class:`TrainingDivergedError` before the
     optimizer steps, so the weights stay the last finite ones.
+
+    ``train_mode`` runs after ``model.train()`` (e.g. BatchNorm kept in eval mode); with a
+    ``teacher`` (images, dataset indices → logits) the loss is ``criterion(logits, targets,
+    teacher_logits)``.
     """
     model.train()
+    if train_mode is not None:
+        train_mode(model)
     loss_sum = torch.zeros((), dtype=torch.float64)
     correct = images = skipped = steps = dropped = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=description, leave=False, disable=progress_off(progress), unit="batch")
-    for x, y, _, n_skipped in bar:
+    for x, y, idx, n_skipped in bar:
         skipped += n_skipped
         (fewest,) = _all_reduce([len(y)], device, op="min")
         if fewest < 2:
@@ -165,7 +173,9 @@ def train_one_epoch(
         x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(x)
-            loss = criterion(logits, y)
+            loss = (
+                criterion(logits, y) if teacher is None else criterion(logits, y, teacher(x, idx))
+            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:  # fp16: the scaler skips steps with inf gradients by design
             scaler.scale(loss).backward()

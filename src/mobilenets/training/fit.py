@@ -11,6 +11,7 @@ interpreter with ``GLIBC_TUNABLES`` set to get the same 2–3×.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import random
@@ -54,6 +55,15 @@ from mobilenets.training.engine import (
     log_to_stderr,
     make_loader,
     train_one_epoch,
+)
+from mobilenets.training.finetune import (
+    Teacher,
+    distillation_loss,
+    load_initial_weights,
+    load_network,
+    set_frozen,
+    start_from,
+    train_modes,
 )
 from mobilenets.training.malloc import malloc_tuned
 from mobilenets.training.state import (
@@ -152,6 +162,44 @@ def fit(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> FitR
         return _fit(config, log, out, device, env)
 
 
+def _start_record(
+    config: TrainConfig, saved: dict | None, source: tuple | None
+) -> tuple[tuple | None, str | None]:
+    """The normalisation and the record's ``source`` of a run from weights: the weights' own
+    when it starts, its checkpoint's when it resumes."""
+    if source is not None:
+        info = source[2]
+        origin = f"mobilenets training run {config.out}, fine-tuned from {info.source}"
+        return (info.mean, info.std), origin
+    if saved is not None and config.weights and isinstance(saved.get("info"), dict):
+        info = saved["info"]
+        return (tuple(info["mean"]), tuple(info["std"])), info.get("source")
+    return None, None
+
+
+def _wrap(model: nn.Module, device: torch.device, env: distributed.DistEnv) -> nn.Module:
+    if not env.enabled:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def _teacher(config: TrainConfig, info: NetworkInfo, device: torch.device) -> Teacher | None:
+    """The run's teacher (``--teacher``), its logits cached when nothing is augmented."""
+    if config.teacher is None:
+        return None
+    model, teacher_info = load_network(config.teacher, "--teacher")
+    return Teacher(
+        model,
+        teacher_info,
+        info,
+        device=device,
+        channels_last=config.channels_last,
+        cache=not config.augment,
+    )
+
+
 def _resume_state(config: TrainConfig, checkpoint_path: Path) -> tuple[TrainConfig, dict | None]:
     """The configuration to run and the checkpoint to continue from (``None`` for a new run),
     after checking that it may be continued: asked for, the same configuration (or a finished
@@ -171,6 +219,13 @@ def _resume_state(config: TrainConfig, checkpoint_path: Path) -> tuple[TrainConf
             f"{', '.join(missing)}); cannot resume from it"
         )
     saved = TrainConfig.from_dict(state["config"])
+    if config.weights is not None:  # the network came from the weights when the run started
+        config = replace(
+            config,
+            model=config.model or saved.model,
+            width_mult=saved.width_mult if config.width_mult is None else config.width_mult,
+            model_kwargs={**saved.model_kwargs, **config.model_kwargs},
+        )
     config = _extension(saved, config, finished=state["epoch"] + 1 >= saved.epochs)
     changed = saved.differences(config)
     for key in ("epochs", "extended_from"):  # checked by _extension
@@ -224,24 +279,33 @@ def _fit(
     say = log if env.is_main else (lambda _msg: None)
     checkpoint_path = out / CHECKPOINT_NAME
     config, saved = _resume_state(config, checkpoint_path)
-    data = RunData.build(config, env)
-    state = TrainingState.create(config, data.info, device, env, len(data.train_loader))
+    source = start_from(config) if config.weights and saved is None else None
+    if source is not None:
+        config = source[0]
+    data = RunData.build(config, env, *_start_record(config, saved, source))
+    initialize = None
+    if source is not None:
+        _, network, source_info = source
+
+        def initialize(model: nn.Module) -> None:
+            load_initial_weights(model, network, source_info.classes, data.info.classes, say)
+
+    state = TrainingState.create(config, data.info, device, env, len(data.train_loader), initialize)
+    teacher = _teacher(config, data.info, device)
     if saved is not None:
         state.load_state_dict(saved)
         extending = config.extended_from and state.epoch == config.extended_from[-1]
         what = "extending the finished run" if extending else "resuming"
         say(f"{what} {display(checkpoint_path)} after epoch {state.epoch}/{config.epochs}")
-    say(_announcement(config, data, device, env))
-    train_model = (
-        DistributedDataParallel(
-            state.model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-        if env.enabled
-        else state.model
-    )
+    say(_announcement(config, data, device, env, source[2] if source else None))
+    train_model, frozen = None, None
     writer = _tensorboard(out) if env.is_main else None
     for epoch in range(state.epoch, config.epochs):
-        row = _train_epoch(state, train_model, data, epoch, device, env, say)
+        if frozen != (epoch < config.freeze_epochs):  # DDP wraps what trains in this phase
+            frozen = epoch < config.freeze_epochs
+            set_frozen(state.model, frozen)
+            train_model = _wrap(state.model, device, env)
+        row = _train_epoch(state, train_model, data, epoch, device, env, say, frozen, teacher)
         state.history.append(row)
         state.epoch = epoch + 1
         if env.is_main:
@@ -281,7 +345,16 @@ class RunData:
     generator: torch.Generator  # seeds DataLoader workers, re-seeded every epoch
 
     @classmethod
-    def build(cls, config: TrainConfig, env: distributed.DistEnv) -> RunData:
+    def build(
+        cls,
+        config: TrainConfig,
+        env: distributed.DistEnv,
+        norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+        origin: str | None = None,
+    ) -> RunData:
+        """The run's data, normalised by the data's statistics or ``norm`` (the mean and std of
+        the weights a run starts from, except on the digits, which keep their own); ``origin``
+        is the network record's ``source``."""
         per_rank_batch = config.batch_size // env.world_size
         if per_rank_batch < 2:
             raise ConfigError(
@@ -290,16 +363,20 @@ class RunData:
                 f"--batch-size ≥ {2 * env.world_size}"
             )
         torch.manual_seed(config.seed)
-        mean, std = parse_spec(config.data).mean_std
+        spec = parse_spec(config.data)
+        mean, std = spec.mean_std
+        if norm is not None and spec.kind != "digits":
+            mean, std = norm
         info = NetworkInfo(
             config.model,
             input_size=config.resolution,
             mean=mean,
             std=std,
-            source=f"mobilenets training run {config.out}",
+            source=origin or f"mobilenets training run {config.out}",
             data=config.data,
         )
         common = {
+            "mean_std": (mean, std),
             "root": config.data_root,
             "cache_in_memory": config.cache_in_memory,
             "skip_bad_images": config.skip_bad_images,
@@ -355,14 +432,24 @@ def _train_epoch(
     device: torch.device,
     env: distributed.DistEnv,
     say: Callable[[str], None],
+    frozen: bool = False,
+    teacher: Teacher | None = None,
 ) -> dict:
-    """Train one epoch, evaluate, and return its row of ``metrics.csv``."""
+    """Train one epoch (only the classifier when ``frozen``; distilled from ``teacher``),
+    evaluate, and return its row of ``metrics.csv``."""
     config = state.config
     _seed_epoch(config.seed, epoch, data.generator)
     data.sampler.set_epoch(epoch)
     lr = state.scheduler.get_last_lr()[0]
     progress = config.progress and env.is_main
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    if teacher is not None:
+        criterion = functools.partial(
+            distillation_loss,
+            temperature=config.distill_temperature,
+            weight=config.distill_weight,
+            label_smoothing=config.label_smoothing,
+        )
     stats = train_one_epoch(
         train_model,
         data.train_loader,
@@ -375,7 +462,9 @@ def _train_epoch(
         channels_last=config.channels_last,
         ema=state.ema,
         progress=progress,
-        description=f"epoch {epoch + 1}/{config.epochs}",
+        description=f"epoch {epoch + 1}/{config.epochs}" + (" (head only)" if frozen else ""),
+        train_mode=train_modes(frozen, config.freeze_bn),
+        teacher=teacher,
     )
     _check_work(stats, epoch, say)
     result = evaluate(
@@ -417,8 +506,36 @@ def _check_work(stats: EpochStats, epoch: int, say: Callable[[str], None]) -> No
         )
 
 
+def recipe(config: TrainConfig) -> dict:
+    """How the run trains, as stated in ``summary.json``: from scratch or fine-tuned from
+    weights (with the learning rate and warmup that resolved), and any distillation."""
+    out = {
+        "start": "weights" if config.weights else "scratch",
+        "lr": config.learning_rate,
+        "warmup_epochs": warmup_epochs(config),
+        "schedule": config.schedule,
+    }
+    if config.weights:
+        out.update(
+            weights=config.weights,
+            freeze_epochs=config.freeze_epochs,
+            freeze_bn=config.freeze_bn,
+        )
+    if config.teacher:
+        out.update(
+            teacher=config.teacher,
+            distill_temperature=config.distill_temperature,
+            distill_weight=config.distill_weight,
+        )
+    return out
+
+
 def _announcement(
-    config: TrainConfig, data: RunData, device: torch.device, env: distributed.DistEnv
+    config: TrainConfig,
+    data: RunData,
+    device: torch.device,
+    env: distributed.DistEnv,
+    source: NetworkInfo | None = None,
 ) -> str:
     tuned = (
         "on"
@@ -428,19 +545,37 @@ def _announcement(
             "command does this itself)"
         )
     )
-    clamped = warmup_epochs(config) < config.warmup_epochs
+    clamped = warmup_epochs(config) < config.warmup
+    steps = recipe(config)
+    bn = "frozen" if config.freeze_bn else "trained"
+    start = (
+        f"fine-tuning from {config.weights} ({source.source if source else 'resumed'}): lr "
+        f"{steps['lr']:g}, warmup {steps['warmup_epochs']:g} epochs, head only for "
+        f"{config.freeze_epochs} epochs, BN statistics {bn}\n"
+        if config.weights
+        else ""
+    )
+    if config.teacher:
+        start += (
+            f"distilling from {config.teacher}: T={config.distill_temperature:g}, "
+            f"W={config.distill_weight:g}\n"
+        )
     warning = (
-        f"warning: --warmup-epochs {config.warmup_epochs:g} is more than half of --epochs "
+        f"warning: --warmup-epochs {config.warmup:g} is more than half of --epochs "
         f"{config.epochs}; warming up for {warmup_epochs(config):g} epochs instead\n"
         if clamped
         else ""
     )
-    return warning + (
-        f"training {config.model} (α={config.width_mult}, {config.resolution} px) on "
-        f"{config.data}: {len(data.train_set):,} train / {len(data.val_set):,} val images, "
-        f"{data.info.num_classes} classes, {device}, world size {env.world_size}\n"
-        f"memory: glibc malloc tunables {tuned}; channels_last "
-        f"{'on' if config.channels_last else 'off'}; amp {'on' if config.amp else 'off'}"
+    return (
+        warning
+        + start
+        + (
+            f"training {config.model} (α={config.width_mult}, {config.resolution} px) on "
+            f"{config.data}: {len(data.train_set):,} train / {len(data.val_set):,} val images, "
+            f"{data.info.num_classes} classes, {device}, world size {env.world_size}\n"
+            f"memory: glibc malloc tunables {tuned}; channels_last "
+            f"{'on' if config.channels_last else 'off'}; amp {'on' if config.amp else 'off'}"
+        )
     )
 
 
@@ -482,6 +617,7 @@ def _summary(state: TrainingState, device: torch.device, env: distributed.DistEn
         "world_size": env.world_size,
         "malloc_tuned": malloc_tuned(),
         "torch": torch.__version__,
+        "recipe": recipe(config),
         "config": config.to_dict(),
     }
 

@@ -72,7 +72,7 @@ def warmup_epochs(config: TrainConfig) -> float:
     the peak learning rate nor decay from it: ``--epochs 2`` with 3 warmup epochs ended at
     chance). An extended run keeps the warmup of its first segment."""
     first_epochs = config.extended_from[0] if config.extended_from else config.epochs
-    return min(config.warmup_epochs, first_epochs / 2)
+    return min(config.warmup, first_epochs / 2)
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -129,9 +129,13 @@ class TrainingState:
         device: torch.device,
         env: distributed.DistEnv,
         steps_per_epoch: int,
+        initialize: Callable[[nn.Module], None] | None = None,
     ) -> TrainingState:
-        """A fresh run: the network of ``info`` on ``device``, its optimizer and schedule."""
+        """A fresh run: the network of ``info`` on ``device`` (its weights set by ``initialize``
+        when given, e.g. from ``--weights``), its optimizer and schedule."""
         model = build_model(config, info.num_classes)
+        if initialize is not None:
+            initialize(model)
         if config.sync_bn and env.enabled:
             model = distributed.convert_sync_batchnorm(model, device)
         model.to(device)

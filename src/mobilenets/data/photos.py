@@ -1,0 +1,88 @@
+"""``photos``: a small real-image classification task cut from scikit-image's sample photographs.
+
+Each class is one photograph; its images are square patches (64–128 px) cut at random positions
+and sizes. Training patches come from the left 65% of each photograph and validation patches from
+the right 35%, so no pixel is in both splits. Real camera images with real textures and colours,
+no download (the photographs ship with scikit-image): the embedded task for fine-tuning from
+ImageNet weights, distillation and int8 calibration, where digits are too unlike photographs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mobilenets.errors import MissingDataError
+from mobilenets.fileio import write_text_atomic
+
+#: scikit-image's bundled photographs (colour first, then greyscale), one class each.
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "colorwheel",
+    "camera",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
+)
+TRAIN_FRACTION = 0.65  # of each photograph's width, from the left
+PATCH_SIDES = (64, 128)
+PER_PHOTO = {"train": 40, "val": 20}
+COMPLETE = ".complete"
+
+
+def _photo(name: str) -> np.ndarray:
+    try:
+        import skimage.data
+    except ImportError:
+        raise MissingDataError(
+            "the photos data set is cut from scikit-image's sample photographs: "
+            "pip install scikit-image"
+        ) from None
+    pixels = getattr(skimage.data, name)()
+    return np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels[..., :3]
+
+
+def _patches(pixels: np.ndarray, split: str, count: int, rng: np.random.Generator) -> list:
+    height, width = pixels.shape[:2]
+    cut = int(width * TRAIN_FRACTION)
+    left, right = (0, cut) if split == "train" else (cut, width)
+    out = []
+    for _ in range(count):
+        side = int(rng.integers(PATCH_SIDES[0], min(PATCH_SIDES[1], right - left, height) + 1))
+        x = int(rng.integers(left, right - side + 1))
+        y = int(rng.integers(0, height - side + 1))
+        out.append(pixels[y : y + side, x : x + side])
+    return out
+
+
+def prepare_photos(root: Path, seed: int = 0) -> Path:
+    """Write the photos data set once under ``root`` (an image folder with train/ and val/),
+    built in a temporary folder and moved into place, so an interrupted build is redone."""
+    folder = root / f"photos-seed{seed}"
+    if (folder / COMPLETE).is_file():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".photos-") as tmp:
+        for split, count in PER_PHOTO.items():
+            for name in PHOTOS:
+                (Path(tmp) / split / name).mkdir(parents=True)
+                for i, patch in enumerate(_patches(_photo(name), split, count, rng)):
+                    Image.fromarray(patch).save(Path(tmp) / split / name / f"{i:03d}.png")
+        write_text_atomic(Path(tmp) / COMPLETE, "scikit-image sample photographs\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        Path(tmp).rename(folder)
+        Path(tmp).mkdir()  # for TemporaryDirectory's cleanup
+    return folder
