@@ -14,11 +14,13 @@ REAL_V2_FILE = "mobilenet_v2-b0353104.pth"
 
 @pytest.fixture(autouse=True, scope="session")
 def _offline_hub(tmp_path_factory):
-    """Nothing is downloaded in the tests, and the converted-weights cache is the session's."""
+    """Nothing is downloaded in the tests; the converted-weights cache and the data folder
+    (the photos data set is written there) are the session's."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MOBILENETS_OFFLINE", "1")
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+        mp.setenv("MOBILENETS_DATA", str(tmp_path_factory.mktemp("data")))
         yield
 
 

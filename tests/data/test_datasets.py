@@ -85,3 +85,24 @@ def test_eval_preprocessing_equals_torchvisions_for_its_weights() -> None:
     theirs = MobileNet_V2_Weights.IMAGENET1K_V2.transforms()(photo)
     ours = eval_transform(224, resize=232)(photo)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_the_photos_data_set(tmp_path) -> None:
+    """13 photographs, 40 train and 20 val patches each, cut once; an interrupted build is
+    redone with the same seeded cut."""
+    from PIL import Image
+
+    from mobilenets.data import build_dataset
+    from mobilenets.data.photos import COMPLETE, PHOTOS, prepare_photos
+
+    train = build_dataset("photos", "train", 64, root=tmp_path)
+    val = build_dataset("photos:large", "val", 224, root=tmp_path)
+    assert train.classes == sorted(PHOTOS) and len(train) == 13 * 40 and len(val) == 13 * 20
+    sides = [Image.open(p).size for p, _ in train.samples]
+    assert all(w == h and 64 <= w <= 128 for w, h in sides)
+    assert min(Image.open(p).size[0] for p, _ in val.samples) >= 130
+    folder = prepare_photos(tmp_path)
+    first = (folder / "val" / "chelsea" / "000.png").read_bytes()
+    (folder / COMPLETE).unlink()  # as if killed before the end
+    assert prepare_photos(tmp_path) == folder and (folder / COMPLETE).is_file()
+    assert (folder / "val" / "chelsea" / "000.png").read_bytes() == first  # seeded: the same cut

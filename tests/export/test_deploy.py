@@ -12,7 +12,7 @@ from mobilenets import create_model, list_models, predict, profile
 from mobilenets.cli.main import main
 from mobilenets.complexity.latency import layer_latency
 from mobilenets.export import export_onnx, fold_bn, quantize_onnx
-from mobilenets.export.quantize import QuantReport
+from mobilenets.export.quantize import QuantReport, stratified_sample
 from mobilenets.saved.onnx import OnnxSession, onnx_metadata
 from mobilenets.training import TrainConfig, fit
 
@@ -117,11 +117,11 @@ def test_int8_below_the_margin_warns_and_the_command_fails(trained, tmp_path, ca
         )
         == 0
     )
-    with pytest.warns(UserWarning, match="points below fp32"):
+    with pytest.warns(UserWarning, match="failed the accuracy guard"):
         report = quantize_onnx(
             tmp_path / "m.onnx", tmp_path / "q.onnx", "digits", calib_images=32, margin=-5.0
         )
-    assert not report.ok and "do not ship" in report.format()
+    assert not report.ok and report.guard == "accuracy" and "do not ship" in report.format()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         code = main(
@@ -144,9 +144,15 @@ def test_int8_below_the_margin_warns_and_the_command_fails(trained, tmp_path, ca
 
 
 def test_quant_report_logic() -> None:
-    report = QuantReport(97.0, 94.5, 96.0, 360, 3_000_000, 1_000_000, margin=2.0)
-    assert not report.ok and report.to_dict()["ok"] is False
-    assert QuantReport(97.0, 95.5, 96.0, 360, 3_000_000, 1_000_000).ok
+    def report(guard="accuracy", fp32=97.0, int8=95.5, agree=96.0, confident=99.0, n=40):
+        top = (fp32, int8) if guard == "accuracy" else (None, None)
+        return QuantReport(guard, *top, agree, confident, n, 360, 3_000_000, 1_000_000)
+
+    assert report().ok and not report(int8=94.5).ok and report(int8=94.5).to_dict()["ok"] is False
+    assert report("agreement").ok
+    assert not report("agreement", agree=84.9).ok  # overall agreement below 85%
+    assert not report("agreement", confident=97.9).ok  # confident agreement below 98%
+    assert report("agreement", confident=50.0, n=19).ok  # < 20 confident images: not guarded
 
 
 def test_bench_writes_table_csv_json_and_plot(tmp_path, capsys) -> None:
@@ -195,3 +201,41 @@ def test_layer_latency_covers_every_layer() -> None:
     assert kinds["conv1x1"][2] == pytest.approx(profile(model, 64).shares()["conv1x1"][0])
     assert len([t for t in timing.layers if t.kind == "conv_dw"]) == 13
     assert "slowest 10 layers" in timing.format()
+
+
+def test_other_classes_use_the_agreement_guard(trained, tmp_path, tiny_image_folder) -> None:
+    """ImageNet-style weights calibrated on someone's own photos: labels mean nothing to the
+    model, so int8 is held to fp32's predictions, never scored against the folder's indices."""
+    checkpoint = str(trained["mobilenet_v1"] / "checkpoint.pt")
+    assert main(["export", checkpoint, "--out", str(tmp_path / "m.onnx")]) == 0
+    report = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", str(tiny_image_folder))
+    assert report.guard == "agreement" and report.fp32_top1 is None and report.images == 9
+    assert "3 unexpected (circle, square, stripes)" in report.why
+    assert "guard: agreement" in report.format() and report.ok == (report.agreement >= 85)
+    with pytest.warns(UserWarning, match="failed the agreement guard"):
+        failed = quantize_onnx(
+            tmp_path / "m.onnx", tmp_path / "q2.onnx", str(tiny_image_folder), min_agreement=101
+        )
+    assert not failed.ok
+
+
+def test_a_model_without_class_names_uses_the_agreement_guard(tmp_path) -> None:
+    assert (
+        main(["export", "mobilenet_v1", "--out", str(tmp_path / "r.onnx"), "--resolution", "32"])
+        == 0
+    )
+    report = quantize_onnx(tmp_path / "r.onnx", tmp_path / "q.onnx", "digits", calib_images=32)
+    assert report.guard == "agreement" and "stores no class names" in report.why
+    assert report.images == 360 and report.calib_images == 32
+
+
+def test_calibration_draws_every_class_at_random() -> None:
+    class Labels:
+        targets = [0] * 90 + [1] * 8 + [2] * 2
+
+    picked = stratified_sample(Labels(), 12, seed=0)
+    counts = [sum(Labels.targets[i] == c for i in picked) for c in range(3)]
+    assert counts == [5, 5, 2] and len(set(picked)) == 12
+    assert picked == stratified_sample(Labels(), 12, seed=0)
+    assert picked != stratified_sample(Labels(), 12, seed=1)
+    assert sorted(stratified_sample(Labels(), 500)) == list(range(100))

@@ -284,17 +284,8 @@ def bomb_image(ws, tmp):
     return ["predict", "--weights", str(ws.weights), str(tmp / "bomb.png")]
 
 
-def quantize_other_classes(ws, tmp):
-    data = write_folder(tmp / "d", classes=("x", "y", "z"))
-    return ["quantize", str(ws.onnx), "--calib-data", str(data), "--out", str(tmp / "q.onnx")]
-
-
-def quantize_nameless(ws, tmp):
-    assert (
-        main(["export", "mobilenet_v3_small", "--out", str(tmp / "r.onnx"), "--resolution", "32"])
-        == 0
-    )
-    return ["quantize", str(tmp / "r.onnx"), "--out", str(tmp / "q.onnx")]
+def fine_tune_teacher_onnx(ws, tmp):
+    return [*train(ws, tmp), "--teacher", str(ws.onnx)]
 
 
 CASES = [
@@ -637,14 +628,55 @@ CASES = [
         r"cut\.onnx is truncated or not an ONNX model",
     ),
     Case(
-        "quantize-other-classes",
-        quantize_other_classes,
-        r"classes of .*d train/ do not match .*3 missing \(circle, square, stripes\)",
+        "quantize-unknown-calibration",
+        lambda ws, t: ["quantize", str(ws.onnx), "--out", str(t / "q"), "--calib-method", "avg"],
+        r"argument --calib-method: invalid choice: 'avg' \(choose from 'minmax', 'entropy'",
+    ),
+    flag("--min-agreement", "101", ("quantize", "m.onnx", "--out", "q.onnx")),
+    # fine-tuning and distillation
+    Case(
+        "train-freeze-without-weights",
+        lambda ws, t: [*train(ws, t), "--freeze-epochs", "1"],
+        r"freeze_epochs needs weights to start from \(--weights\)",
     ),
     Case(
-        "quantize-no-class-names",
-        quantize_nameless,
-        r"r\.onnx stores no class names, so its outputs cannot be scored",
+        "train-distill-weight-without-teacher",
+        lambda ws, t: [*train(ws, t), "--distill-weight", "0.9"],
+        r"distill_weight needs a teacher to distil from \(--teacher\)",
+    ),
+    Case(
+        "train-teacher-onnx",
+        fine_tune_teacher_onnx,
+        r"--teacher .*model\.onnx is an exported ONNX model; give the \.safetensors",
+    ),
+    Case(
+        "train-weights-unknown-name",
+        lambda ws, t: [
+            *train(ws, t)[:1],
+            "--weights",
+            "torchvision:mobilenet_v2.V9",
+            "--out",
+            str(t / "r"),
+        ],
+        r"torchvision has no weights 'V9' for mobilenet_v2; known: "
+        r"torchvision:mobilenet_v2\.IMAGENET1K_V1",
+    ),
+    Case(
+        "train-weights-other-model",
+        lambda ws, t: [*train(ws, t), "--model", "mobilenet_v2", "--weights", str(ws.weights)],
+        r"--model mobilenet_v2 disagrees with --weights .*weights\.safetensors, which hold "
+        r"mobilenet_v1 α=0\.25: leave --model out",
+    ),
+    Case(
+        "predict-weights-not-on-this-machine",
+        lambda ws, t: [
+            "predict",
+            "--weights",
+            "torchvision:mobilenet_v3_large.IMAGENET1K_V1",
+            str(t / "a.png"),
+        ],
+        r"torchvision:mobilenet_v3_large\.IMAGENET1K_V1 is not on this machine and downloads are "
+        r"off: place mobilenet_v3_large-8738ca79\.pth",
     ),
     Case(
         "quantize-missing",

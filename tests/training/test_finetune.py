@@ -4,6 +4,7 @@ and that a fine-tuned run depends on nothing but its own checkpoint."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -52,7 +53,7 @@ def test_head_only_epochs_keep_every_body_tensor(tiny_image_folder, tmp_path, ra
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["recipe"] == {
         "start": "weights",
-        "lr": 0.005,
+        "lr": 0.002,
         "warmup_epochs": 1.0,
         "schedule": "cosine",
         "weights": src,
@@ -122,7 +123,7 @@ def test_recipe_settings_are_checked(tiny_image_folder, tmp_path, randomize_bn) 
         run(tiny_image_folder, tmp_path, weights=src, model="mobilenet_v2")
     with pytest.raises(ConfigError, match="disagrees with --weights"):
         run(tiny_image_folder, tmp_path, weights=src, width_mult=0.5)
-    assert TrainConfig().learning_rate == 0.05 and TrainConfig(weights=src).learning_rate == 0.005
+    assert TrainConfig().learning_rate == 0.05 and TrainConfig(weights=src).learning_rate == 0.002
     assert TrainConfig().warmup == 3 and TrainConfig(weights=src).warmup == 1
 
 
@@ -145,27 +146,18 @@ def test_distillation_loss_is_the_formula() -> None:
 
 def test_teacher_renormalises_and_caches(randomize_bn, tmp_path) -> None:
     model = randomize_bn(create_model("mobilenet_v1", width_mult=0.25, num_classes=3))
-    own = NetworkInfo(
-        "mobilenet_v1",
-        input_size=32,
-        mean=(0.5, 0.4, 0.3),
-        std=(0.2, 0.25, 0.3),
-        classes=FOLDER_CLASSES,
-    )
-    student = NetworkInfo(
-        "mobilenet_v1",
-        input_size=32,
-        mean=(0.1, 0.2, 0.3),
-        std=(0.5, 0.5, 0.5),
-        classes=FOLDER_CLASSES,
-    )
+
+    def record(mean: tuple, std: tuple) -> NetworkInfo:
+        return NetworkInfo(
+            "mobilenet_v1", input_size=32, mean=mean, std=std, classes=FOLDER_CLASSES
+        )
+
+    def normalise(x: torch.Tensor, info: NetworkInfo) -> torch.Tensor:
+        return (x - torch.tensor(info.mean)[:, None, None]) / torch.tensor(info.std)[:, None, None]
+
+    own, student = record((0.5, 0.4, 0.3), (0.2, 0.25, 0.3)), record((0.1, 0.2, 0.3), (0.5,) * 3)
     raw = torch.rand(4, 3, 32, 32)
-    as_student = (raw - torch.tensor(student.mean)[:, None, None]) / torch.tensor(student.std)[
-        :, None, None
-    ]
-    as_teacher = (raw - torch.tensor(own.mean)[:, None, None]) / torch.tensor(own.std)[
-        :, None, None
-    ]
+    as_student, as_teacher = normalise(raw, student), normalise(raw, own)
     teacher = Teacher(model, own, student, device=torch.device("cpu"), cache=True)
     with torch.no_grad():
         expected = model(as_teacher)
@@ -192,3 +184,26 @@ def test_distillation_through_fit(tiny_image_folder, tmp_path, randomize_bn) -> 
         run(tiny_image_folder, tmp_path, name="wrong", teacher=wrong)
     with pytest.raises(ConfigError, match="ONNX"):
         run(tiny_image_folder, tmp_path, name="onnx", teacher=str(tmp_path / "t.onnx"))
+
+
+def test_fine_tuning_real_weights_beats_scratch_on_real_photos(real_v2_file, tmp_path) -> None:
+    """torchvision's ImageNet V2 fine-tuned on the photos task (64 px patches, train and val from
+    disjoint parts of 13 photographs) against the same network from scratch, 3 epochs each.
+    Measured: 79.2% against 7.7% (chance); the fine-tuned curve rises 40.4 → 77.7 → 79.2%."""
+    common = {"data": "photos", "resolution": 64, "epochs": 3, "progress": False}
+
+    def quiet(_message: str) -> None:
+        pass
+
+    scratch = fit(TrainConfig(model="mobilenet_v2", **common, out=str(tmp_path / "s")), log=quiet)
+    tuned = fit(
+        TrainConfig(
+            weights="torchvision:mobilenet_v2.IMAGENET1K_V1", **common, out=str(tmp_path / "f")
+        ),
+        log=quiet,
+    )
+    assert tuned.summary["recipe"]["lr"] == 0.002 and tuned.summary["model"] == "mobilenet_v2"
+    assert tuned.top1 >= 75.0 and tuned.top1 >= scratch.top1 + 40
+    with open(tmp_path / "f" / "metrics.csv") as f:
+        curve = [float(row["val_top1"]) for row in csv.DictReader(f)]
+    assert curve == sorted(curve) and curve[1] >= 70.0, curve  # rising: no collapse after warmup

@@ -1,7 +1,8 @@
 """Datasets for training and evaluation: one ``build_dataset(spec, split, resolution)``.
 
-``spec`` is ``digits`` (scikit-learn's, embedded, the default), ``photos`` (13 classes of
-patches cut from scikit-image's sample photographs, see :mod:`mobilenets.data.photos`),
+``spec`` is ``digits`` (scikit-learn's, embedded, the default), ``photos`` or ``photos:large``
+(13 classes of patches cut from scikit-image's sample photographs, see
+:mod:`mobilenets.data.photos`),
 ``cifar10``, ``imagenette`` (``imagenette:160px``, ``imagenette:320px`` or ``imagenette:full``),
 or a path to an image folder with ``train/`` and ``val/`` inside.
 """
@@ -46,7 +47,7 @@ SPLITS = ("train", "val")
 class DataSpec:
     kind: str  # digits | photos | cifar10 | imagenette | folder
     path: Path | None = None
-    size: str = "160px"  # imagenette archive
+    size: str = "160px"  # imagenette archive; photos: small or large
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -55,8 +56,10 @@ class DataSpec:
 
 def parse_spec(spec: str) -> DataSpec:
     """Parse a data spec; an unknown name that is not a folder is an error listing the choices."""
-    if spec in ("digits", "photos", "cifar10"):
+    if spec in ("digits", "cifar10"):
         return DataSpec(spec)
+    if spec in ("photos", "photos:large"):
+        return DataSpec("photos", size="large" if spec.endswith("large") else "small")
     if spec == "imagenette" or spec.startswith("imagenette:"):
         return DataSpec("imagenette", size=spec.partition(":")[2] or "160px")
     path = Path(spec).expanduser()
@@ -68,7 +71,7 @@ def parse_spec(spec: str) -> DataSpec:
             )
         return DataSpec("folder", path=path)
     raise ConfigError(
-        f"unknown data spec {spec!r}: use digits, photos, cifar10, "
+        f"unknown data spec {spec!r}: use digits, photos[:large], cifar10, "
         "imagenette[:160px|:320px|:full] or a folder with train/ and val/ inside"
     )
 
@@ -155,7 +158,7 @@ def build_dataset(
     if spec.kind == "imagenette":
         folder, names = prepare_imagenette(root / "imagenette", spec.size), IMAGENETTE_CLASSES
     elif spec.kind == "photos":
-        folder, names = prepare_photos(root), None
+        folder, names = prepare_photos(root, spec.size), None
     else:
         folder, names = spec.path, None
         if not (folder / split).is_dir():

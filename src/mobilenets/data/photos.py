@@ -1,9 +1,11 @@
 """``photos``: a small real-image classification task cut from scikit-image's sample photographs.
 
-Each class is one photograph; its images are square patches (64–128 px) cut at random positions
-and sizes. Training patches come from the left 65% of each photograph and validation patches from
-the right 35%, so no pixel is in both splits. Real camera images with real textures and colours,
-no download (the photographs ship with scikit-image): the embedded task for fine-tuning from
+Each class is one photograph; its images are square patches cut at random positions and sizes:
+64–128 px (``photos``, for training at small resolutions) or 192–320 px where the photograph
+allows (``photos:large``, crops an ImageNet network sees at 224 px without upscaling much).
+Training patches come from the left 65% (large: 50%) of each photograph and validation patches
+from the rest, so no pixel is in both splits. Real camera images with real textures and colours, no
+download (the photographs ship with scikit-image): the embedded task for fine-tuning from
 ImageNet weights, distillation and int8 calibration, where digits are too unlike photographs.
 """
 
@@ -35,8 +37,9 @@ PHOTOS = (
     "gravel",
     "coins",
 )
-TRAIN_FRACTION = 0.65  # of each photograph's width, from the left
-PATCH_SIDES = (64, 128)
+#: the share of each photograph's width, from the left, that training patches come from
+TRAIN_FRACTION = {"small": 0.65, "large": 0.5}
+PATCH_SIDES = {"small": (64, 128), "large": (192, 320)}
 PER_PHOTO = {"train": 40, "val": 20}
 COMPLETE = ".complete"
 
@@ -53,23 +56,27 @@ def _photo(name: str) -> np.ndarray:
     return np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels[..., :3]
 
 
-def _patches(pixels: np.ndarray, split: str, count: int, rng: np.random.Generator) -> list:
+def _patches(
+    pixels: np.ndarray, split: str, count: int, size: str, rng: np.random.Generator
+) -> list:
     height, width = pixels.shape[:2]
-    cut = int(width * TRAIN_FRACTION)
+    sides = PATCH_SIDES[size]
+    cut = int(width * TRAIN_FRACTION[size])
     left, right = (0, cut) if split == "train" else (cut, width)
+    largest = min(sides[1], right - left, height)
     out = []
     for _ in range(count):
-        side = int(rng.integers(PATCH_SIDES[0], min(PATCH_SIDES[1], right - left, height) + 1))
+        side = int(rng.integers(min(sides[0], largest), largest + 1))
         x = int(rng.integers(left, right - side + 1))
         y = int(rng.integers(0, height - side + 1))
         out.append(pixels[y : y + side, x : x + side])
     return out
 
 
-def prepare_photos(root: Path, seed: int = 0) -> Path:
+def prepare_photos(root: Path, size: str = "small", seed: int = 0) -> Path:
     """Write the photos data set once under ``root`` (an image folder with train/ and val/),
     built in a temporary folder and moved into place, so an interrupted build is redone."""
-    folder = root / f"photos-seed{seed}"
+    folder = root / f"photos-{size}-seed{seed}"
     if (folder / COMPLETE).is_file():
         return folder
     root.mkdir(parents=True, exist_ok=True)
@@ -78,7 +85,7 @@ def prepare_photos(root: Path, seed: int = 0) -> Path:
         for split, count in PER_PHOTO.items():
             for name in PHOTOS:
                 (Path(tmp) / split / name).mkdir(parents=True)
-                for i, patch in enumerate(_patches(_photo(name), split, count, rng)):
+                for i, patch in enumerate(_patches(_photo(name), split, count, size, rng)):
                     Image.fromarray(patch).save(Path(tmp) / split / name / f"{i:03d}.png")
         write_text_atomic(Path(tmp) / COMPLETE, "scikit-image sample photographs\n")
         if folder.exists():
