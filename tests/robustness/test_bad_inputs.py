@@ -397,7 +397,7 @@ CASES = [
     Case(
         "resume-other-config",
         resume_other_config,
-        r"cannot resume .* different configuration: lr: None → 0.2",
+        r"cannot resume .* different configuration: lr: 0.05 → 0.2",
     ),
     Case("resume-nan", resume_nan, r"cannot resume .*NaN or inf \(classifier.bias\)"),
     Case("locked-run", locked_run, r"is in use by another run \(pid \d+"),
@@ -605,7 +605,8 @@ CASES = [
     Case(
         "export-unknown-source",
         lambda ws, t: ["export", "mobilenet_v5", "--out", str(t / "m")],
-        r"mobilenet_v5 is neither a checkpoint, a \.safetensors file nor a model name",
+        r"mobilenet_v5 is neither a checkpoint, a \.safetensors file, a weights name .* nor a "
+        r"model name; model names: mobilenet_v1",
     ),
     Case(
         "export-truncated-checkpoint",

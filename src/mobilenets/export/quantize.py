@@ -147,6 +147,9 @@ class _Calibration:
 
     @staticmethod
     def _batches(dataset: Dataset, indices: list[int], name: str, batch: int) -> Iterator[dict]:
+        # equal batches: ORT's histogram calibrators (entropy, percentile) stack every batch's
+        # outputs into one array and fail on a smaller last batch
+        batch = max(d for d in range(1, batch + 1) if len(indices) % d == 0)
         for start in range(0, len(indices), batch):
             images = [dataset[i][0] for i in indices[start : start + batch]]
             yield {name: torch.stack(images).numpy()}
@@ -266,19 +269,8 @@ def quantize_onnx(
             },
         )
         onnx.save(quantized, str(tmp))
-    batches, labels = _batches(val)
-    fp32 = _probabilities(fp32_network, batches)
-    int8 = _probabilities(load(out_path)[0], batches)
-    same = fp32.argmax(1) == int8.argmax(1)
-    confident = fp32.max(1) >= CONFIDENT
     report = QuantReport(
-        guard="agreement" if why else "accuracy",
-        fp32_top1=None if why else 100 * float((fp32.argmax(1) == labels).mean()),
-        int8_top1=None if why else 100 * float((int8.argmax(1) == labels).mean()),
-        agreement=100 * float(same.mean()),
-        confident_agreement=100 * float(same[confident].mean()) if confident.any() else None,
-        confident_images=int(confident.sum()),
-        images=len(labels),
+        **_compare(fp32_network, load(out_path)[0], val, why),
         fp32_bytes=Path(model_path).stat().st_size,
         int8_bytes=out_path.stat().st_size,
         calibration=calib_method,
@@ -292,6 +284,26 @@ def quantize_onnx(
     if not report.ok:
         warnings.warn(f"int8 failed the {report.guard} guard ({out_path})", stacklevel=2)
     return report
+
+
+def _compare(
+    fp32_network: torch.nn.Module, int8_network: torch.nn.Module, val: Dataset, why: str
+) -> dict:
+    """Both networks on the held-out images: agreement, and top-1s when labels mean something."""
+    batches, labels = _batches(val)
+    fp32 = _probabilities(fp32_network, batches)
+    int8 = _probabilities(int8_network, batches)
+    same = fp32.argmax(1) == int8.argmax(1)
+    confident = fp32.max(1) >= CONFIDENT
+    return {
+        "guard": "agreement" if why else "accuracy",
+        "fp32_top1": None if why else 100 * float((fp32.argmax(1) == labels).mean()),
+        "int8_top1": None if why else 100 * float((int8.argmax(1) == labels).mean()),
+        "agreement": 100 * float(same.mean()),
+        "confident_agreement": 100 * float(same[confident].mean()) if confident.any() else None,
+        "confident_images": int(confident.sum()),
+        "images": len(labels),
+    }
 
 
 def _datasets(

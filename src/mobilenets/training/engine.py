@@ -128,6 +128,24 @@ def _grad_norm(model: nn.Module) -> float:
     return float(torch.nn.utils.get_total_norm(grads))
 
 
+def _backward(loss: torch.Tensor, model: nn.Module, scaler: torch.amp.GradScaler | None) -> float:
+    """Gradients of ``loss``; their norm (0 under fp16's scaler, which skips inf steps itself)."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        return 0.0
+    loss.backward()
+    return _grad_norm(model)
+
+
+def _check_finite(loss: float, norm: float, where: str, lr: float) -> None:
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise TrainingDivergedError(
+            f"{where}: the loss is {loss:.4g} and the gradient norm {norm:.4g} at lr {lr:.3g}: "
+            "the run diverged. Nothing was written for this epoch; lower --lr (or raise "
+            "--warmup-epochs) and --resume from the last good checkpoint, or start again"
+        )
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -177,20 +195,9 @@ def train_one_epoch(
                 criterion(logits, y) if teacher is None else criterion(logits, y, teacher(x, idx))
             )
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:  # fp16: the scaler skips steps with inf gradients by design
-            scaler.scale(loss).backward()
-            norm = 0.0
-        else:
-            loss.backward()
-            norm = _grad_norm(model)
+        norm = _backward(loss, model, scaler)
         value = loss.item()
-        if not (math.isfinite(value) and math.isfinite(norm)):
-            raise TrainingDivergedError(
-                f"{description}, step {steps + 1}: the loss is {value:.4g} and the gradient "
-                f"norm {norm:.4g} at lr {scheduler.get_last_lr()[0]:.3g}: the run diverged. "
-                "Nothing was written for this epoch; lower --lr (or raise --warmup-epochs) "
-                "and --resume from the last good checkpoint, or start again"
-            )
+        _check_finite(value, norm, f"{description}, step {steps + 1}", scheduler.get_last_lr()[0])
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
