@@ -28,8 +28,8 @@ import tempfile
 from pathlib import Path
 
 from mobilenets.fileio import new_figure, save_figure
+from mobilenets.malloc import MALLOC_TUNABLES, should_reexec
 from mobilenets.training import TrainConfig, fit
-from mobilenets.training.malloc import MALLOC_TUNABLES, should_reexec
 
 WEIGHTS = "torchvision:mobilenet_v2.IMAGENET1K_V1"
 

@@ -114,7 +114,7 @@ def main() -> int:
         )
         return 0
 
-    from mobilenets.training.malloc import MALLOC_TUNABLES
+    from mobilenets.malloc import MALLOC_TUNABLES
 
     results: dict[tuple[str, int, str], dict] = {}
     for spec in models:

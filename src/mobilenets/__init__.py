@@ -6,12 +6,30 @@ name: ``torchvision:mobilenet_v2.IMAGENET1K_V1``) with its :class:`NetworkInfo`;
 ``predict(path, images)`` classifies image files with it.
 """
 
-from mobilenets.complexity import profile
-from mobilenets.models import list_models
-from mobilenets.saved import NetworkInfo, create_model, get_model
-from mobilenets.weights import load, predict
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+#: The public API, imported on first use (PEP 562): ``import mobilenets`` and the command
+#: line's start do not import torch until a model, a profile or a loader is asked for.
+_LAZY = {
+    "NetworkInfo": "mobilenets.saved",
+    "create_model": "mobilenets.saved",
+    "get_model": "mobilenets.saved",
+    "list_models": "mobilenets.models",
+    "load": "mobilenets.weights",
+    "predict": "mobilenets.weights",
+    "profile": "mobilenets.complexity",
+}
+
+if TYPE_CHECKING:
+    from mobilenets.complexity import profile
+    from mobilenets.models import list_models
+    from mobilenets.saved import NetworkInfo, create_model, get_model
+    from mobilenets.weights import load, predict
 
 __all__ = [
     "NetworkInfo",
@@ -23,3 +41,9 @@ __all__ = [
     "predict",
     "profile",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mobilenets' has no attribute {name!r}")

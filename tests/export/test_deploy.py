@@ -239,3 +239,17 @@ def test_calibration_draws_every_class_at_random() -> None:
     assert picked == stratified_sample(Labels(), 12, seed=0)
     assert picked != stratified_sample(Labels(), 12, seed=1)
     assert sorted(stratified_sample(Labels(), 500)) == list(range(100))
+
+
+def test_the_dynamo_exporter_gives_the_same_network(tmp_path, randomize_bn) -> None:
+    from mobilenets.errors import ConfigError
+
+    model = randomize_bn(create_model("mobilenet_v3_small", width_mult=0.5, num_classes=7))
+    path = export_onnx(model, tmp_path / "d.onnx", 64, exporter="dynamo")
+    x = torch.randn(3, 3, 64, 64)  # the batch axis is dynamic
+    with torch.inference_mode():
+        expected = model(x)
+    assert (torch.from_numpy(OnnxSession(path)(x.numpy())) - expected).abs().max() < 1e-4
+    assert onnx_metadata(path)["model"] == "mobilenet_v3_small"
+    with pytest.raises(ConfigError, match="exporter must be one of"):
+        export_onnx(model, tmp_path / "x.onnx", 64, exporter="tflite")

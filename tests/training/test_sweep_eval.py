@@ -5,6 +5,7 @@ import importlib
 import json
 
 import pytest
+import torch
 
 from mobilenets.cli.main import main
 from mobilenets.training import SweepConfig, TrainConfig, evaluate_checkpoint, sweep
@@ -29,8 +30,9 @@ def test_sweep_writes_table_and_plot_then_skips_finished_cells(tmp_path, monkeyp
     ]
     assert rows[0]["rho"] == 1.0 and rows[1]["rho"] == 0.8
     assert rows[0]["macs"] > rows[1]["macs"] > 0 and rows[0]["params"] == rows[1]["params"]
-    assert all(r["latency_ms"] > 0 for r in rows)
+    assert all(0 < r["latency_p10_ms"] <= r["latency_ms"] <= r["latency_p90_ms"] for r in rows)
     table = (tmp_path / "sweep.md").read_text()
+    assert "median and 10th–90th percentile" in table and "not yet timed" not in table
     assert "| mobilenet_v1 | 0.25 | 0.800 | 32 |" in table
     assert len(list(csv.DictReader((tmp_path / "sweep.csv").open()))) == 4
     assert (tmp_path / "sweep.png").stat().st_size > 20_000
@@ -39,7 +41,46 @@ def test_sweep_writes_table_and_plot_then_skips_finished_cells(tmp_path, monkeyp
         raise AssertionError("a finished cell was trained again")
 
     monkeypatch.setattr(sweep_module, "fit", no_training)
+    monkeypatch.setattr(sweep_module, "measure_latencies", no_training)  # timed once
     assert sweep(config, log=lambda _m: None) == rows
+
+
+def test_sweep_latency_is_interleaved_and_wide_spreads_are_flagged(monkeypatch) -> None:
+    """Latency is timed after training, one forward of each cell in turn; a spread wider than
+    25% of the median is marked in the table."""
+    order = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            order.append(self.name)
+            return x
+
+    timed = sweep_module.measure_latencies({(1.0, 32): Probe("a"), (0.5, 32): Probe("b")}, runs=4)
+    assert order == ["a", "b"] * 5  # a warm-up round, then 4 interleaved rounds
+    assert set(timed) == {(1.0, 32), (0.5, 32)}
+    row = {
+        "model": "mobilenet_v1",
+        "width_mult": 1.0,
+        "rho": 1.0,
+        "resolution": 32,
+        "params": 1,
+        "macs": 1,
+        "top1": 1.0,
+        "top5": 1.0,
+        "train_seconds": 1.0,
+    }
+    calm = sweep_module.format_sweep(
+        [{**row, "latency_ms": 2.0, "latency_p10_ms": 1.9, "latency_p90_ms": 2.2}], "digits"
+    )
+    busy = sweep_module.format_sweep(
+        [{**row, "latency_ms": 2.0, "latency_p10_ms": 1.5, "latency_p90_ms": 4.0}], "digits"
+    )
+    assert "2.00 (1.90–2.20) |" in calm and "⚠" not in calm
+    assert "2.00 (1.50–4.00) ⚠ |" in busy and "re-time before comparing" in busy
 
 
 def test_eval_checkpoint_with_predictions(tmp_path) -> None:

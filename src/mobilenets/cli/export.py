@@ -7,6 +7,7 @@ import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.export.model_export import export_model
+from mobilenets.export.onnx import EXPORTERS
 from mobilenets.saved.onnx import onnx_metadata
 
 EXAMPLES = """\
@@ -36,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="input size (default: the one it was trained at)",
     )
     parser.add_argument(
+        "--exporter",
+        choices=EXPORTERS,
+        default="torchscript",
+        help="torch's TorchScript-based exporter (0.2-0.3 s here) or the dynamo one "
+        "(torch.export based, needs onnxscript; 2-7 s here, smaller graphs, equal outputs)",
+    )
+    parser.add_argument(
         "--dynamic-batch",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -50,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         fold=args.fold_bn,
         resolution=args.resolution,
         dynamic_batch=args.dynamic_batch,
+        exporter=args.exporter,
     )
     meta = onnx_metadata(path)
     print(

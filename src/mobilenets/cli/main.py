@@ -1,5 +1,9 @@
 """The ``mobilenets`` command: argparse subcommands, each a thin wrapper over one function.
 
+Commands are imported only when they run (or when their ``--help`` is asked for): ``mobilenets
+--help`` reads each command's one-line summary from its module's docstring without importing
+it, so starting the command line does not import torch.
+
 Errors a user can cause (the project's :class:`~mobilenets.errors.MobilenetsError` and the
 expected OS errors: not found, permission, disk full, is a folder) end in one clear line on
 stderr and exit status 2; anything else is a bug and keeps its traceback.
@@ -8,40 +12,33 @@ stderr and exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import ast
 import errno
+import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 from mobilenets import __version__
-from mobilenets.cli import (
-    bench,
-    convert,
-    eval,
-    export,
-    models,
-    paper,
-    predict,
-    profile,
-    quantize,
-    sweep,
-    train,
-)
 from mobilenets.errors import MobilenetsError, display
-from mobilenets.training.malloc import reexec_with_malloc_tuning, should_reexec
+from mobilenets.malloc import reexec_with_malloc_tuning, should_reexec
 
-COMMANDS = {
-    "models": models,
-    "profile": profile,
-    "paper": paper,
-    "train": train,
-    "eval": eval,
-    "sweep": sweep,
-    "convert": convert,
-    "predict": predict,
-    "export": export,
-    "quantize": quantize,
-    "bench": bench,
-}
+#: Each command is the module ``mobilenets.cli.<name>``, imported when it is used.
+COMMANDS = (
+    "models",
+    "profile",
+    "paper",
+    "train",
+    "eval",
+    "sweep",
+    "convert",
+    "predict",
+    "export",
+    "quantize",
+    "bench",
+)
 #: Commands that train or run networks for long: they get the fast glibc malloc settings.
 HEAVY_COMMANDS = {"train", "eval", "sweep", "bench"}
 #: OS errors that are the user's or the machine's, not the program's: one line, no traceback.
@@ -65,14 +62,32 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Every flag's default in its help; examples kept as written."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(name: str) -> ModuleType:
+    return importlib.import_module(f"mobilenets.cli.{name}")
+
+
+def summary(name: str) -> str:
+    """A command's one-line summary: the first line of its module docstring, read from the
+    source file without importing the module (and torch with it)."""
+    origin = importlib.util.find_spec(f"mobilenets.cli.{name}").origin
+    doc = ast.get_docstring(ast.parse(Path(origin).read_text(encoding="utf-8"))) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else name
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; every command's flags, or with ``only`` just that command's (the others
+    keep their one-line summary, so ``mobilenets --help`` lists them all)."""
     parser = argparse.ArgumentParser(
         prog="mobilenets", description="MobileNet V1/V2/V3: models, complexity, training."
     )
     parser.add_argument("--version", action="version", version=f"mobilenets {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        doc = (module.__doc__ or "").strip().splitlines()[0]
+    for name in COMMANDS:
+        doc = summary(name)
+        if only is not None and name != only:
+            sub.add_parser(name, help=doc, description=doc)
+            continue
+        module = command_module(name)
         examples = getattr(module, "EXAMPLES", "")
         command = sub.add_parser(
             name,
@@ -83,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         module.add_arguments(command)
     return parser
+
+
+def requested_command(argv: Sequence[str]) -> str:
+    """The command named on the command line ("" when none: ``mobilenets --help``)."""
+    first = next((a for a in argv if not a.startswith("-")), "")
+    return first if first in COMMANDS else ""
 
 
 def error_message(err: BaseException) -> str | None:
@@ -106,13 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     heavy = len(sys.argv) > 1 and sys.argv[1] in HEAVY_COMMANDS and not asks_help
     if argv is None and heavy and should_reexec():
         reexec_with_malloc_tuning(sys.argv[1:])  # does not return
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=requested_command(words))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as done:  # --help (0) or a bad flag (2, argparse printed why)
         return done.code if isinstance(done.code, int) else EXIT_USER_ERROR
     try:
-        return COMMANDS[args.command].run(args)
+        return command_module(args.command).run(args)
     except KeyboardInterrupt:
         print(f"mobilenets {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ def export_model(
     fold: bool = True,
     resolution: int | None = None,
     dynamic_batch: bool = True,
+    exporter: str = "torchscript",
 ) -> Path:
     """Export a training checkpoint, a ``.safetensors`` weights file, published weights by name
     (``torchvision:mobilenet_v2.IMAGENET1K_V1``; all with their record) or a registry name
@@ -31,6 +32,7 @@ def export_model(
         info=info,
         dynamic_batch=dynamic_batch,
         metadata={"bn_folded": fold},
+        exporter=exporter,
     )
 
 

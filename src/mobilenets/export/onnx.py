@@ -11,11 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mobilenets.errors import ConfigError
 from mobilenets.fileio import atomic_path
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.onnx import set_onnx_metadata
 
 OPSET = 18
+EXPORTERS = ("torchscript", "dynamo")
 INPUT, OUTPUT = "input", "logits"
 
 
@@ -28,14 +30,18 @@ def export_onnx(
     dynamic_batch: bool = True,
     opset: int = OPSET,
     metadata: dict[str, object] | None = None,
+    exporter: str = "torchscript",
 ) -> Path:
     """Export ``model`` (eval mode) to ONNX and check it with ``onnx.checker``.
 
     The graph carries the network's record (``info``; for a bare registry model, its name and
-    keywords) and ``metadata`` (e.g. ``bn_folded``). Uses torch's TorchScript-based exporter with
-    constant folding (0.3 s for a MobileNet; the dynamo exporter took 13–17 s here). The file is
-    written atomically.
+    keywords) and ``metadata`` (e.g. ``bn_folded``). ``exporter`` is torch's TorchScript-based
+    exporter (the default, with constant folding) or ``"dynamo"`` (``torch.export`` based; needs
+    onnxscript); ``python benchmarks/onnx_exporters.py`` compares them. The file is written
+    atomically.
     """
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     import onnx
 
     path = Path(path)
@@ -64,7 +70,8 @@ def export_onnx(
                 dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,
-                dynamo=False,
+                dynamo=exporter == "dynamo",
+                **({"external_data": False, "verbose": False} if exporter == "dynamo" else {}),
             )
         proto = onnx.load(str(tmp))
         set_onnx_metadata(proto, {**info_values, **(metadata or {})})

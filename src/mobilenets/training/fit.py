@@ -4,7 +4,7 @@ Every epoch writes ``checkpoint.pt`` (atomically) and ``metrics.csv``; the end o
 ``summary.json`` and ``curves.png``. Under torchrun only rank 0 writes.
 
 Speed on a CPU: ``channels_last`` is on by default, and the ``mobilenets`` command restarts
-itself with glibc malloc tunables (see :mod:`mobilenets.training.malloc`); from Python, start the
+itself with glibc malloc tunables (see :mod:`mobilenets.malloc`); from Python, start the
 interpreter with ``GLIBC_TUNABLES`` set to get the same 2–3×.
 """
 
@@ -44,6 +44,7 @@ from mobilenets.fileio import (
     save_figure,
     write_text_atomic,
 )
+from mobilenets.malloc import malloc_tuned
 from mobilenets.saved.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.training import distributed
@@ -65,7 +66,6 @@ from mobilenets.training.finetune import (
     start_from,
     train_modes,
 )
-from mobilenets.training.malloc import malloc_tuned
 from mobilenets.training.state import (
     TrainingState,
     build_model,

@@ -40,6 +40,8 @@ SWEEP_FIELDS = [
     "top1",
     "top5",
     "latency_ms",
+    "latency_p10_ms",
+    "latency_p90_ms",
     "train_seconds",
     "epochs",
 ]
@@ -66,17 +68,61 @@ def cell_dir(out: Path, width_mult: float, resolution: int) -> Path:
     return out / "cells" / f"a{width_mult:g}_r{resolution}"
 
 
+#: A latency whose 10th–90th percentile range exceeds this share of its median is flagged.
+WIDE_SPREAD = 0.25
+
+
 @torch.inference_mode()
-def measure_latency(
-    model: torch.nn.Module, resolution: int, runs: int = 30, channels_last: bool = True
-) -> float:
-    """Median wall time (ms) of one batch-1 eager forward on this machine, after warm-up."""
-    model.eval()
-    x = torch.randn(1, 3, resolution, resolution)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    return statistics.median(time_calls(lambda: model(x), 5, runs))
+def measure_latencies(
+    models: dict[tuple[float, int], torch.nn.Module], runs: int = 30, channels_last: bool = True
+) -> dict[tuple[float, int], tuple[float, float, float]]:
+    """Median, 10th and 90th percentile (ms) of batch-1 eager forwards of each ``(α,
+    resolution): model``, calls interleaved across the models (one forward of each in turn,
+    ``runs`` rounds after a warm-up round) so that load on the machine falls on all alike."""
+    calls = {}
+    for (alpha, resolution), model in models.items():
+        x = torch.randn(1, 3, resolution, resolution)
+        model = model.eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        calls[alpha, resolution] = (model, x)
+    times: dict[tuple[float, int], list[float]] = {key: [] for key in calls}
+    for _ in range(runs + 1):
+        for key, (model, x) in calls.items():
+            times[key] += time_calls(lambda m=model, x=x: m(x), 0, 1)
+    out = {}
+    for key, values in times.items():
+        deciles = statistics.quantiles(values[1:], n=10, method="inclusive")
+        out[key] = (statistics.median(values[1:]), deciles[0], deciles[-1])
+    return out
+
+
+def latency_phase(config: SweepConfig, rows: list[dict], log: Callable[[str], None]) -> None:
+    """After every cell of the shard is trained: time the cells that have no latency yet, in
+    one quiet phase (nothing else of ours runs), and store it in their ``cell.json``."""
+    todo = [r for r in rows if r.get("latency_ms") is None]
+    if not todo:
+        return
+    log(f"timing {len(todo)} cells: {config.latency_runs} interleaved batch-1 forwards each")
+    models = {
+        (r["width_mult"], r["resolution"]): build_model(
+            dataclasses.replace(config.train, width_mult=r["width_mult"]), len(r["classes"])
+        )
+        for r in todo
+    }
+    timed = measure_latencies(models, config.latency_runs, config.train.channels_last)
+    for r in todo:
+        r["latency_ms"], r["latency_p10_ms"], r["latency_p90_ms"] = timed[
+            r["width_mult"], r["resolution"]
+        ]
+        path = cell_dir(Path(config.out), r["width_mult"], r["resolution"]) / "cell.json"
+        write_text_atomic(path, json.dumps(r, indent=2))
+
+
+def wide(row: dict) -> bool:
+    """Whether a cell's latency spread (p10–p90) is wider than ``WIDE_SPREAD`` of its median."""
+    return (row["latency_p90_ms"] - row["latency_p10_ms"]) > WIDE_SPREAD * row["latency_ms"]
 
 
 def sweep(config: SweepConfig, log: Callable[[str], None] = log_to_stderr) -> list[dict]:
@@ -103,6 +149,7 @@ def sweep(config: SweepConfig, log: Callable[[str], None] = log_to_stderr) -> li
             row = _run_cell(config, width_mult, resolution, log)
             write_text_atomic(result_path, json.dumps(row, indent=2))
         write_sweep(out, finished_rows(out, grid), config.train.data)
+    latency_phase(config, finished_rows(out, mine), log)
     rows = finished_rows(out, grid)
     write_sweep(out, rows, config.train.data)
     return rows
@@ -127,12 +174,6 @@ def _run_cell(
     )
     result = fit(train, log=log)
     summary = result.summary
-    latency = measure_latency(
-        build_model(train, len(summary["classes"])),
-        resolution,
-        config.latency_runs,
-        train.channels_last,
-    )
     return {
         "model": train.model,
         "width_mult": width_mult,
@@ -142,16 +183,19 @@ def _run_cell(
         "macs": summary["macs"],
         "top1": result.top1,
         "top5": summary["val_top5"],
-        "latency_ms": latency,
+        "latency_ms": None,  # measured after training, in the latency phase
+        "latency_p10_ms": None,
+        "latency_p90_ms": None,
         "train_seconds": summary["train_seconds"],
         "epochs": summary["epochs"],
+        "classes": summary["classes"],
     }
 
 
 def write_sweep(out: Path, rows: list[dict], data: str) -> None:
     """``sweep.csv``, ``sweep.md`` and ``sweep.png`` for the rows so far."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SWEEP_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=SWEEP_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(out / "sweep.csv", buffer.getvalue())
@@ -163,21 +207,38 @@ def format_sweep(rows: list[dict], data: str) -> str:
     """A markdown table: α, ρ, resolution, params, mult-adds, top-1, top-5, latency, train time."""
     lines = [
         "| model | α | ρ | resolution | params | mult-adds (M) | top-1 (%) | top-5 (%) | "
-        "latency (ms, batch 1) | train (s) |",
+        "latency (ms, batch 1: median, p10–p90) | train (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['width_mult']:g} | {r['rho']:.3f} | {r['resolution']} | "
             f"{r['params']:,} | {r['macs'] / 1e6:.2f} | {r['top1']:.2f} | {r['top5']:.2f} | "
-            f"{r['latency_ms']:.2f} | {r['train_seconds']:.1f} |"
+            f"{_latency(r)} | {r['train_seconds']:.1f} |"
         )
     lines.append("")
+    flagged = sum(1 for r in rows if r.get("latency_ms") is not None and wide(r))
     lines.append(
-        f"Held-out split of `{data}`; latency is the median of batch-1 eager forwards "
-        f"on this machine ({torch.get_num_threads()} threads)."
+        f"Held-out split of `{data}`; latency: batch-1 eager forwards on this machine "
+        f"({torch.get_num_threads()} threads), measured after training with every cell's calls "
+        "interleaved; median and 10th–90th percentile"
+        + (
+            f". {flagged} cell(s) marked ⚠ have a p10–p90 spread over "
+            f"{WIDE_SPREAD:.0%} of the median: the machine was busy, re-time before comparing."
+            if flagged
+            else "."
+        )
     )
     return "\n".join(lines) + "\n"
+
+
+def _latency(row: dict) -> str:
+    if row.get("latency_ms") is None:
+        return "not yet timed"
+    mark = " ⚠" if wide(row) else ""
+    return (
+        f"{row['latency_ms']:.2f} ({row['latency_p10_ms']:.2f}–{row['latency_p90_ms']:.2f}){mark}"
+    )
 
 
 def _decades(values: list[float]) -> list[float]:
