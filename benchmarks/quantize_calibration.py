@@ -19,12 +19,12 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from mobilenets.complexity.latency import time_calls
 from mobilenets.export.model_export import export_model
 from mobilenets.export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION, quantize_onnx
 
@@ -47,12 +47,11 @@ def latency_ratio(fp32: Path, int8: Path, threads: int, runs: int = 200) -> dict
     ]
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     times: list[list[float]] = [[], []]
-    for i in range(runs + 20):
+    for i in range(runs + 20):  # one call of each in turn; the first 20 rounds warm up
         for k, session in enumerate(sessions):
-            start = time.perf_counter()
-            session.run(None, {"input": x})
+            (ms,) = time_calls(lambda s=session: s.run(None, {"input": x}), 0, 1)
             if i >= 20:
-                times[k].append(1e3 * (time.perf_counter() - start))
+                times[k].append(ms)
     fp32_ms, int8_ms = (statistics.median(t) for t in times)
     return {"threads": threads, "fp32_ms": fp32_ms, "int8_ms": int8_ms, "ratio": int8_ms / fp32_ms}
 

@@ -81,11 +81,12 @@ def prepare_photos(root: Path, size: str = "small", seed: int = 0) -> Path:
         return folder
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    photos = {name: _photo(name) for name in PHOTOS}  # decoded once, cut for both splits
     with tempfile.TemporaryDirectory(dir=root, prefix=".photos-") as tmp:
         for split, count in PER_PHOTO.items():
-            for name in PHOTOS:
+            for name, pixels in photos.items():
                 (Path(tmp) / split / name).mkdir(parents=True)
-                for i, patch in enumerate(_patches(_photo(name), split, count, size, rng)):
+                for i, patch in enumerate(_patches(pixels, split, count, size, rng)):
                     Image.fromarray(patch).save(Path(tmp) / split / name / f"{i:03d}.png")
         write_text_atomic(Path(tmp) / COMPLETE, "scikit-image sample photographs\n")
         if folder.exists():

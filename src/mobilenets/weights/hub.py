@@ -63,6 +63,7 @@ class Published:
     url: str
     sha256_prefix: str | None = None  # torchvision's, from the file name
     eval_resize: int | None = None
+    hf_repo: str | None = None  # timm's weights: the Hugging Face Hub repository
 
     @property
     def cached(self) -> Path:
@@ -135,6 +136,7 @@ def _timm(model: str, tag: str | None) -> Published:
         model,
         f"{model}.{tag}.safetensors",
         f"https://huggingface.co/{repo}/resolve/main/model.safetensors",
+        hf_repo=repo,
     )
 
 
@@ -154,9 +156,7 @@ def _in_hf_cache(pub: Published) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    found = try_to_load_from_cache(
-        f"timm/{pub.model}.{pub.name.split('.', 1)[1]}", "model.safetensors"
-    )
+    found = try_to_load_from_cache(pub.hf_repo, "model.safetensors")
     return Path(found) if isinstance(found, str) else None
 
 
@@ -165,17 +165,14 @@ def find(pub: Published) -> Path | None:
     placed = hub_checkpoints() / pub.file_name
     if placed.is_file():
         return placed
-    if pub.source == "timm":
+    if pub.hf_repo:
         return _in_hf_cache(pub)
     return _in_packages(pub.file_name)
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def verify(pub: Published, path: Path) -> None:
