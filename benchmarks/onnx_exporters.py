@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from mobilenets import create_model
-from mobilenets.export.onnx import EXPORTERS, export_onnx
+from mobilenets.export.choices import EXPORTERS
+from mobilenets.export.onnx import export_onnx
 from mobilenets.saved.onnx import OnnxSession
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")

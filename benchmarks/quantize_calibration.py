@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from mobilenets.complexity.latency import time_calls
+from mobilenets.export.choices import CALIBRATION_METHODS, DEFAULT_CALIBRATION
 from mobilenets.export.model_export import export_model
-from mobilenets.export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION, quantize_onnx
+from mobilenets.export.quantize import quantize_onnx
 
 WEIGHTS = "torchvision:mobilenet_v2.IMAGENET1K_V1"
 FALLBACKS = {

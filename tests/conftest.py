@@ -21,6 +21,7 @@ def _offline_hub(tmp_path_factory):
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
         mp.setenv("MOBILENETS_DATA", str(tmp_path_factory.mktemp("data")))
+        mp.setenv("MOBILENETS_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
 
 

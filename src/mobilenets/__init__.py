@@ -8,8 +8,9 @@ name: ``torchvision:mobilenet_v2.IMAGENET1K_V1``) with its :class:`NetworkInfo`;
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from mobilenets.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -42,8 +43,4 @@ __all__ = [
     "profile",
 ]
 
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mobilenets' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

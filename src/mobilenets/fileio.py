@@ -69,6 +69,14 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def cache_dir() -> Path:
+    """Where the package keeps what it can compute again: ``$MOBILENETS_CACHE`` or
+    ``~/.cache/mobilenets`` (created on first use)."""
+    folder = Path(os.environ.get("MOBILENETS_CACHE", Path.home() / ".cache" / "mobilenets"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) atomically."""
     write_bytes_atomic(path, text.encode("utf-8", "surrogateescape"))

@@ -140,3 +140,62 @@ def test_results_on_stdout_logs_on_stderr_no_bars_when_not_a_terminal(tmp_path) 
     ):
         done = subprocess.run([*base, *argv], **env_run)
         assert json.loads(done.stdout) and "\r" not in done.stderr
+
+
+HEAVY_MODULES = ("torch", "torchvision", "onnx", "onnxruntime", "matplotlib", "PIL")
+STARTUP_PROBE = f"""
+import contextlib, io, sys
+from mobilenets.cli.main import COMMANDS, main
+for words in (["--help"], *([name, "--help"] for name in COMMANDS), ["models"]):
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        status = main(words)
+    assert status == 0 and out.getvalue(), words
+print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))
+"""
+
+
+def test_help_and_models_start_without_torch() -> None:
+    """Every ``--help`` and (with its counts cached) ``mobilenets models`` run without importing
+    torch or any other heavy package: the command line starts at once (benchmarks/cli_startup.py
+    has the times)."""
+    from mobilenets.complexity.summary import summarize_models
+
+    summarize_models()  # fills this session's cache ($MOBILENETS_CACHE, set in conftest)
+    probe = subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "[]"
+
+
+def test_catalog_names_are_the_registered_models() -> None:
+    from mobilenets.catalog import MODEL_NAMES
+    from mobilenets.models import list_models
+
+    assert tuple(list_models()) == MODEL_NAMES
+
+
+def test_cached_model_counts_equal_fresh_counts_and_a_corrupt_cache_is_recounted() -> None:
+    from mobilenets.complexity import summary
+
+    fresh = summary.summarize_models("mobilenet_v1*", cache=False)
+    assert [r.name for r in fresh] == ["mobilenet_v1", "mobilenet_v1_conv", "mobilenet_v1_shallow"]
+    assert fresh[0].params == 4_231_976 and fresh[0].macs == 568_740_352
+    assert summary.summarize_models("mobilenet_v1*") == fresh
+    cached = summary.cache_dir() / f"models-{summary.cache_key()}.json"
+    cached.write_text('[{"name": "mobilenet_v1", "params": "torn')
+    assert summary.summarize_models("mobilenet_v1*") == fresh
+    assert json.loads(cached.read_text())[0]["params"] == 4_231_976
+
+
+def test_a_reader_that_leaves_is_not_an_error() -> None:
+    """``mobilenets paper | head -1``: the reader closes the pipe; no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mobilenets", "paper"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # before the command writes anything (it is still importing torch)
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()
+    assert proc.returncode == 141

@@ -222,7 +222,7 @@ def test_two_writers_never_share_a_temporary(tmp_path) -> None:
 
 def test_bug_keeps_its_traceback(monkeypatch) -> None:
     """Only user errors become one line: a real bug still raises."""
-    import mobilenets.cli.paper as paper
+    import mobilenets.complexity.paper as paper
 
     monkeypatch.setattr(paper, "compare", lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):

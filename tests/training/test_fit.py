@@ -9,7 +9,7 @@ from torch import nn
 
 from mobilenets import create_model
 from mobilenets.training import TrainConfig, fit
-from mobilenets.training.fit import lr_factor, parameter_groups
+from mobilenets.training.loop import lr_factor, parameter_groups
 
 
 def quiet(**kwargs) -> TrainConfig:

@@ -93,7 +93,7 @@ def test_resume_extends_a_finished_run_and_an_extension_resumes_exactly(tmp_path
 
     from mobilenets.training import TrainConfig, fit
 
-    fit_module = importlib.import_module("mobilenets.training.fit")  # the module, not fit()
+    fit_module = importlib.import_module("mobilenets.training.loop")  # the module, not fit()
 
     root = tmp_path / "data"
     import numpy as np

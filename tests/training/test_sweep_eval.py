@@ -10,7 +10,7 @@ import torch
 from mobilenets.cli.main import main
 from mobilenets.training import SweepConfig, TrainConfig, evaluate_checkpoint, sweep
 
-sweep_module = importlib.import_module("mobilenets.training.sweep")
+sweep_module = importlib.import_module("mobilenets.training.grid")
 
 
 def test_sweep_writes_table_and_plot_then_skips_finished_cells(tmp_path, monkeypatch) -> None:

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from mobilenets.models.base import MIN_INPUT_SIZE
+from mobilenets.catalog import MIN_INPUT_SIZE
 from mobilenets.training.config import MAX_RESOLUTION, MAX_WIDTH_MULT, Range
 
 

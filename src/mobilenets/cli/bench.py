@@ -6,14 +6,7 @@ import argparse
 import sys
 
 from mobilenets.cli import _common as cli_types
-from mobilenets.export.bench import (
-    BACKENDS,
-    DEFAULT_BACKENDS,
-    DEFAULT_MODELS,
-    format_bench,
-    run_bench,
-    write_bench,
-)
+from mobilenets.export.choices import BACKENDS, DEFAULT_BACKENDS, DEFAULT_MODELS
 
 EXAMPLES = """\
   mobilenets bench
@@ -53,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.export.bench import format_bench, run_bench, write_bench
+
     rows, peak = run_bench(
         args.models,
         args.backends,

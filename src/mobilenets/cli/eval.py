@@ -7,7 +7,6 @@ import json
 import sys
 
 from mobilenets.cli import _common as cli_types
-from mobilenets.training import evaluate_checkpoint
 
 EXAMPLES = """\
   mobilenets eval --checkpoint runs/v1/checkpoint.pt
@@ -45,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.training.evaluation import evaluate_checkpoint
+
     result = evaluate_checkpoint(
         args.checkpoint,
         args.data,

@@ -6,9 +6,7 @@ import argparse
 import sys
 
 from mobilenets.cli import _common as cli_types
-from mobilenets.export.model_export import export_model
-from mobilenets.export.onnx import EXPORTERS
-from mobilenets.saved.onnx import onnx_metadata
+from mobilenets.export.choices import EXPORTERS
 
 EXAMPLES = """\
   mobilenets export runs/v1/checkpoint.pt --out runs/v1/model.onnx
@@ -52,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.export.model_export import export_model
+    from mobilenets.saved.onnx import onnx_metadata
+
     path = export_model(
         args.source,
         args.out,

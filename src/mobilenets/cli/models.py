@@ -6,7 +6,6 @@ import argparse
 from dataclasses import asdict
 
 from mobilenets.cli._common import print_json
-from mobilenets.complexity.summary import summarize_models
 
 EXAMPLES = """\
   mobilenets models
@@ -20,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.complexity.summary import summarize_models
+
     rows = summarize_models(args.pattern)
     if args.json:
         print_json([asdict(r) for r in rows])

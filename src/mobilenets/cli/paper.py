@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from mobilenets.cli._common import print_json
-from mobilenets.complexity.paper import compare, format_comparison
 
 EXAMPLES = """\
   mobilenets paper
@@ -18,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.complexity.paper import compare, format_comparison
+
     rows = compare()
     if args.json:
         print_json([r.to_dict() for r in rows])

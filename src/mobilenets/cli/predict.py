@@ -9,7 +9,6 @@ from dataclasses import asdict
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.errors import display
-from mobilenets.weights import predict
 
 EXAMPLES = """\
   mobilenets predict --weights v2.safetensors cat.jpg dog.jpg
@@ -38,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.weights import predict
+
     results = predict(
         args.weights, args.images, topk=args.topk, skip_bad_images=args.skip_bad_images
     )

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from mobilenets.catalog import MODEL_NAMES
 from mobilenets.cli import _common as cli_types
 from mobilenets.cli._common import print_json
-from mobilenets.complexity import profile
-from mobilenets.complexity.latency import layer_latency
-from mobilenets.export.fold_bn import fold_bn
-from mobilenets.models.registry import create_model, get_model_entry, list_models
 
 EXAMPLES = """\
   mobilenets profile mobilenet_v1 --by kind
@@ -24,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fold BatchNorm into the convs first (the deployed network)",
     )
     parser.add_argument(
-        "name", choices=list_models(), metavar="NAME", help=f"one of: {', '.join(list_models())}"
+        "name", choices=MODEL_NAMES, metavar="NAME", help=f"one of: {', '.join(MODEL_NAMES)}"
     )
     parser.add_argument(
         "--width-mult", type=cli_types.width_mult, default=1.0, help="width multiplier α"
@@ -53,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.complexity import profile
+    from mobilenets.complexity.latency import layer_latency
+    from mobilenets.export.folding import fold_bn
+    from mobilenets.models.registry import create_model, get_model_entry
+
     model = create_model(args.name, width_mult=args.width_mult, num_classes=args.num_classes)
     if args.fold_bn:
         model = fold_bn(model)

@@ -6,13 +6,12 @@ import argparse
 import json
 
 from mobilenets.cli import _common as cli_types
-from mobilenets.export.quantize import (
+from mobilenets.export.choices import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION,
     DEFAULT_MARGIN,
     MIN_AGREEMENT,
     MIN_CONFIDENT_AGREEMENT,
-    quantize_onnx,
 )
 
 EXAMPLES = """\
@@ -72,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.export.quantize import quantize_onnx
+
     report = quantize_onnx(
         args.model,
         args.out,

@@ -8,7 +8,7 @@ import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.cli.train import add_training_arguments, config_from_args
-from mobilenets.training import SweepConfig, sweep
+from mobilenets.training.config import SweepConfig
 
 EXAMPLES = """\
   mobilenets sweep --out runs/sweep
@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.training.grid import sweep
+
     config = SweepConfig(
         out=args.out,
         width_mults=args.width_mults,

@@ -8,8 +8,7 @@ import json
 import sys
 
 from mobilenets.cli import _common as cli_types
-from mobilenets.training import TrainConfig, distributed, fit
-from mobilenets.training.sweep import SWEEP_EPOCHS
+from mobilenets.training.config import SWEEP_EPOCHS, TrainConfig
 
 EXAMPLES = """\
   mobilenets train --model mobilenet_v1 --width-mult 0.5 --out runs/v1
@@ -64,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.training import distributed
+    from mobilenets.training.loop import fit
+
     try:
         result = fit(config_from_args(args, args.out))
     finally:

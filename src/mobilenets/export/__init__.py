@@ -1,8 +1,14 @@
-"""Deployment: BN folding, ONNX export, ONNX Runtime inference, int8 quantization."""
+"""Deployment: BN folding, ONNX export, ONNX Runtime inference, int8 quantization.
 
-from mobilenets.export.fold_bn import fold_bn
-from mobilenets.export.onnx import export_onnx
-from mobilenets.export.quantize import QuantReport, quantize_onnx
+The names below are imported on first use (PEP 562): :mod:`mobilenets.export.choices`, which the
+command line reads to build its flags, imports neither torch nor onnx.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mobilenets.lazy import lazy_getattr
 
 __all__ = [
     "QuantReport",
@@ -10,3 +16,17 @@ __all__ = [
     "fold_bn",
     "quantize_onnx",
 ]
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "QuantReport": "mobilenets.export.quantize",
+        "export_onnx": "mobilenets.export.onnx",
+        "fold_bn": "mobilenets.export.folding",
+        "quantize_onnx": "mobilenets.export.quantize",
+    },
+)
+
+if TYPE_CHECKING:
+    from mobilenets.export.folding import fold_bn
+    from mobilenets.export.onnx import export_onnx
+    from mobilenets.export.quantize import QuantReport, quantize_onnx

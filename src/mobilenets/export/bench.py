@@ -28,16 +28,14 @@ from torch import nn
 from mobilenets.complexity import profile
 from mobilenets.complexity.latency import time_calls
 from mobilenets.errors import ConfigError
-from mobilenets.export.fold_bn import fold_bn
+from mobilenets.export.choices import BACKENDS, DEFAULT_BACKENDS, DEFAULT_MODELS
+from mobilenets.export.folding import fold_bn
 from mobilenets.export.onnx import export_onnx
 from mobilenets.export.quantize import quantize_qdq
 from mobilenets.fileio import new_figure, save_figure, write_text_atomic
 from mobilenets.models.registry import create_model
 from mobilenets.saved.onnx import OnnxSession
 
-BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_int8")
-DEFAULT_BACKENDS = ("eager", "channels_last", "ort", "ort_int8")
-DEFAULT_MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 REFERENCES = {  # our name -> (library, their name)
     "mobilenet_v1": ("timm", "mobilenetv1_100"),
     "mobilenet_v2": ("torchvision", "mobilenet_v2"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mobilenets.errors import ConfigError, display
-from mobilenets.export.fold_bn import fold_bn
+from mobilenets.export.folding import fold_bn
 from mobilenets.export.onnx import export_onnx
 from mobilenets.fileio import check_output_path
 from mobilenets.models.registry import create_model, list_models

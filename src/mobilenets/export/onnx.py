@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from mobilenets.errors import ConfigError
+from mobilenets.export.choices import EXPORTERS
 from mobilenets.fileio import atomic_path
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.onnx import set_onnx_metadata
 
 OPSET = 18
-EXPORTERS = ("torchscript", "dynamo")
 INPUT, OUTPUT = "input", "logits"
 
 

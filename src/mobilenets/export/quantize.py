@@ -30,20 +30,18 @@ from torch.utils.data import Dataset
 
 from mobilenets.data import build_dataset, check_classes
 from mobilenets.errors import ConfigError, DataError, ZeroWorkError, display
+from mobilenets.export.choices import (
+    CALIBRATION_METHODS,
+    CONFIDENT,
+    DEFAULT_CALIBRATION,
+    DEFAULT_MARGIN,
+    MIN_AGREEMENT,
+    MIN_CONFIDENT_AGREEMENT,
+    MIN_CONFIDENT_IMAGES,
+)
 from mobilenets.fileio import atomic_path, check_output_path
 from mobilenets.saved.onnx import load_onnx, onnx_metadata, set_onnx_metadata
 from mobilenets.weights import load
-
-DEFAULT_MARGIN = 2.0  # top-1 points
-MIN_AGREEMENT = 85.0  # % of held-out images where int8's top-1 is fp32's
-MIN_CONFIDENT_AGREEMENT = 98.0  # the same where fp32's top probability is ≥ CONFIDENT
-CONFIDENT = 0.5
-MIN_CONFIDENT_IMAGES = 20  # fewer confident images: that figure is reported, not guarded
-#: ONNX Runtime's calibration methods, by our name. Percentile (99.999th, ORT's default) agreed
-#: with fp32 best on the real MobileNetV2 (benchmarks/quantize_calibration.py); with
-#: onnxruntime 1.32, Entropy wrote the same scales as MinMax.
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-DEFAULT_CALIBRATION = "percentile"  # measured best: benchmarks/quantize_calibration.py
 
 
 @dataclass

@@ -18,10 +18,10 @@ import torch.fx
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mobilenets.catalog import MIN_INPUT_SIZE
 from mobilenets.errors import ConfigError, ConfigTypeError
 from mobilenets.layers import init_weights
 
-MIN_INPUT_SIZE = 32  # five stride-2 stages need at least 32 px to keep a 1×1 map at the end
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the papers' (and torchvision's, timm's) normalization
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

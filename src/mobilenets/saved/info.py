@@ -14,9 +14,9 @@ from pathlib import Path
 
 from torch import nn
 
+from mobilenets.catalog import MIN_INPUT_SIZE
 from mobilenets.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from mobilenets.errors import WeightsError, display
-from mobilenets.models.base import MIN_INPUT_SIZE
 from mobilenets.models.registry import create_model, list_models, model_arguments
 
 MAX_INPUT_SIZE = 4096

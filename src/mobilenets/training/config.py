@@ -8,11 +8,11 @@ command-line flags, so no default, range or help text is written twice.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
+from mobilenets.catalog import MIN_INPUT_SIZE, MODEL_NAMES
 from mobilenets.errors import ConfigError
-from mobilenets.models.base import MIN_INPUT_SIZE
-from mobilenets.models.registry import list_models
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "exponential")
@@ -94,7 +94,7 @@ class TrainConfig:
         default=None,
         metadata=meta(
             f"the network (default: {DEFAULT_MODEL}, or with --weights the weights' network)",
-            choices=tuple(list_models()),
+            choices=MODEL_NAMES,
         ),
     )
     width_mult: float | None = field(
@@ -331,3 +331,24 @@ class TrainConfig:
         a["lr"], b["lr"] = self.learning_rate, other.learning_rate
         a["warmup_epochs"], b["warmup_epochs"] = self.warmup, other.warmup
         return {k: (a[k], b[k]) for k in a if k not in RESUMABLE_CHANGES and a[k] != b[k]}
+
+
+#: Epochs per cell by default: the 12-cell digits grid then takes about 4 minutes on 2 cores.
+SWEEP_EPOCHS = 8
+
+
+@dataclass
+class SweepConfig:
+    """A grid of width multipliers × resolutions; ``train`` holds every other training choice."""
+
+    out: str = "runs/sweep"
+    width_mults: Sequence[float] = (1.0, 0.75, 0.5, 0.25)
+    resolutions: Sequence[int] = (64, 48, 32)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=SWEEP_EPOCHS))
+    latency_runs: int = 30
+    shard: tuple[int, int] = (0, 1)  # (index, count): this process trains cells index::count
+
+    def __post_init__(self) -> None:
+        index, count = self.shard
+        if not 0 <= index < count:
+            raise ConfigError(f"shard must be I/N with 0 ≤ I < N, got {index}/{count}")

@@ -12,23 +12,18 @@ import dataclasses
 import io
 import json
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from mobilenets.complexity.latency import time_calls
-from mobilenets.errors import ConfigError
 from mobilenets.fileio import new_figure, save_figure, write_text_atomic
-from mobilenets.training.config import TrainConfig
+from mobilenets.training.config import SweepConfig
 from mobilenets.training.engine import log_to_stderr, progress_off
-from mobilenets.training.fit import fit
+from mobilenets.training.loop import fit
 from mobilenets.training.state import build_model
-
-#: Epochs per cell by default: the 12-cell digits grid then takes about 4 minutes on 2 cores.
-SWEEP_EPOCHS = 8
 
 SWEEP_FIELDS = [
     "model",
@@ -45,23 +40,6 @@ SWEEP_FIELDS = [
     "train_seconds",
     "epochs",
 ]
-
-
-@dataclass
-class SweepConfig:
-    """A grid of width multipliers × resolutions; ``train`` holds every other training choice."""
-
-    out: str = "runs/sweep"
-    width_mults: Sequence[float] = (1.0, 0.75, 0.5, 0.25)
-    resolutions: Sequence[int] = (64, 48, 32)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=SWEEP_EPOCHS))
-    latency_runs: int = 30
-    shard: tuple[int, int] = (0, 1)  # (index, count): this process trains cells index::count
-
-    def __post_init__(self) -> None:
-        index, count = self.shard
-        if not 0 <= index < count:
-            raise ConfigError(f"shard must be I/N with 0 ≤ I < N, got {index}/{count}")
 
 
 def cell_dir(out: Path, width_mult: float, resolution: int) -> Path:

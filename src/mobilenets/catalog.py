@@ -1,0 +1,24 @@
+"""What the package offers, known without importing torch: the built-in model names and the
+smallest input they take.
+
+The command line reads these to build its parser (``--model`` choices, the ``--resolution``
+range), so that ``mobilenets COMMAND --help`` starts in a fraction of a second. The registry
+(:mod:`mobilenets.models.registry`) is the authority: a test holds this list equal to what the
+model families register.
+"""
+
+from __future__ import annotations
+
+#: Every variant the model families register, sorted (``list_models()`` after import).
+MODEL_NAMES = (
+    "mobilenet_v1",
+    "mobilenet_v1_conv",
+    "mobilenet_v1_shallow",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+)
+#: The smallest input side: five stride-2 stages take 32 px to 1 px.
+MIN_INPUT_SIZE = 32
+#: Where ``mobilenets convert`` reads weights from.
+WEIGHT_SOURCES = ("torchvision", "timm", "keras")

@@ -1,0 +1,23 @@
+"""The choices and defaults of the deployment commands (``export``, ``quantize``, ``bench``),
+importable without torch or onnx so that their ``--help`` starts at once."""
+
+from __future__ import annotations
+
+#: ONNX exporters: TorchScript is the default (0.2–0.3 s against the dynamo exporter's 2.4–7 s,
+#: equal outputs; benchmarks/onnx_exporters.py).
+EXPORTERS = ("torchscript", "dynamo")
+
+BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_int8")
+DEFAULT_BACKENDS = ("eager", "channels_last", "ort", "ort_int8")
+DEFAULT_MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+
+DEFAULT_MARGIN = 2.0  # top-1 points
+MIN_AGREEMENT = 85.0  # % of held-out images where int8's top-1 is fp32's
+MIN_CONFIDENT_AGREEMENT = 98.0  # the same where fp32's top probability is ≥ CONFIDENT
+CONFIDENT = 0.5
+MIN_CONFIDENT_IMAGES = 20  # fewer confident images: that figure is reported, not guarded
+#: ONNX Runtime's calibration methods, by our name. Percentile (99.999th, ORT's default) agreed
+#: with fp32 best on the real MobileNetV2 (benchmarks/quantize_calibration.py); with
+#: onnxruntime 1.32, Entropy wrote the same scales as MinMax.
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIBRATION = "percentile"  # measured best: benchmarks/quantize_calibration.py
