@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 from mobilenets.errors import ConfigError
 
 __all__ = [
     "ACTIVATIONS",
+    "PADDINGS",
+    "Conv2dSame",
     "ConvNormAct",
     "DepthwiseSeparable",
     "InvertedResidual",
@@ -23,6 +27,7 @@ __all__ = [
     "init_weights",
     "make_activation",
     "make_divisible",
+    "pad_same",
 ]
 
 #: Activation names used in the model tables ("RE" and "HS" are the V3 paper's column values).
@@ -60,11 +65,75 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
+#: How a conv pads its input (``ConvNormAct(padding=...)``; the models' ``padding`` keyword).
+PADDINGS = {
+    "symmetric": "(k - 1) // 2 · d on every side, as in torchvision and timm (the default)",
+    "tf_same": "TensorFlow's 'same': for stride 2 the total from the input size at run time, "
+    "the odd pixel at the bottom/right (Keras applications, timm's tf_* ports)",
+    "tf_same_fixed": "what TensorFlow's 'same' pads for an input divisible by the stride, at "
+    "every size (Keras MobileNet V1's ZeroPadding2D((0, 1), (0, 1)) before stride-2 convs)",
+}
+
+
+def same_padding(size: int, kernel_size: int, stride: int, dilation: int) -> list[int]:
+    """TensorFlow's "same" padding of one side of length ``size``: ``[before, after]``, the
+    total making ``ceil(size / stride)`` outputs, the odd pixel after."""
+    span = (kernel_size - 1) * dilation + 1
+    total = ((size + stride - 1) // stride - 1) * stride + span - size
+    if span < stride:  # only then can the total be negative (a branch on the kernel, not on
+        total = max(total, 0)  # the size: torch.export keeps the size symbolic)
+    return [total // 2, total - total // 2]
+
+
+def pad_same(
+    x: torch.Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    dilation: list[int],
+    fixed: bool = False,
+) -> torch.Tensor:
+    """Zero-pad ``x`` (N, C, H, W) as TensorFlow's "same" conv would (``fixed``: as for an input
+    divisible by the stride, whatever its size)."""
+    height = stride[0] if fixed else x.shape[-2]
+    width = stride[1] if fixed else x.shape[-1]
+    top_bottom = same_padding(height, kernel_size[0], stride[0], dilation[0])
+    left_right = same_padding(width, kernel_size[1], stride[1], dilation[1])
+    return F.pad(x, [left_right[0], left_right[1], top_bottom[0], top_bottom[1]])
+
+
+torch.fx.wrap("pad_same")  # one node in an FX graph: its arithmetic reads the input's size
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow's "same" padding (:data:`PADDINGS`), applied in
+    ``forward`` so that it follows the input size; its weights and their names are Conv2d's."""
+
+    def __init__(self, *args: object, fixed: bool = False, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs, padding=0)
+        self.fixed = fixed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel_size = [self.kernel_size[0], self.kernel_size[1]]
+        stride = [self.stride[0], self.stride[1]]
+        dilation = [self.dilation[0], self.dilation[1]]
+        x = pad_same(x, kernel_size, stride, dilation, self.fixed)
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+def check_padding(padding: str, allowed: tuple[str, ...] = ("symmetric", "tf_same")) -> str:
+    """``padding`` if it is one of ``allowed``, else a clear error."""
+    if padding not in allowed:
+        raise ConfigError(f"padding must be one of {allowed}, got {padding!r}")
+    return padding
+
+
 class ConvNormAct(nn.Module):
     """Conv2d → BatchNorm2d → activation, as three named children ``conv``, ``bn``, ``act``.
 
     Padding is ``(kernel_size - 1) // 2 · dilation`` ("same" for stride 1), as in all three
-    papers' PyTorch ports. ``act=None`` gives a linear layer (V2's linear bottleneck).
+    papers' PyTorch ports; ``padding="tf_same"`` or ``"tf_same_fixed"`` pads a strided conv as
+    TensorFlow does (:data:`PADDINGS`). ``act=None`` gives a linear layer (V2's linear
+    bottleneck).
     ``norm_layer`` (torchvision's keyword: a callable of the channel count) replaces BatchNorm.
     """
 
@@ -79,18 +148,22 @@ class ConvNormAct(nn.Module):
         bn_eps: float = 1e-5,
         norm_layer: Callable[[int], nn.Module] | None = None,
         dilation: int = 1,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=(kernel_size - 1) // 2 * dilation,
-            dilation=dilation,
-            groups=groups,
-            bias=False,
-        )
+        check_padding(padding, tuple(PADDINGS))
+        conv_args = {"stride": stride, "dilation": dilation, "groups": groups, "bias": False}
+        if padding == "symmetric" or stride == 1:  # TF's "same" is symmetric at stride 1
+            self.conv = nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                padding=(kernel_size - 1) // 2 * dilation,
+                **conv_args,
+            )
+        else:
+            fixed = padding == "tf_same_fixed"
+            self.conv = Conv2dSame(in_channels, out_channels, kernel_size, fixed=fixed, **conv_args)
         self.bn = norm_layer(out_channels) if norm_layer else nn.BatchNorm2d(out_channels, bn_eps)
         self.act = make_activation(act)
 
@@ -131,11 +204,19 @@ class DepthwiseSeparable(nn.Module):
         act: str = "relu",
         bn_eps: float = 1e-5,
         norm_layer: Callable[[int], nn.Module] | None = None,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
         self.depthwise = ConvNormAct(
-            in_channels, in_channels, kernel_size, stride, groups=in_channels, act=act, **norm
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride,
+            groups=in_channels,
+            act=act,
+            padding=padding,
+            **norm,
         )
         self.pointwise = ConvNormAct(in_channels, out_channels, 1, act=act, **norm)
 
@@ -163,6 +244,7 @@ class InvertedResidual(nn.Module):
         bn_eps: float = 1e-5,
         norm_layer: Callable[[int], nn.Module] | None = None,
         dilation: int = 1,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -183,6 +265,7 @@ class InvertedResidual(nn.Module):
             groups=hidden_channels,
             act=act,
             dilation=dilation,
+            padding=padding,
             **norm,
         )
         self.se = SqueezeExcite(hidden_channels) if use_se else nn.Identity()

@@ -271,6 +271,20 @@ def state_with(ws: Workspace, tmp: Path, change: Callable[[dict], None]) -> Path
     return tmp / "changed.pth"
 
 
+def keras_file(tmp: Path, layers: dict[str, tuple[int, ...]]) -> Path:
+    """A Keras 2 style HDF5 weights file with one kernel per named layer."""
+    import h5py
+    import numpy as np
+
+    path = tmp / "keras.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [name.encode() for name in layers]
+        for name, shape in layers.items():
+            f.create_group(name).attrs["weight_names"] = [f"{name}/kernel:0".encode()]
+            f[name].create_dataset(f"{name}/kernel:0", data=np.zeros(shape, "float32"))
+    return path
+
+
 def converted(ws: Workspace, tmp: Path) -> Path:
     """torchvision's V3-Small converted: ImageNet weights that record no training data."""
     assert (
@@ -486,9 +500,52 @@ CASES = [
         r"torchvision has no MobileNet named 'mobilenet_v1'",
     ),
     Case(
-        "convert-tf-port",
-        lambda ws, t: convert(ws.timm_state, "timm", "tf_mobilenetv3_small_100", t / "o"),
-        r"tf_ ports use TensorFlow 'SAME'",
+        "convert-tf-port-of-v2",
+        lambda ws, t: convert(ws.timm_state, "timm", "tf_mobilenetv2_100", t / "o"),
+        r"timm has no model 'tf_mobilenetv2_100': its tf_ ports .* are tf_mobilenetv3_large",
+    ),
+    Case(
+        "convert-keras-not-hdf5",
+        lambda ws, t: ["convert", "--from", "keras", str(ws.image), "--out", str(t / "o")],
+        r"is not a Keras weights file \(\.h5, \.weights\.h5, \.keras\) or is truncated",
+    ),
+    Case(
+        "convert-keras-not-a-mobilenet",
+        lambda ws, t: [
+            "convert",
+            "--from",
+            "keras",
+            str(keras_file(t, {"dense": (4, 2)})),
+            "--out",
+            str(t / "o"),
+        ],
+        r"not those of Keras applications' MobileNet, MobileNetV2, MobileNetV3Large",
+    ),
+    Case(
+        "convert-keras-other-family",
+        lambda ws, t: [
+            "convert",
+            "--from",
+            "keras",
+            str(keras_file(t, {"conv1": (3, 3, 3, 32), "conv_dw_1": (3, 3, 32, 1)})),
+            "--model",
+            "mobilenet_v2",
+            "--out",
+            str(t / "o"),
+        ],
+        r"keras\.h5 holds a Keras mobilenet_v1, not a mobilenet_v2",
+    ),
+    Case(
+        "convert-keras-without-classifier",
+        lambda ws, t: [
+            "convert",
+            "--from",
+            "keras",
+            str(keras_file(t, {"conv1": (3, 3, 3, 32), "conv_dw_1": (3, 3, 32, 1)})),
+            "--out",
+            str(t / "o"),
+        ],
+        r"no classifier layer 'conv_preds': Keras models saved with include_top=False",
     ),
     Case(
         "convert-without-model",

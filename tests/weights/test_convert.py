@@ -178,7 +178,7 @@ def test_bad_weights_files(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("tf_mobilenetv3_large_100", "TensorFlow 'SAME'"),
+        ("tf_mobilenetv2_100", "its tf_ ports"),
         ("mobilenetv3_rw", "not the papers' networks"),
     ],
 )

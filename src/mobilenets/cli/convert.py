@@ -1,19 +1,21 @@
-"""Convert a torchvision or timm state dict (or one of our checkpoints) to safetensors."""
+"""Convert a torchvision or timm state dict, a Keras file, or one of our checkpoints to
+safetensors."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from mobilenets.catalog import WEIGHT_SOURCES as SOURCES
 from mobilenets.cli import _common as cli_types
 from mobilenets.errors import ConfigError
-from mobilenets.weights import SOURCES, convert_file, is_name
 
 EXAMPLES = """\
   mobilenets convert --from torchvision mobilenet_v2-b0353104.pth --model mobilenet_v2 \\
       --out v2.safetensors
   mobilenets convert --from checkpoint runs/v1/checkpoint.pt --out v1.safetensors
   mobilenets convert torchvision:mobilenet_v2.IMAGENET1K_V1 --out v2.safetensors
+  mobilenets convert --from keras mobilenet_1_0_224_tf.h5 --out v1.safetensors
 """
 
 
@@ -28,21 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "src",
         metavar="SRC",
-        help="a state dict the user downloaded (.pth, .pt, .bin, .safetensors), "
-        "a mobilenets checkpoint.pt, or published weights by name "
+        help="a state dict the user downloaded (.pth, .pt, .bin, .safetensors), a Keras "
+        "applications file (.h5, .weights.h5, .keras), a mobilenets checkpoint.pt, or "
+        "published weights by name "
         "(torchvision:mobilenet_v2.IMAGENET1K_V1, timm:mobilenetv3_large_100.ra_in1k)",
     )
     parser.add_argument(
         "--model",
         default="",
-        help="torchvision builder name (mobilenet_v2, mobilenet_v3_large, ...) or "
-        "timm model name (mobilenetv3_large_100, ...)",
+        help="torchvision builder name (mobilenet_v2, mobilenet_v3_large, ...), timm model "
+        "name (mobilenetv3_large_100, tf_mobilenetv3_large_100, ...); with --from keras "
+        "optional (read from the file's layer names, checked when given)",
     )
     parser.add_argument(
         "--width-mult",
         type=cli_types.width_mult,
-        default=1.0,
-        help="torchvision's width_mult of the source",
+        default=None,
+        help="torchvision's width_mult of the source (default 1); with --from keras, read "
+        "from the layers' shapes unless given",
     )
     parser.add_argument(
         "--reduced-tail", action="store_true", help="torchvision's reduced_tail of the source"
@@ -58,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mobilenets.weights import convert_file, is_name
+
     if is_name(args.src):
         args.source = None
     elif args.source is None:
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             f"--from {{{','.join((*SOURCES, 'checkpoint'))}}} is required unless SRC is a "
             "weights name such as torchvision:mobilenet_v2.IMAGENET1K_V1"
         )
-    elif args.source != "checkpoint" and not args.model:
+    elif args.source not in ("checkpoint", "keras") and not args.model:
         raise ConfigError(f"--model is required with --from {args.source}")
     info = convert_file(
         args.source,

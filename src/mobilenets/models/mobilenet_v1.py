@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 from torch import nn
 
-from mobilenets.layers import ConvNormAct, DepthwiseSeparable, make_divisible
+from mobilenets.errors import ConfigError
+from mobilenets.layers import ConvNormAct, DepthwiseSeparable, check_padding, make_divisible
 from mobilenets.models.base import MobileNet, check_width_mult
 from mobilenets.models.registry import register_model
 
@@ -42,6 +43,13 @@ V1_TABLE_1 = [
 ]
 SHALLOW_ROWS = range(6, 11)  # Table 5: "the five layers of separable filters with 14×14×512"
 
+#: How α scales a layer's ``c`` (the paper only says αM): timm rounds to a multiple of 8,
+#: Keras applications truncate. They agree for Keras's α ∈ {0.25, 0.5, 0.75, 1}.
+V1_CHANNEL_RULES = {
+    "timm": lambda c, alpha: make_divisible(c * alpha),
+    "keras": lambda c, alpha: int(c * alpha),
+}
+
 
 class MobileNetV1(MobileNet):
     """MobileNetV1: a full 3×3 conv, 13 depthwise separable layers, average pool, FC.
@@ -55,6 +63,10 @@ class MobileNetV1(MobileNet):
             "Conv MobileNet" baseline).
         shallow: drop the five 14×14×512 separable layers (Table 5's "Shallow MobileNet").
         act: ``"relu"`` as in the paper; ``"relu6"`` matches timm's ``mobilenetv1_*``.
+        channel_rules: ``"timm"`` (c·α rounded to a multiple of 8) or ``"keras"`` (int(c·α)).
+        padding: ``"symmetric"``; ``"tf_same"`` (TensorFlow's "same" on the stride-2 convs); or
+            ``"keras"``: Keras applications' MobileNet, "same" on the stem and a fixed
+            ``(0, 1), (0, 1)`` before each stride-2 depthwise conv, whatever the input size.
         bn_eps: BatchNorm epsilon.
         norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
         features_only: return multi-scale feature maps (see ``feature_info``).
@@ -71,24 +83,35 @@ class MobileNetV1(MobileNet):
         full_conv: bool = False,
         shallow: bool = False,
         act: str = "relu",
+        channel_rules: str = "timm",
+        padding: str = "symmetric",
         bn_eps: float = 1e-5,
         norm_layer: Callable[[int], nn.Module] | None = None,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
     ) -> None:
         width_mult = check_width_mult(width_mult)
+        if channel_rules not in V1_CHANNEL_RULES:
+            raise ConfigError(
+                f"channel_rules must be one of {tuple(V1_CHANNEL_RULES)}, got {channel_rules!r}"
+            )
+        channels = V1_CHANNEL_RULES[channel_rules]
+        check_padding(padding, ("symmetric", "tf_same", "keras"))
+        stem_padding = "tf_same" if padding == "keras" else padding
+        block_padding = "tf_same_fixed" if padding == "keras" else padding
         rows = [r for i, r in enumerate(V1_TABLE_1) if not (shallow and i in SHALLOW_ROWS)]
-        stem_channels = make_divisible(V1_STEM_CHANNELS * width_mult)
+        stem_channels = channels(V1_STEM_CHANNELS, width_mult)
         norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
-        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=act, **norm)
+        stem = ConvNormAct(in_chans, stem_channels, 3, 2, act=act, padding=stem_padding, **norm)
         blocks = []
         in_channels = stem_channels
         for row in rows:
-            out_channels = make_divisible(row.c * width_mult)
+            out_channels = channels(row.c, width_mult)
+            layer = {"act": act, "padding": block_padding, **norm}
             if full_conv:
-                block = ConvNormAct(in_channels, out_channels, 3, row.s, act=act, **norm)
+                block = ConvNormAct(in_channels, out_channels, 3, row.s, **layer)
             else:
-                block = DepthwiseSeparable(in_channels, out_channels, row.s, act=act, **norm)
+                block = DepthwiseSeparable(in_channels, out_channels, row.s, **layer)
             blocks.append((block, row.s, out_channels))
             in_channels = out_channels
         super().__init__(

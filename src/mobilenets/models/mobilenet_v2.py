@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from mobilenets.layers import ConvNormAct, InvertedResidual, make_divisible
+from mobilenets.layers import ConvNormAct, InvertedResidual, check_padding, make_divisible
 from mobilenets.models.base import MobileNet, check_width_mult
 from mobilenets.models.registry import register_model
 
@@ -46,7 +46,9 @@ class MobileNetV2(MobileNet):
         num_classes: classifier outputs (0: no classifier).
         in_chans: input image channels.
         dropout: dropout before the classifier.
-        bn_eps: BatchNorm epsilon.
+        padding: ``"symmetric"`` or ``"tf_same"`` (TensorFlow's "same" on the stride-2 convs,
+            as in Keras applications' MobileNetV2).
+        bn_eps: BatchNorm epsilon (1e-3 in the TF reference and Keras).
         norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
         features_only: return multi-scale feature maps (see ``feature_info``).
         out_indices: which feature maps ``features_only`` returns.
@@ -62,6 +64,7 @@ class MobileNetV2(MobileNet):
         num_classes: int = 1000,
         in_chans: int = 3,
         dropout: float = 0.2,
+        padding: str = "symmetric",
         bn_eps: float = 1e-5,
         norm_layer: Callable[[int], nn.Module] | None = None,
         features_only: bool = False,
@@ -69,7 +72,7 @@ class MobileNetV2(MobileNet):
     ) -> None:
         width_mult = check_width_mult(width_mult)
         stem_channels = make_divisible(V2_STEM_CHANNELS * width_mult)
-        norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
+        norm = {"bn_eps": bn_eps, "norm_layer": norm_layer, "padding": check_padding(padding)}
         stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act="relu6", **norm)
         blocks = []
         in_channels = stem_channels

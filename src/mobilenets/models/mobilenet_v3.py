@@ -11,10 +11,13 @@ Where the sources round channels differently for α ≠ 1, ``channel_rules`` nam
   with the already-scaled input (``exp/in`` kept), the 1280/1024 head is not shrunk for α < 1.
 - ``"timm"``: as ``"paper"``, and the 16-channel stem is kept for α < 0.75 (timm ``fix_stem``).
 - ``"torchvision"``: every channel, expansion and the head included, is scaled by α.
+- ``"keras"`` (Keras applications): as ``"paper"``, but the stem keeps 16 channels at every α
+  and the last 1×1 conv is 6 × the last block's channels (equal to ``"paper"`` for α ≥ 0.75).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -22,7 +25,13 @@ from typing import NamedTuple
 from torch import nn
 
 from mobilenets.errors import ConfigError
-from mobilenets.layers import ConvNormAct, InvertedResidual, make_activation, make_divisible
+from mobilenets.layers import (
+    ConvNormAct,
+    InvertedResidual,
+    check_padding,
+    make_activation,
+    make_divisible,
+)
 from mobilenets.models.base import MobileNet, check_width_mult
 from mobilenets.models.registry import register_model
 
@@ -41,6 +50,7 @@ CHANNEL_RULES = {
     "paper": ChannelRules("ratio", 0.0, "scaled", "at_least_table"),
     "timm": ChannelRules("ratio", 0.75, "scaled", "fixed"),
     "torchvision": ChannelRules("scaled", 0.0, "six_times", "scaled"),
+    "keras": ChannelRules("ratio", math.inf, "six_times", "at_least_table"),
 }
 
 
@@ -154,7 +164,10 @@ class MobileNetV3(MobileNet):
         dropout: dropout before the classifier.
         reduced_tail: halve the last stage and the head (for detection/segmentation).
         minimalistic: no SE, no h-swish, 3×3 kernels only.
-        channel_rules: ``"paper"``, ``"timm"`` or ``"torchvision"`` (see the module docstring).
+        channel_rules: ``"paper"``, ``"timm"``, ``"torchvision"`` or ``"keras"`` (see the module
+            docstring).
+        padding: ``"symmetric"`` or ``"tf_same"`` (TensorFlow's "same" on the stride-2 convs,
+            as in Keras applications and timm's ``tf_mobilenetv3_*``).
         bn_eps: BatchNorm epsilon (1e-3 in the TF reference and torchvision; 1e-5 in timm).
         norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
         dilated: the last stage at stride 1 with dilation 2 (output stride 16, for
@@ -175,6 +188,7 @@ class MobileNetV3(MobileNet):
         reduced_tail: bool = False,
         minimalistic: bool = False,
         channel_rules: str = "paper",
+        padding: str = "symmetric",
         bn_eps: float = 1e-3,
         norm_layer: Callable[[int], nn.Module] | None = None,
         dilated: bool = False,
@@ -198,7 +212,7 @@ class MobileNetV3(MobileNet):
 
         fixed_stem = width_mult < rules.fixed_stem_below
         stem_channels = V3_STEM_CHANNELS if fixed_stem else scaled(V3_STEM_CHANNELS)
-        norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
+        norm = {"bn_eps": bn_eps, "norm_layer": norm_layer, "padding": check_padding(padding)}
         stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=head_act, **norm)
 
         blocks = _bnecks(rows, stem_channels, width_mult, rules, dilated, norm)

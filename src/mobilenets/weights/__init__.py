@@ -14,23 +14,29 @@ from pathlib import Path
 
 from torch import nn
 
-from mobilenets.errors import ConfigError
+from mobilenets.catalog import WEIGHT_SOURCES as SOURCES
+from mobilenets.errors import ConfigError, WeightsError, display
 from mobilenets.fileio import check_output_path
 from mobilenets.saved import loader
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.loader import Prediction
 from mobilenets.saved.safetensors import load_weights, read_weights, save_weights
 from mobilenets.weights.convert import (
-    SOURCES,
+    KERAS_WIDTHS,
     Target,
     classifier_outputs,
     convert_state_dict,
+    keras_target,
     key_map,
     read_state_dict,
     timm_target,
     torchvision_target,
 )
 from mobilenets.weights.hub import is_name, resolve
+from mobilenets.weights.keras import keras_classes, keras_family, read_keras_weights
+
+#: Keras applications feed MobileNets x / 127.5 - 1 (x in [0, 255]): mean = std = 0.5 on [0, 1].
+KERAS_MEAN = KERAS_STD = (0.5, 0.5, 0.5)
 
 __all__ = [
     "SOURCES",
@@ -65,6 +71,48 @@ def predict(
     return loader.predict(network, images, **kwargs)
 
 
+def convert_keras(
+    path: str | Path, *, model: str = "", width_mult: float | None = None
+) -> tuple[nn.Module, NetworkInfo]:
+    """Our network with the weights of a Keras applications file (:mod:`.keras`): the family
+    from the layers' names, the width from their shapes (each width Keras offers is tried
+    unless ``width_mult`` is given), the input scaling Keras expects (``x / 127.5 - 1``, which
+    V3 does inside the model) stored as mean = std = 0.5."""
+    tensors = read_keras_weights(path)
+    family, minimalistic = keras_family(tensors)
+    if model and model != family:
+        raise ConfigError(f"{display(path)} holds a Keras {family}, not a {model}")
+    num_classes = keras_classes(tensors, family)
+    errors = []
+    for width in [width_mult] if width_mult else KERAS_WIDTHS[family]:
+        target = keras_target(family, width, num_classes, minimalistic)
+        try:
+            net = convert_state_dict(tensors, target, "keras")
+        except WeightsError as err:
+            errors.append(f"α = {width:g}: {err}")
+            continue
+        classes = default_classes(num_classes)
+        info = NetworkInfo(
+            target.model,
+            target.kwargs,
+            mean=KERAS_MEAN,
+            std=KERAS_STD,
+            classes=tuple(classes),
+            source=f"keras:{Path(path).name}",
+        )
+        return net, info
+    tried = "the width given" if width_mult else f"any of Keras's widths {KERAS_WIDTHS[family]}"
+    raise WeightsError(
+        f"{display(path)} holds a Keras {family} that fits {tried}; "
+        + (errors[0] if len(errors) == 1 else f"first: {errors[0]}")
+    )
+
+
+def default_classes(num_classes: int) -> list[str]:
+    """ImageNet's class names for a 1,000-way classifier, else the indices as names."""
+    return imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+
+
 def imagenet_classes() -> list[str]:
     """The 1,000 ImageNet class names (shipped with torchvision, no download)."""
     from torchvision.models import MobileNet_V2_Weights
@@ -93,7 +141,7 @@ def convert_file(
     out: str | Path,
     *,
     model: str = "",
-    width_mult: float = 1.0,
+    width_mult: float | None = None,
     reduced_tail: bool = False,
     eval_resize: int | None = None,
 ) -> NetworkInfo:
@@ -102,8 +150,10 @@ def convert_file(
     ``torchvision:mobilenet_v2.IMAGENET1K_V1``; ``source`` and ``model`` are then unused) into
     a mobilenets safetensors file at ``out``.
 
-    ``model`` is torchvision's builder name (with ``width_mult``), timm's model name, or ignored
-    for a checkpoint. ``eval_resize`` is the short side before the center crop that the weights
+    ``model`` is torchvision's builder name (with ``width_mult``, default 1), timm's model name,
+    for Keras (``source`` = keras) our name of the network if it is to be checked (the family
+    and, unless ``width_mult`` is given, the width are read from the file), or ignored for a
+    checkpoint. ``eval_resize`` is the short side before the center crop that the weights
     are evaluated with (default: torchvision's own figure when the file name is one of its
     weights files, else ``input_size / 0.875``).
     """
@@ -121,7 +171,13 @@ def convert_file(
         return info
     if source not in SOURCES:
         raise ConfigError(f"--from must be one of {(*SOURCES, 'checkpoint')}, got {source!r}")
+    if source == "keras":
+        net, info = convert_keras(path, model=model, width_mult=width_mult)
+        info = replace(info, resize=eval_resize)
+        save_weights(net, out, info)
+        return info
     state = read_state_dict(path)
+    width_mult = width_mult or 1.0
     if source == "torchvision":
         torchvision_target(model)  # checks the name first
         num_classes = classifier_outputs(state, source, model)
@@ -132,7 +188,7 @@ def convert_file(
         num_classes = classifier_outputs(state, source, target.model)
         target = timm_target(model, num_classes)
     net = convert_state_dict(state, target, source)
-    classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+    classes = default_classes(num_classes)
     info = NetworkInfo(
         target.model,
         target.kwargs,

@@ -30,7 +30,6 @@ from mobilenets.models.mobilenet_v2 import V2_TABLE_2
 from mobilenets.models.mobilenet_v3 import V3_LARGE_TABLE_1, V3_SMALL_TABLE_2
 from mobilenets.models.registry import create_model
 
-SOURCES = ("torchvision", "timm")
 TORCHVISION_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 _TIMM_NAME = re.compile(
     r"^(?P<tf>tf_)?mobilenetv(?P<family>1|2|3_large|3_small)(?P<minimal>_minimal)?_(?P<w>\d{3})$"
@@ -71,11 +70,10 @@ def timm_target(name: str, num_classes: int = 1000) -> Target:
             "with other block layouts (mobilenetv1_100h, mobilenetv2_110d, mobilenetv3_rw, ...) "
             "are not the papers' networks"
         )
-    if match["tf"]:
+    if match["tf"] and not match["family"].startswith("3"):
         raise ConfigError(
-            f"cannot convert timm model {name!r}: the tf_ ports use TensorFlow 'SAME' "
-            "(asymmetric) padding on stride-2 convs, which our networks do not implement, so "
-            "outputs would differ; use timm's mobilenetv3_* weights"
+            f"timm has no model {name!r}: its tf_ ports (TensorFlow's 'same' padding, BN eps "
+            "1e-3) are tf_mobilenetv3_large_NNN, tf_mobilenetv3_small_NNN and their _minimal_"
         )
     width = int(match["w"]) / 100
     family = match["family"]
@@ -85,7 +83,38 @@ def timm_target(name: str, num_classes: int = 1000) -> Target:
     if family == "2":
         return Target("mobilenet_v2", kwargs, "timm")
     kwargs.update(channel_rules="timm", minimalistic=bool(match["minimal"]))
+    if match["tf"]:  # the ports of TensorFlow's checkpoints: TF's padding and BN epsilon
+        kwargs.update(padding="tf_same", bn_eps=1e-3)
     return Target(f"mobilenet_{family.replace('3', 'v3')}", kwargs, "timm")
+
+
+#: The widths Keras applications offer weights for, tried in turn when a file does not say.
+KERAS_WIDTHS = {
+    "mobilenet_v1": (1.0, 0.75, 0.5, 0.25),
+    "mobilenet_v2": (1.0, 0.75, 0.5, 0.35, 1.3, 1.4),
+    "mobilenet_v3_large": (1.0, 0.75),
+    "mobilenet_v3_small": (1.0, 0.75),
+}
+
+
+def keras_target(
+    model: str, width_mult: float = 1.0, num_classes: int = 1000, minimalistic: bool = False
+) -> Target:
+    """Our equivalent of Keras applications' ``MobileNet``, ``MobileNetV2``,
+    ``MobileNetV3Large``/``Small(alpha=..., minimalistic=...)``: TensorFlow's padding, BN eps
+    1e-3, and Keras's own channel rounding (V1 ``int(c·α)``, V3's fixed 16-channel stem)."""
+    kwargs: dict = {"width_mult": width_mult, "num_classes": num_classes, "bn_eps": 1e-3}
+    if model == "mobilenet_v1":
+        kwargs.update(act="relu6", channel_rules="keras", padding="keras")
+    elif model == "mobilenet_v2":
+        kwargs.update(padding="tf_same")
+    elif model in ("mobilenet_v3_large", "mobilenet_v3_small"):
+        kwargs.update(channel_rules="keras", padding="tf_same", minimalistic=minimalistic)
+    else:
+        raise ConfigError(
+            f"Keras applications have no {model!r}; they have {', '.join(KERAS_WIDTHS)}"
+        )
+    return Target(model, kwargs, "keras")
 
 
 # --- key maps: our module path -> the source's, by name (never by position) -----------------
@@ -202,7 +231,46 @@ def _timm_module(name: str, layout: _Layout) -> str:
     return f"{prefix}.{_TIMM_BLOCK_LEAVES[kind][f'{part}.{leaf}']}"
 
 
-_SOURCE_MODULE = {"torchvision": _torchvision_module, "timm": _timm_module}
+def _keras_module(name: str, layout: _Layout) -> str:
+    """Keras applications' layer name (``conv_dw_3_bn``, ``block_5_project``,
+    ``expanded_conv_7_squeeze_excite_conv_1``, ...)."""
+    fixed = {
+        "v1": {"stem.conv": "conv1", "stem.bn": "conv1_bn", "classifier": "conv_preds"},
+        "v2": {
+            "stem.conv": "Conv1",
+            "stem.bn": "bn_Conv1",
+            "head.conv": "Conv_1",
+            "head.bn": "Conv_1_bn",
+            "classifier": "predictions",
+        },
+        "v3": {
+            "stem.conv": "conv",
+            "stem.bn": "conv_bn",
+            "pre_logits.0": "conv_2",
+            "classifier": "logits",
+        },
+    }[layout.family]
+    if name in fixed:
+        return fixed[name]
+    match = _LEAF.match(name)
+    if not match:
+        raise WeightsError(f"no Keras name for our module {name!r}")
+    i, part, leaf = int(match["i"]), match["part"], match["leaf"]
+    if layout.family == "v1":
+        kind = {"depthwise": "dw", "pointwise": "pw"}[part]
+        return f"conv_{kind}_{i + 1}" + ("_bn" if leaf == "bn" else "")
+    if layout.family == "v2":
+        prefix = "expanded_conv_" if i == 0 else f"block_{i}_"
+        return f"{prefix}{part}" + ("_BN" if leaf == "bn" else "")
+    if part is None:  # V3's last 1×1 conv
+        return "conv_1" + ("_bn" if leaf == "bn" else "")
+    prefix = "expanded_conv_" if i == 0 else f"expanded_conv_{i}_"
+    if part == "se":
+        return f"{prefix}squeeze_excite_conv" + ("_1" if leaf == "fc2" else "")
+    return f"{prefix}{part}" + ("_bn" if leaf == "bn" else "")
+
+
+_SOURCE_MODULE = {"torchvision": _torchvision_module, "timm": _timm_module, "keras": _keras_module}
 _SOURCE_LOOKS = {
     "torchvision": "features.0.0.weight",
     "timm": "conv_stem.weight",
