@@ -60,7 +60,8 @@ def test_sweep_latency_is_interleaved_and_wide_spreads_are_flagged(monkeypatch) 
             return x
 
     timed = sweep_module.measure_latencies({(1.0, 32): Probe("a"), (0.5, 32): Probe("b")}, runs=4)
-    assert order == ["a", "b"] * 5  # a warm-up round, then 4 interleaved rounds
+    # a warm-up round, then 4 rounds in rotating order, each timed call after an untimed one
+    assert order == ["a", "b"] + ["a", "a", "b", "b", "b", "b", "a", "a"] * 2
     assert set(timed) == {(1.0, 32), (0.5, 32)}
     row = {
         "model": "mobilenet_v1",

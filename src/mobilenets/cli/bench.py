@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mobilenets.export.bench import format_bench, run_bench, write_bench
 
-    rows, peak = run_bench(
+    result = run_bench(
         args.models,
         args.backends,
         batch_size=args.batch_size,
@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         warmup=args.warmup,
         runs=args.runs,
+        log=lambda line: print(line, file=sys.stderr),
     )
-    out = write_bench(args.out, rows, peak)
-    print(format_bench(rows, peak))
+    out = write_bench(args.out, result)
+    print(format_bench(result))
     print(f"wrote {out}/bench.md, bench.csv, bench.json, bench.png", file=sys.stderr)
     return 0

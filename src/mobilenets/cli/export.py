@@ -1,4 +1,4 @@
-"""Export a checkpoint, a weights file or a registry model to ONNX (BN folded by default)."""
+"""Export a checkpoint, a weights file or a registry model to ONNX, ExecuTorch or OpenVINO."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import argparse
 import sys
 
 from mobilenets.cli import _common as cli_types
-from mobilenets.export.choices import EXPORTERS
+from mobilenets.export.choices import EXPORTERS, FORMAT_CHOICES
 
 EXAMPLES = """\
   mobilenets export runs/v1/checkpoint.pt --out runs/v1/model.onnx
   mobilenets export mobilenet_v3_small --out v3s.onnx --resolution 224
+  mobilenets export runs/v1/checkpoint.pt --out runs/v1/model.pte      # ExecuTorch, XNNPACK
+  mobilenets export runs/v1/model_int8.onnx --out runs/v1/model_int8.xml   # OpenVINO IR
 """
 
 
@@ -19,9 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "source",
         metavar="SOURCE",
         help="a run's checkpoint.pt, a .safetensors weights file, published weights by name "
-        "(torchvision:mobilenet_v2.IMAGENET1K_V1), or a model name (random weights)",
+        "(torchvision:mobilenet_v2.IMAGENET1K_V1), a model name (random weights), or, for "
+        "--format openvino, one of our .onnx files (quantize's int8 model gives an int8 IR)",
     )
-    parser.add_argument("--out", required=True, help="FILE.onnx")
+    parser.add_argument(
+        "--out", required=True, help="FILE.onnx, FILE.pte (ExecuTorch) or FILE.xml (OpenVINO)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMAT_CHOICES,
+        default=None,
+        help="onnx, pte (ExecuTorch with the XNNPACK delegate, batch 1) or openvino (IR); "
+        "default: the one --out's suffix names",
+    )
     parser.add_argument(
         "--fold-bn",
         action=argparse.BooleanOptionalAction,
@@ -51,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mobilenets.export.model_export import export_model
-    from mobilenets.saved.onnx import onnx_metadata
+    from mobilenets.saved import load
 
     path = export_model(
         args.source,
@@ -60,12 +72,19 @@ def run(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         dynamic_batch=args.dynamic_batch,
         exporter=args.exporter,
+        format=args.format,
     )
-    meta = onnx_metadata(path)
+    _, info = load(path)
+    parts = (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,)
+    size = sum(p.stat().st_size for p in parts)
+    check = {
+        ".onnx": "checked with onnx.checker",
+        ".pte": "outputs checked against PyTorch",
+        ".xml": "fp32 outputs checked against PyTorch" if args.source[-5:] != ".onnx" else "",
+    }[path.suffix]
     print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {meta['model']}, input "
-        f"{meta['input_size']} px, {len(meta.get('classes') or [])} class names, BN "
-        f"{'folded' if meta.get('bn_folded') else 'kept'}; checked with onnx.checker",
+        f"wrote {path} ({size / 1e6:.2f} MB): {info.model}, input {info.input_size} px, "
+        f"{len(info.classes)} class names" + (f"; {check}" if check else ""),
         file=sys.stderr,
     )
     return 0

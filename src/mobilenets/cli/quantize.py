@@ -6,6 +6,7 @@ import argparse
 import json
 
 from mobilenets.cli import _common as cli_types
+from mobilenets.errors import ConfigError
 from mobilenets.export.choices import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION,
@@ -24,13 +25,20 @@ EXAMPLES = """\
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="FILE.onnx", help="an fp32 model from `export`")
+    parser.add_argument(
+        "model",
+        metavar="SOURCE",
+        help="an fp32 .onnx from `export`; or, with --out FILE.pte, a checkpoint, a "
+        ".safetensors file or a weights name (ExecuTorch int8 through PT2E and XNNPACK)",
+    )
     parser.add_argument(
         "--calib-data",
         default="digits",
         help="data spec: its train split calibrates, its val split evaluates",
     )
-    parser.add_argument("--out", required=True, help="FILE.int8.onnx")
+    parser.add_argument(
+        "--out", required=True, help="FILE.int8.onnx (ONNX Runtime QDQ) or FILE.pte (ExecuTorch)"
+    )
     parser.add_argument(
         "--calib-images", type=cli_types.positive, default=256, help="calibration images"
     )
@@ -71,19 +79,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mobilenets.export.quantize import quantize_onnx
+    from mobilenets.export.quantize import quantize_onnx, quantize_pte
 
-    report = quantize_onnx(
-        args.model,
-        args.out,
-        args.calib_data,
-        calib_images=args.calib_images,
-        calib_method=args.calib_method,
-        min_agreement=args.min_agreement,
-        min_confident_agreement=args.min_confident_agreement,
-        keep_fp32=args.keep_fp32,
-        margin=args.margin,
-        data_root=args.data_root,
-    )
+    common = {
+        "calib_images": args.calib_images,
+        "min_agreement": args.min_agreement,
+        "min_confident_agreement": args.min_confident_agreement,
+        "margin": args.margin,
+        "data_root": args.data_root,
+    }
+    if args.out.endswith(".pte"):
+        if args.keep_fp32 or args.calib_method != DEFAULT_CALIBRATION:
+            raise ConfigError("--keep-fp32 and --calib-method are ONNX Runtime's; not for .pte")
+        report = quantize_pte(args.model, args.out, args.calib_data, **common)
+    else:
+        report = quantize_onnx(
+            args.model,
+            args.out,
+            args.calib_data,
+            calib_method=args.calib_method,
+            keep_fp32=args.keep_fp32,
+            **common,
+        )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0 if report.ok else 1

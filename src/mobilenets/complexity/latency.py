@@ -9,11 +9,13 @@ times exceeds a plain forward slightly; both are reported.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -84,6 +86,62 @@ def time_calls(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
         fn()
         times.append(1000 * (time.perf_counter() - start))
     return times
+
+
+def time_interleaved(
+    calls: dict[object, Callable[[], object]], warmup: int, runs: int
+) -> dict[object, list[float]]:
+    """Wall times (ms) of every call in ``calls``, interleaved so that load on the machine falls
+    on all alike: ``warmup`` untimed rounds, then ``runs`` rounds, each visiting the calls in an
+    order rotated by one, each timed call right after an untimed one of the same call (so it
+    finds its own weights and code in the caches, as a call in a loop does)."""
+    keys = list(calls)
+    for _ in range(warmup):
+        for key in keys:
+            calls[key]()
+    times: dict[object, list[float]] = {key: [] for key in keys}
+    for round_ in range(runs):
+        for key in keys[round_ % len(keys) :] + keys[: round_ % len(keys)]:
+            calls[key]()
+            start = time.perf_counter()
+            calls[key]()
+            times[key].append(1000 * (time.perf_counter() - start))
+    return times
+
+
+def spread(times: Sequence[float]) -> tuple[float, float, float]:
+    """Median, 10th and 90th percentile."""
+    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else []
+    low, high = (deciles[0], deciles[-1]) if deciles else (times[0], times[0])
+    return statistics.median(times), low, high
+
+
+class MachineLoad:
+    """How busy the machine's *other* processes keep its CPUs while a block runs: the CPU time
+    every process spent (``/proc/stat``) less this process's own, per second of wall time, in
+    cores. ``None`` where ``/proc/stat`` is not readable."""
+
+    def __enter__(self) -> MachineLoad:
+        self._start = (time.perf_counter(), _busy_seconds(), time.process_time())
+        self.other_cores: float | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, busy, own = self._start
+        now_busy = _busy_seconds()
+        if busy is not None and now_busy is not None:
+            elapsed = max(time.perf_counter() - wall, 1e-9)
+            other = (now_busy - busy) - (time.process_time() - own)
+            self.other_cores = max(0.0, other / elapsed)
+
+
+def _busy_seconds() -> float | None:
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 @torch.inference_mode()

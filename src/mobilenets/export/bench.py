@@ -1,22 +1,30 @@
 """Latency of our models beside torchvision's (timm's for V1), per backend, in one run.
 
 Backends: ``eager`` (PyTorch, NCHW), ``channels_last``, ``compile`` (torch.compile with
-freezing; slow to start), ``ort`` (ONNX Runtime fp32, BN folded) and ``ort_int8`` (static QDQ;
-calibrated on random inputs: fine for timing, not for accuracy). Every figure is a median over
-``runs`` timed calls after ``warmup`` calls, with the 10th–90th percentile spread, images/s, the
-ratio to torchvision eager and the ratio to the machine's roofline bound: 2·MACs·batch divided by
-the peak GFLOP/s of a large matmul measured at the start of the run.
+freezing; slow to start), ``ort`` (ONNX Runtime fp32, BN folded), ``ort_int8`` (static QDQ),
+``executorch`` / ``executorch_int8`` (XNNPACK delegate; PT2E int8), ``openvino`` (fp32, set
+explicitly: OpenVINO runs bf16 by default on CPUs that have it), ``openvino_bf16`` and
+``openvino_int8`` (our QDQ model in OpenVINO). int8 models are calibrated on random inputs: fine
+for timing, not for accuracy. The edge backends run our networks only.
+
+Every configuration is built first, then all are timed *interleaved* (each round visits them in
+a rotated order, each timed call right after an untimed one), so load on the machine falls on all
+alike; each figure is a median over ``runs`` rounds with the 10th–90th percentile spread. The
+CPU time the machine's other processes take meanwhile is measured, and the table warns when it
+is large enough to distort the figures. The roofline's compute roof is the best fp32 matmul any
+installed backend reaches in the same run at the same thread count (torch.mm, ONNX Runtime,
+OpenVINO), and for int8 rows the best int8 matmul (ONNX Runtime's MatMulInteger) when it is
+faster.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +34,9 @@ import torch
 from torch import nn
 
 from mobilenets.complexity import profile
-from mobilenets.complexity.latency import time_calls
+from mobilenets.complexity.latency import MachineLoad, spread, time_calls, time_interleaved
 from mobilenets.errors import ConfigError
-from mobilenets.export.choices import BACKENDS, DEFAULT_BACKENDS, DEFAULT_MODELS
+from mobilenets.export.choices import BACKENDS, DEFAULT_BACKENDS, DEFAULT_MODELS, OURS_ONLY
 from mobilenets.export.folding import fold_bn
 from mobilenets.export.onnx import export_onnx
 from mobilenets.export.quantize import quantize_qdq
@@ -61,16 +69,115 @@ class BenchRow:
     speedup_vs_reference_eager: float = 0.0
 
 
-def peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Measured fp32 matmul GFLOP/s of this machine (the roofline's compute roof)."""
+@dataclass
+class Peaks:
+    """The machine's compute roofs for this run: GFLOP/s of a large fp32 matmul per backend,
+    and GOP/s of an int8 one (``None`` when no installed backend has one)."""
+
+    fp32: dict[str, float]
+    int8: float | None = None
+
+    @property
+    def best_fp32(self) -> float:
+        return max(self.fp32.values())
+
+    def roof(self, backend: str) -> float:
+        """The roof a backend's rows are held to: int8 rows the faster of int8 and fp32."""
+        if backend.endswith("_int8") and self.int8:
+            return max(self.int8, self.best_fp32)
+        return self.best_fp32
+
+    def describe(self) -> str:
+        fp32 = ", ".join(f"{k} {v:.0f}" for k, v in self.fp32.items())
+        int8 = f"; int8 matmul {self.int8:.0f} GOP/s (onnxruntime)" if self.int8 else ""
+        return f"fp32 matmul GFLOP/s: {fp32}{int8}"
+
+
+def _best_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
+    fn()
+    return min(time_calls(fn, 0, repeats)) / 1000
+
+
+def _onnx_matmul(size: int, int8: bool) -> bytes:
+    from onnx import TensorProto, helper
+
+    kind = TensorProto.UINT8 if int8 else TensorProto.FLOAT
+    a = helper.make_tensor_value_info("a", kind, [size, size])
+    b = helper.make_tensor_value_info("b", TensorProto.INT8 if int8 else kind, [size, size])
+    out = helper.make_tensor_value_info("c", TensorProto.INT32 if int8 else kind, [size, size])
+    node = helper.make_node("MatMulInteger" if int8 else "MatMul", ["a", "b"], ["c"])
+    graph = helper.make_graph([node], "matmul", [a, b], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return model.SerializeToString()
+
+
+def measure_peaks(threads: int, size: int = 1024) -> Peaks:
+    """The best large-matmul throughput of each installed backend at ``threads`` threads."""
+    flops = 2 * size**3
     a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / min(times) / 1e9
+    peaks = {"torch.mm": flops / _best_seconds(lambda: torch.mm(a, b)) / 1e9}
+    int8 = None
+    try:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        an, bn = a.numpy(), b.numpy()
+        session = ort.InferenceSession(_onnx_matmul(size, False), options)
+        peaks["onnxruntime"] = (
+            flops / _best_seconds(lambda: session.run(None, {"a": an, "b": bn})) / 1e9
+        )
+        rng = np.random.default_rng(0)
+        a8 = rng.integers(0, 255, (size, size), dtype=np.uint8)
+        b8 = rng.integers(-127, 127, (size, size), dtype=np.int8)
+        session8 = ort.InferenceSession(_onnx_matmul(size, True), options)
+        int8 = flops / _best_seconds(lambda: session8.run(None, {"a": a8, "b": b8})) / 1e9
+    except ImportError:
+        pass
+    try:
+        import openvino as ov
+        import openvino.opset13 as ops
+
+        left = ops.parameter([size, size], np.float32)
+        right = ops.parameter([size, size], np.float32)
+        model = ov.Model([ops.matmul(left, right, False, False)], [left, right])
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        compiled = ov.Core().compile_model(model, "CPU", config)
+        an, bn = a.numpy(), b.numpy()
+        peaks["openvino"] = flops / _best_seconds(lambda: compiled([an, bn])) / 1e9
+    except ImportError:
+        pass
+    xnnpack = _xnnpack_matmul_gflops(a, threads)
+    if xnnpack is not None:
+        peaks["executorch (XNNPACK)"] = xnnpack
+    return Peaks(peaks, int8)
+
+
+def _xnnpack_matmul_gflops(a: torch.Tensor, threads: int) -> float | None:
+    """XNNPACK's fp32 GEMM (a bias-free Linear, weights constant as in a network) through
+    ExecuTorch, or ``None`` without the [edge] extra."""
+    import importlib.util
+
+    if importlib.util.find_spec("executorch") is None:
+        return None
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    size = a.shape[0]
+    linear = nn.Linear(size, size, bias=False).eval()
+    program = to_edge_transform_and_lower(
+        torch.export.export(linear, (a,)), partitioner=[XnnpackPartitioner()]
+    ).to_executorch()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "matmul.pte"
+        path.write_bytes(program.buffer)
+        from executorch.runtime import Runtime
+
+        from mobilenets.saved.edge import set_executorch_threads
+
+        set_executorch_threads(threads)
+        method = Runtime.get().load_program(str(path)).load_method("forward")
+        return 2 * size**3 / _best_seconds(lambda: method.execute([a])) / 1e9
 
 
 def reference_model(name: str) -> tuple[str, nn.Module] | None:
@@ -88,38 +195,125 @@ def reference_model(name: str) -> tuple[str, nn.Module] | None:
         return None
 
 
+def _random_qdq(onnx_path: Path, int8_path: Path, shape: tuple[int, ...]) -> Path:
+    """Our int8 QDQ model of an fp32 ONNX file, calibrated on random inputs (timing only)."""
+    if not int8_path.exists():
+        rng = np.random.default_rng(0)
+        batches = iter([{"input": rng.standard_normal((4, *shape), np.float32)} for _ in range(4)])
+        reader = type("Reader", (), {"get_next": staticmethod(lambda: next(batches, None))})()
+        quantize_qdq(onnx_path, int8_path, reader, method="minmax")  # random data: no histogram
+    return int8_path
+
+
+def _edge_runner(
+    model: nn.Module, backend: str, x: torch.Tensor, onnx_path: Path, threads: int
+) -> Callable[[], object]:
+    """ExecuTorch or OpenVINO: the network exported (int8: calibrated on random inputs)."""
+    from mobilenets.export.edge import export_openvino, export_pte, network_record
+    from mobilenets.saved.edge import OpenVinoModel, PteProgram
+
+    workdir = onnx_path.parent
+    if backend.startswith("executorch"):
+        record = network_record(model, None, x.shape[-1])
+        int8 = backend.endswith("_int8")
+        calibration = [torch.randn(4, *x.shape[1:]) for _ in range(4)] if int8 else None
+        path = workdir / f"{onnx_path.stem}.{backend}.pte"
+        program = PteProgram(export_pte(model, path, record, calibration=calibration), threads)
+        return lambda: program(x)
+    if backend == "openvino_int8":
+        onnx_path = _random_qdq(onnx_path, workdir / f"{onnx_path.stem}.int8.onnx", x.shape[1:])
+    xml = workdir / f"{onnx_path.stem}.xml"
+    if not xml.exists():
+        export_openvino(onnx_path, xml)
+    precision = "bf16" if backend == "openvino_bf16" else "fp32"
+    network = OpenVinoModel(xml, precision, threads)
+    return lambda: network(x)
+
+
 def _runner(
     model: nn.Module, backend: str, x: torch.Tensor, workdir: Path, tag: str, threads: int
 ) -> Callable[[], object]:
     if backend == "eager":
         return lambda: model(x)
-    if backend == "channels_last":
-        cl_model = model.to(memory_format=torch.channels_last)
+    if backend == "channels_last":  # a copy: .to(memory_format) changes a module in place
+        cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         cl_x = x.contiguous(memory_format=torch.channels_last)
         return lambda: cl_model(cl_x)
     if backend == "compile":
         torch._inductor.config.freezing = True
-        compiled = torch.compile(model.to(memory_format=torch.channels_last))
+        compiled = torch.compile(copy.deepcopy(model).to(memory_format=torch.channels_last))
         cl_x = x.contiguous(memory_format=torch.channels_last)
         return lambda: compiled(cl_x)
     onnx_path = workdir / f"{tag}.onnx"
+    folded = fold_bn(model)
     if not onnx_path.exists():
-        export_onnx(fold_bn(model), onnx_path, x.shape[-1])
+        export_onnx(folded, onnx_path, x.shape[-1])
+    if backend in OURS_ONLY:
+        return _edge_runner(folded, backend, x, onnx_path, threads)
     if backend == "ort_int8":
-        int8_path = workdir / f"{tag}.int8.onnx"
-        rng = np.random.default_rng(0)
-        batches = iter(
-            [{"input": rng.standard_normal((4, *x.shape[1:]), np.float32)} for _ in range(4)]
-        )
-        quantize_qdq(
-            onnx_path,
-            int8_path,
-            type("Reader", (), {"get_next": staticmethod(lambda: next(batches, None))})(),
-        )
-        onnx_path = int8_path
+        onnx_path = _random_qdq(onnx_path, workdir / f"{tag}.int8.onnx", x.shape[1:])
     session = OnnxSession(onnx_path, threads=threads)
     array = x.numpy()
     return lambda: session(array)
+
+
+def missing_package(backend: str) -> str | None:
+    """The package a backend needs and this machine lacks, if any."""
+    import importlib.util
+
+    needs = {"ort": "onnxruntime", "executorch": "executorch", "openvino": "openvino"}
+    package = next((p for prefix, p in needs.items() if backend.startswith(prefix)), None)
+    return package if package and importlib.util.find_spec(package) is None else None
+
+
+#: Other processes' CPU use (cores) above which a run's figures are flagged as untrustworthy.
+BUSY_CORES = 0.25
+#: A row whose p10–p90 range exceeds this share of its median is flagged.
+WIDE_SPREAD = 0.25
+
+
+@dataclass
+class BenchRun:
+    """One ``bench`` run: the rows, the roofs they are held to, and the machine's other load."""
+
+    rows: list[BenchRow]
+    peaks: Peaks
+    threads: int
+    other_cores: float | None  # CPU the machine's other processes used while timing
+    skipped: list[str]  # "backend: why" for backends that could not run here
+
+    @property
+    def busy(self) -> bool:
+        return self.other_cores is not None and self.other_cores > BUSY_CORES
+
+    def fastest(self) -> dict[str, BenchRow]:
+        """Our fastest row per model."""
+        best: dict[str, BenchRow] = {}
+        for row in self.rows:
+            if row.source == "mobilenets" and (
+                row.model not in best or row.median_ms < best[row.model].median_ms
+            ):
+                best[row.model] = row
+        return best
+
+
+def _configurations(
+    models: Sequence[str], backends: Sequence[str], references: bool, resolution: int
+) -> list[tuple[str, str, nn.Module, str, int]]:
+    """(model, source, network, backend, MACs) for every row to time."""
+    configs = []
+    for name in models:
+        ours = create_model(name).eval()
+        macs = profile(ours, resolution).macs
+        candidates = [("mobilenets", ours)]
+        ref = reference_model(name) if references else None
+        if ref is not None:
+            candidates.append(ref)
+        for source, model in candidates:
+            for backend in backends:
+                if source == "mobilenets" or backend not in OURS_ONLY:
+                    configs.append((name, source, model, backend, macs))
+    return configs
 
 
 @torch.inference_mode()
@@ -134,54 +328,54 @@ def run_bench(
     runs: int = 50,
     references: bool = True,
     log: Callable[[str], None] = print,
-) -> tuple[list[BenchRow], float]:
-    """Measure every (model, source, backend); returns the rows and the measured peak GFLOP/s."""
+) -> BenchRun:
+    """Build every (model, source, backend), then time them all interleaved; the roofs are
+    measured in the same run at the same thread count."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ConfigError(f"unknown backends {unknown}; allowed: {', '.join(BACKENDS)}")
+    skipped = [f"{b}: needs {missing_package(b)}" for b in backends if missing_package(b)]
+    for line in skipped:
+        log(f"skipped {line} (not installed)")
+    backends = [b for b in backends if not missing_package(b)]
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    peak = peak_gflops()
-    log(f"peak fp32 matmul: {peak:.0f} GFLOP/s on {threads} threads")
-    rows: list[BenchRow] = []
+    peaks = measure_peaks(threads)
+    log(f"{peaks.describe()} on {threads} threads")
     x = torch.randn(batch_size, 3, resolution, resolution)
-    # Warm the machine up (clocks, allocator, thread pool) so the first configuration timed,
-    # always ours, is not penalised: seen here as +20% on the first row without it.
-    warm = create_model(models[0]).eval()
-    deadline = time.perf_counter() + 2.0
-    while time.perf_counter() < deadline:
-        warm(x)
+    calls, meta = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in models:
-            ours = create_model(name).eval()
-            macs = profile(ours, resolution).macs
-            bound = 2 * macs * batch_size / (peak * 1e9) * 1000
-            candidates = [("mobilenets", ours)]
-            ref = reference_model(name) if references else None
-            if ref is not None:
-                candidates.append(ref)
-            for source, model in candidates:
-                for backend in backends:
-                    log(f"{name} ({source}) {backend} ...")
-                    fn = _runner(model, backend, x, Path(tmp), f"{name}-{source}", threads)
-                    times = time_calls(fn, warmup, runs)
-                    median = statistics.median(times)
-                    rows.append(
-                        BenchRow(
-                            name,
-                            source,
-                            backend,
-                            batch_size,
-                            resolution,
-                            median,
-                            float(np.percentile(times, 10)),
-                            float(np.percentile(times, 90)),
-                            1000 * batch_size / median,
-                            macs,
-                            bound,
-                            median / bound,
-                        )
-                    )
+        for name, source, model, backend, macs in _configurations(
+            models, backends, references, resolution
+        ):
+            log(f"preparing {name} ({source}) {backend} ...")
+            key = (name, source, backend)
+            calls[key] = _runner(model, backend, x, Path(tmp), f"{name}-{source}", threads)
+            meta[key] = macs
+        log(f"timing {len(calls)} configurations interleaved, {runs} rounds ...")
+        with MachineLoad() as load:
+            times = time_interleaved(calls, warmup, runs)
+    rows = []
+    for (name, source, backend), values in times.items():
+        median, p10, p90 = spread(values)
+        macs = meta[name, source, backend]
+        bound = 2 * macs * batch_size / (peaks.roof(backend) * 1e9) * 1000
+        rows.append(
+            BenchRow(
+                name,
+                source,
+                backend,
+                batch_size,
+                resolution,
+                median,
+                p10,
+                p90,
+                1000 * batch_size / median,
+                macs,
+                bound,
+                median / bound,
+            )
+        )
     for row in rows:
         ref_eager = next(
             (
@@ -193,49 +387,81 @@ def run_bench(
         )
         if ref_eager is not None:
             row.speedup_vs_reference_eager = ref_eager.median_ms / row.median_ms
-    return rows, peak
+    return BenchRun(rows, peaks, threads, load.other_cores, skipped)
 
 
-def format_bench(rows: list[BenchRow], peak: float) -> str:
-    """A markdown table of the rows."""
+def format_bench(run: BenchRun) -> str:
+    """A markdown table of the rows, the roofs, the machine's other load, the fastest paths."""
+    rows = run.rows
     first = rows[0] if rows else None
     lines = [
         f"Latency, batch {first.batch if first else '?'}, {first.resolution if first else '?'} "
-        f"px, {torch.get_num_threads()} threads; peak matmul {peak:.0f} GFLOP/s "
-        f"({os.cpu_count()} cores)",
+        f"px, {run.threads} threads ({os.cpu_count()} cores); {run.peaks.describe()}",
         "",
+    ]
+    if run.other_cores is not None:
+        load = f"other processes used {run.other_cores:.2f} cores while timing"
+        lines += [
+            f"⚠ {load}: the figures are not to be trusted; re-run on a quiet machine"
+            if run.busy
+            else f"{load} (quiet)",
+            "",
+        ]
+    lines += [
         "| model | source | backend | median ms | p10–p90 ms | img/s | × vs reference eager | "
         "× roofline bound |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    wide = 0
     for r in rows:
         speed = f"{r.speedup_vs_reference_eager:.2f}" if r.speedup_vs_reference_eager else "–"
+        flag = " ⚠" if r.p90_ms - r.p10_ms > WIDE_SPREAD * r.median_ms else ""
+        wide += bool(flag)
         lines.append(
             f"| {r.model} | {r.source} | {r.backend} | {r.median_ms:.2f} | {r.p10_ms:.2f}–"
-            f"{r.p90_ms:.2f} | {r.images_per_s:.1f} | {speed} | {r.vs_roofline:.2f} |"
+            f"{r.p90_ms:.2f}{flag} | {r.images_per_s:.1f} | {speed} | {r.vs_roofline:.2f} |"
         )
+    if wide:
+        lines += [
+            "",
+            f"⚠ {wide} of {len(rows)} rows spread wider than {WIDE_SPREAD:.0%} of their median "
+            "(p10–p90): their medians are not to be trusted. With more than one thread, the "
+            "runtimes' own thread pools (torch's OpenMP, ONNX Runtime's, OpenVINO's, "
+            "ExecuTorch's) can still be spinning from the previous call while the next backend "
+            "runs; compare such rows at 1 thread.",
+        ]
+    lines += ["", "Fastest path per model (ours):", ""]
+    lines += [f"- {m}: {r.backend} {r.median_ms:.2f} ms" for m, r in run.fastest().items()]
+    lines += [f"- skipped {line}" for line in run.skipped]
     lines.append("")
     lines.append(
-        "roofline bound = 2·MACs·batch / peak; × roofline = median / bound (1.0 is the "
-        "bound); × vs reference eager = the reference library's eager median / ours."
+        "Timed interleaved (every configuration once per round, rotating order). roofline bound "
+        "= 2·MACs·batch / roof (the best fp32 matmul of any backend; int8 rows: the faster of "
+        "that and the int8 matmul); × roofline = median / bound (1.0 is the bound); × vs "
+        "reference eager = the reference library's eager median / ours."
     )
     return "\n".join(lines) + "\n"
 
 
-def write_bench(out: str | Path, rows: list[BenchRow], peak: float) -> Path:
+def write_bench(out: str | Path, run: BenchRun) -> Path:
     """``bench.md``, ``bench.csv``, ``bench.json`` and ``bench.png`` (grouped bars) in ``out``."""
+    rows = run.rows
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "bench.md", format_bench(rows, peak))
+    write_text_atomic(out / "bench.md", format_bench(run))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0])))
     writer.writeheader()
     writer.writerows(asdict(r) for r in rows)
     write_text_atomic(out / "bench.csv", buffer.getvalue())
-    write_text_atomic(
-        out / "bench.json",
-        json.dumps({"peak_gflops": peak, "rows": [asdict(r) for r in rows]}, indent=2),
-    )
+    payload = {
+        "peaks": asdict(run.peaks),
+        "threads": run.threads,
+        "other_cores": run.other_cores,
+        "skipped": run.skipped,
+        "rows": [asdict(r) for r in rows],
+    }
+    write_text_atomic(out / "bench.json", json.dumps(payload, indent=2))
     plot_bench(out / "bench.png", rows)
     return out
 
@@ -280,7 +506,7 @@ def plot_bench(path: Path, rows: list[BenchRow]) -> None:
     handles += [
         Patch(facecolor="white", edgecolor="black", label="mobilenets"),
         Patch(facecolor="white", edgecolor="black", hatch="//", label="torchvision (timm: V1)"),
-        Line2D([], [], color="red", linestyle="--", label="roofline bound"),
+        Line2D([], [], color="red", linestyle="--", label="fp32 roofline bound"),
     ]
     ax.legend(handles=handles, fontsize=8, loc="upper right")
     ax.set_xticks(range(len(models)), models)

@@ -6,9 +6,36 @@ from __future__ import annotations
 #: ONNX exporters: TorchScript is the default (0.2–0.3 s against the dynamo exporter's 2.4–7 s,
 #: equal outputs; benchmarks/onnx_exporters.py).
 EXPORTERS = ("torchscript", "dynamo")
+#: Export formats: ONNX, ExecuTorch (``.pte``, XNNPACK delegate), OpenVINO IR (``.xml``).
+FORMAT_CHOICES = ("onnx", "pte", "openvino")
 
-BACKENDS = ("eager", "channels_last", "compile", "ort", "ort_int8")
-DEFAULT_BACKENDS = ("eager", "channels_last", "ort", "ort_int8")
+#: bench's backends. ``executorch*`` need the [edge] extra, ``openvino*`` the [openvino] one
+#: (a backend whose package is missing is skipped with one line); OpenVINO runs fp32 unless the
+#: backend says bf16; ``*_int8`` run our int8 (QDQ for ORT and OpenVINO, PT2E for ExecuTorch).
+BACKENDS = (
+    "eager",
+    "channels_last",
+    "compile",
+    "ort",
+    "ort_int8",
+    "executorch",
+    "executorch_int8",
+    "openvino",
+    "openvino_bf16",
+    "openvino_int8",
+)
+DEFAULT_BACKENDS = (
+    "eager",
+    "channels_last",
+    "ort",
+    "ort_int8",
+    "executorch",
+    "executorch_int8",
+    "openvino",
+    "openvino_int8",
+)
+#: Backends that run only our networks (they need the network's record to export).
+OURS_ONLY = ("executorch", "executorch_int8", "openvino", "openvino_bf16", "openvino_int8")
 DEFAULT_MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 
 DEFAULT_MARGIN = 2.0  # top-1 points

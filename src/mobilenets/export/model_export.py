@@ -1,10 +1,13 @@
-"""``export_model``: a checkpoint, a weights file or a registry name to ONNX, in one call."""
+"""``export_model``: a checkpoint, a weights file or a registry name to ONNX, an ExecuTorch
+program or OpenVINO IR, in one call."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from mobilenets.errors import ConfigError, display
+from mobilenets.export.edge import FORMATS, export_openvino, export_pte, network_record
 from mobilenets.export.folding import fold_bn
 from mobilenets.export.onnx import export_onnx
 from mobilenets.fileio import check_output_path
@@ -20,13 +23,40 @@ def export_model(
     resolution: int | None = None,
     dynamic_batch: bool = True,
     exporter: str = "torchscript",
+    format: str | None = None,
 ) -> Path:
     """Export a training checkpoint, a ``.safetensors`` weights file, published weights by name
     (``torchvision:mobilenet_v2.IMAGENET1K_V1``; all with their record) or a registry name
-    (random weights, for latency work) to ONNX."""
-    model, info = _source_network(source, out)
+    (random weights, for latency work) to ``format``: ``onnx``, ``pte`` (ExecuTorch, XNNPACK,
+    fp32; int8 is ``quantize``'s) or ``openvino`` (also from one of our ``.onnx`` files, e.g.
+    ``quantize``'s int8 model). ``format`` defaults to the one ``out``'s suffix names
+    (``.onnx``, ``.pte``, ``.xml``)."""
+    format = format or FORMATS.get(Path(out).suffix)
+    if format == "openvino" and Path(source).suffix == ".onnx":
+        check_output_path(out, source)
+        return export_openvino(source, out)
+    model, info = source_network(source, out)  # its errors first: a bad source or --out
+    if format not in FORMATS.values():
+        raise ConfigError(
+            f"--format must be one of {tuple(FORMATS.values())} (or --out ending in "
+            f"{', '.join(FORMATS)}), got {display(format or Path(out).suffix or str(out))}"
+        )
+    model = fold_bn(model) if fold else model.eval()
+    if format == "pte":
+        record = network_record(model, info, resolution)
+        return export_pte(model, out, record, extra={"bn_folded": fold})
+    if format == "openvino":
+        with tempfile.TemporaryDirectory() as folder:
+            onnx_file = export_onnx(
+                model,
+                Path(folder) / "model.onnx",
+                resolution,
+                info=info,
+                metadata={"bn_folded": fold},
+            )
+            return export_openvino(onnx_file, out, check=model)
     return export_onnx(
-        fold_bn(model) if fold else model.eval(),
+        model,
         out,
         resolution,
         info=info,
@@ -36,7 +66,7 @@ def export_model(
     )
 
 
-def _source_network(source: str, out: str | Path) -> tuple:
+def source_network(source: str, out: str | Path) -> tuple:
     """The network (and record, ``None`` for a bare registry name) to export."""
     if is_name(source):
         check_output_path(out)
@@ -44,7 +74,9 @@ def _source_network(source: str, out: str | Path) -> tuple:
     path = Path(source)
     check_output_path(out, source if path.exists() else None)
     if path.suffix == ".onnx":
-        raise ConfigError(f"{display(source)} is already an ONNX model")
+        raise ConfigError(
+            f"{display(source)} is already an ONNX model (it converts to --format openvino)"
+        )
     if path.exists() or path.suffix in (".pt", ".pth", ".safetensors"):
         return load(path)
     if source in list_models():

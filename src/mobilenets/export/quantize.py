@@ -156,6 +156,24 @@ class _Calibration:
         return next(self.batches, None)
 
 
+def calibration_batches(
+    info: object,
+    calib_data: str,
+    calib_images: int = 256,
+    data_root: str | None = None,
+    seed: int = 0,
+    batch: int = 16,
+) -> list[torch.Tensor]:
+    """The calibration images ``quantize`` uses (a seeded, class-stratified sample of
+    ``calib_data``'s train split, preprocessed as ``info`` says), as batches."""
+    calib, _, _ = _datasets("the network", info, calib_data, data_root)
+    indices = stratified_sample(calib, calib_images, seed)
+    return [
+        torch.stack([calib[i][0] for i in indices[start : start + batch]])
+        for start in range(0, len(indices), batch)
+    ]
+
+
 def _batches(dataset: Dataset, batch: int = 64) -> tuple[list[torch.Tensor], np.ndarray]:
     """The held-out images decoded once, in batches, and their labels."""
     images, labels = [], []
@@ -267,10 +285,12 @@ def quantize_onnx(
             },
         )
         onnx.save(quantized, str(tmp))
-    report = QuantReport(
-        **_compare(fp32_network, load(out_path)[0], val, why),
+    return _judge(
+        fp32_network,
+        load(out_path)[0],
+        val,
+        out_path,
         fp32_bytes=Path(model_path).stat().st_size,
-        int8_bytes=out_path.stat().st_size,
         calibration=calib_method,
         calib_images=len(indices),
         kept_fp32=excluded,
@@ -279,6 +299,72 @@ def quantize_onnx(
         min_confident_agreement=min_confident_agreement,
         why=why,
     )
+
+
+def quantize_pte(
+    source: str,
+    out_path: str | Path,
+    calib_data: str = "digits",
+    *,
+    calib_images: int = 256,
+    margin: float = DEFAULT_MARGIN,
+    min_agreement: float = MIN_AGREEMENT,
+    min_confident_agreement: float = MIN_CONFIDENT_AGREEMENT,
+    data_root: str | None = None,
+    seed: int = 0,
+) -> QuantReport:
+    """An int8 ExecuTorch program (PT2E, XNNPACK quantizer) of a checkpoint, weights file or
+    weights name, calibrated and judged exactly as :func:`quantize_onnx` does (the same seeded,
+    class-stratified calibration sample, the same guards and report)."""
+    from mobilenets.export.edge import export_pte, network_record
+    from mobilenets.export.folding import fold_bn
+    from mobilenets.export.model_export import source_network
+    from mobilenets.saved.edge import PteProgram
+
+    if Path(out_path).suffix != ".pte":
+        raise ConfigError(f"an ExecuTorch program is written as FILE.pte, not {display(out_path)}")
+    model, info = source_network(source, out_path)
+    if info is None:
+        raise ConfigError(
+            f"{display(source)} is a bare model name: quantizing needs trained weights (a "
+            "checkpoint, a .safetensors file or a weights name)"
+        )
+    model = fold_bn(model)
+    record = network_record(model, info, None)
+    calib, val, why = _datasets(source, record, calib_data, data_root)
+    indices = stratified_sample(calib, calib_images, seed)
+    batches = [
+        torch.stack([calib[i][0] for i in indices[start : start + 16]])
+        for start in range(0, len(indices), 16)
+    ]
+    export_pte(model, out_path, record, calibration=batches)
+    with tempfile.TemporaryDirectory() as folder:
+        fp32_bytes = export_pte(model, Path(folder) / "fp32.pte", record).stat().st_size
+    return _judge(
+        model,
+        PteProgram(out_path),
+        val,
+        out_path,
+        fp32_bytes=fp32_bytes,
+        calibration="PT2E observers (min/max, XNNPACK quantizer)",
+        calib_images=len(indices),
+        margin=margin,
+        min_agreement=min_agreement,
+        min_confident_agreement=min_confident_agreement,
+        why=why,
+    )
+
+
+def _judge(
+    fp32_network: torch.nn.Module,
+    int8_network: torch.nn.Module,
+    val: Dataset,
+    out_path: str | Path,
+    **fields: object,
+) -> QuantReport:
+    """The report on the int8 file at ``out_path`` (a warning when its guard fails)."""
+    comparison = _compare(fp32_network, int8_network, val, str(fields.get("why", "")))
+    report = QuantReport(**comparison, int8_bytes=Path(out_path).stat().st_size, **fields)
     if not report.ok:
         warnings.warn(f"int8 failed the {report.guard} guard ({out_path})", stacklevel=2)
     return report

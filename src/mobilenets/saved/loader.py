@@ -1,8 +1,9 @@
 """One loader for every form of a saved network, and one prediction path for all of them.
 
 ``load(path)`` takes a training checkpoint (``.pt``), a weights file (``.safetensors``) or an
-exported model (``.onnx``) and returns ``(network, info)``: an ``nn.Module`` in eval mode (ONNX
-models run in ONNX Runtime behind the same call) and its :class:`NetworkInfo`. Evaluation,
+exported model (``.onnx``, ExecuTorch's ``.pte``, OpenVINO's ``.xml``) and returns ``(network,
+info)``: an ``nn.Module`` in eval mode (exported models run in ONNX Runtime, ExecuTorch or
+OpenVINO behind the same call) and its :class:`NetworkInfo`. Evaluation,
 export, conversion, quantization and prediction all start here.
 """
 
@@ -21,6 +22,7 @@ from mobilenets.fileio import nonfinite_tensors
 from mobilenets.models.registry import check_arguments
 from mobilenets.models.registry import create_model as build
 from mobilenets.saved.checkpoint import load_checkpoint
+from mobilenets.saved.edge import OpenVinoModel, PteProgram
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.onnx import OnnxModule, OnnxSession, onnx_info
 from mobilenets.saved.safetensors import attach, load_state_dict_strictly, load_weights
@@ -37,6 +39,9 @@ def load(path: str | Path, *, num_classes: int | None = None) -> tuple[nn.Module
     path = Path(path)
     if path.suffix == ".onnx":
         return OnnxModule(OnnxSession(path)).eval(), onnx_info(path)
+    if path.suffix in (".pte", ".xml"):  # ExecuTorch (XNNPACK) or OpenVINO (fp32)
+        network = PteProgram(path) if path.suffix == ".pte" else OpenVinoModel(path)
+        return network.eval(), network.info
     if path.suffix == ".safetensors":
         model = load_weights(path, num_classes)
         return model, model.network_info

@@ -11,14 +11,13 @@ import csv
 import dataclasses
 import io
 import json
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from mobilenets.complexity.latency import time_calls
+from mobilenets.complexity.latency import spread, time_interleaved
 from mobilenets.fileio import new_figure, save_figure, write_text_atomic
 from mobilenets.training.config import SweepConfig
 from mobilenets.training.engine import log_to_stderr, progress_off
@@ -65,15 +64,8 @@ def measure_latencies(
             model = model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         calls[alpha, resolution] = (model, x)
-    times: dict[tuple[float, int], list[float]] = {key: [] for key in calls}
-    for _ in range(runs + 1):
-        for key, (model, x) in calls.items():
-            times[key] += time_calls(lambda m=model, x=x: m(x), 0, 1)
-    out = {}
-    for key, values in times.items():
-        deciles = statistics.quantiles(values[1:], n=10, method="inclusive")
-        out[key] = (statistics.median(values[1:]), deciles[0], deciles[-1])
-    return out
+    fns = {key: (lambda m=model, x=x: m(x)) for key, (model, x) in calls.items()}
+    return {key: spread(t) for key, t in time_interleaved(fns, 1, runs).items()}
 
 
 def latency_phase(config: SweepConfig, rows: list[dict], log: Callable[[str], None]) -> None:

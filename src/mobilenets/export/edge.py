@@ -1,0 +1,160 @@
+"""Export to the runtimes MobileNets ship on: ExecuTorch with the XNNPACK delegate (``.pte``,
+fp32 or int8) and OpenVINO (IR ``.xml`` + ``.bin``).
+
+- ``.pte``: ``torch.export`` → ``to_edge_transform_and_lower`` with the XNNPACK partitioner →
+  ExecuTorch program, batch 1 (what a phone runs). int8 goes through PyTorch's PT2E flow with the
+  XNNPACK quantizer (per-channel symmetric weights, static per-tensor activations), calibrated on
+  the same seeded, class-stratified sample of real images as ``quantize`` does for ONNX.
+- OpenVINO: ``openvino.convert_model`` of our ONNX export (fp32), or of any ``.onnx`` we wrote
+  (``quantize``'s QDQ int8 model gives an int8 IR).
+
+Each file carries the network's record (see :mod:`mobilenets.saved.edge`) and is checked on
+export: fp32 against PyTorch (outputs within :data:`FP32_TOLERANCE`), int8 by agreement with fp32
+on held-out images (the quantization report).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobilenets.errors import ConfigError, WeightsError, display
+from mobilenets.fileio import atomic_path
+from mobilenets.saved.edge import (
+    OPENVINO_INFO_KEY,
+    PTE_INFO_METHOD,
+    OpenVinoModel,
+    PteProgram,
+    encode_info,
+)
+from mobilenets.saved.info import NetworkInfo
+from mobilenets.saved.onnx import onnx_info, onnx_metadata
+
+#: The largest |difference| from PyTorch an fp32 export may show, relative to the logits' scale.
+FP32_TOLERANCE = 1e-4
+FORMATS = {".onnx": "onnx", ".pte": "pte", ".xml": "openvino"}  # by suffix
+
+
+def _need(package: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"this export needs {package}: pip install 'mobilenets[{extra}]'")
+
+
+def network_record(
+    model: nn.Module, info: NetworkInfo | None, resolution: int | None
+) -> NetworkInfo:
+    """The record a file carries: ``info`` (for a bare registry model, its name and keywords) at
+    the export resolution."""
+    from dataclasses import replace
+
+    if info is None:
+        info = NetworkInfo(model.model_name, dict(model.model_kwargs))
+    return replace(info, input_size=resolution or info.input_size)
+
+
+def check_fp32(exported: nn.Module, model: nn.Module, size: int, where: Path) -> float:
+    """The largest |difference| between an fp32 export and PyTorch on random images, relative
+    to the logits' scale; an error (and no file) above :data:`FP32_TOLERANCE`."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, getattr(model, "in_chans", 3), size, size, generator=generator)
+    with torch.no_grad():
+        expected = model.eval()(x)
+        got = exported(x)
+    scale = max(1.0, float(expected.abs().max()))
+    difference = float((got - expected).abs().max()) / scale
+    if not difference <= FP32_TOLERANCE:
+        raise WeightsError(
+            f"{display(where)} differs from PyTorch by {difference:.2e} (relative; allowed "
+            f"{FP32_TOLERANCE:g}): not written"
+        )
+    return difference
+
+
+def quantize_pt2e(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor]):
+    """int8 with PyTorch's PT2E flow and the XNNPACK quantizer (per-channel symmetric weights,
+    static activations), observers fed ``calibration``'s batches."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True)
+    )
+    captured = torch.export.export(model.eval(), (example,)).module()
+    prepared = prepare_pt2e(captured, quantizer)
+    with torch.no_grad():
+        for batch in calibration:
+            for i in range(len(batch)):  # the captured graph takes batch 1
+                prepared(batch[i : i + 1])
+    return convert_pt2e(prepared)
+
+
+def export_pte(
+    model: nn.Module,
+    path: str | Path,
+    info: NetworkInfo,
+    *,
+    calibration: Iterable[torch.Tensor] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write an ExecuTorch program (XNNPACK delegate, batch 1) of ``model`` at
+    ``info.input_size``; int8 when ``calibration`` batches are given. fp32 is checked against
+    PyTorch before the file is kept."""
+    _need("executorch", "edge")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    path = Path(path)
+    model = model.eval()
+    example = torch.zeros(1, getattr(model, "in_chans", 3), info.input_size, info.input_size)
+    int8 = calibration is not None
+    graph = quantize_pt2e(model, example, calibration) if int8 else model
+    record = {**(extra or {}), "batch": 1, "precision": "int8" if int8 else "fp32"}
+    text = encode_info(info, record).encode("utf-8")
+    with torch.no_grad():
+        program = to_edge_transform_and_lower(
+            torch.export.export(graph, (example,)),
+            partitioner=[XnnpackPartitioner()],
+            constant_methods={PTE_INFO_METHOD: torch.tensor(list(text), dtype=torch.uint8)},
+        ).to_executorch()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(program.buffer)
+        if not int8:
+            check_fp32(PteProgram(tmp), model, info.input_size, path)
+    return path
+
+
+def export_openvino(
+    onnx_path: str | Path, path: str | Path, check: nn.Module | None = None
+) -> Path:
+    """Convert one of our ``.onnx`` files (fp32, or ``quantize``'s int8 QDQ) to OpenVINO IR
+    (``path`` ``.xml`` and its ``.bin``), the record copied from the ONNX metadata. With
+    ``check`` (the PyTorch network of an fp32 file), outputs are compared before the files are
+    kept."""
+    _need("openvino", "openvino")
+    import openvino as ov
+
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ConfigError(f"an OpenVINO IR is written as FILE.xml (and FILE.bin), not {path.name}")
+    info = onnx_info(onnx_path)
+    extra = {k: v for k, v in onnx_metadata(onnx_path).items() if k not in info.to_dict()}
+    model = ov.convert_model(str(onnx_path))
+    model.set_rt_info(encode_info(info, extra), OPENVINO_INFO_KEY)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as folder:
+        tmp = Path(folder) / path.name
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        if check is not None:
+            check_fp32(OpenVinoModel(tmp), check, info.input_size, path)
+        os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(tmp, path)  # the .xml last: a reader never finds it without its .bin
+    return path

@@ -1,0 +1,146 @@
+"""Networks exported for edge runtimes, as saved networks: ExecuTorch programs (``.pte``, the
+XNNPACK delegate) and OpenVINO IR (``.xml`` + ``.bin``), each with its :class:`NetworkInfo`.
+
+Both carry the record the way their format allows: a ``.pte`` holds it as a constant method
+(``mobilenets_info``, the JSON as a uint8 tensor, read without running the network); an IR holds
+it in its ``rt_info`` under ``mobilenets/info``. Each runs behind the ``nn.Module`` call, so
+``predict``, ``eval`` and the benchmark treat them like a PyTorch network.
+
+Writing them is :mod:`mobilenets.export.edge`; this module reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobilenets.errors import ConfigError, WeightsError, display
+from mobilenets.fileio import require_file
+from mobilenets.saved.info import NetworkInfo
+
+PTE_INFO_METHOD = "mobilenets_info"
+OPENVINO_INFO_KEY = ["mobilenets", "info"]
+#: OpenVINO's precision by our name: fp32 unless asked (it runs bf16 by default on CPUs with
+#: AVX-512 BF16, as this one, silently changing the outputs).
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def _require(package: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(
+            f"running this needs the {package} package: pip install 'mobilenets[{extra}]'"
+        )
+
+
+def encode_info(info: NetworkInfo, extra: dict | None = None) -> str:
+    return json.dumps({**info.to_dict(), **(extra or {})})
+
+
+def _decode_info(text: str, where: Path) -> tuple[NetworkInfo, dict]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise WeightsError(f"{display(where)}: its mobilenets record is not valid JSON") from None
+    return NetworkInfo.from_dict(data, where), data
+
+
+def set_executorch_threads(threads: int) -> None:
+    """The size of ExecuTorch's thread pool (one per process, shared by every program; by
+    default one thread per core, whatever torch's setting)."""
+    from executorch.extension.pybindings.portable_lib import (
+        _threadpool_get_thread_count,
+        _unsafe_reset_threadpool,
+    )
+
+    if _threadpool_get_thread_count() != threads:
+        _unsafe_reset_threadpool(threads)
+
+
+class PteProgram(torch.nn.Module):
+    """An ExecuTorch program run by ExecuTorch's Python runtime; ``forward`` takes any batch
+    (the program takes the batch it was exported with, 1: larger batches run image by image).
+    ``threads`` sets ExecuTorch's (process-wide) thread pool."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        _require("executorch", "edge")
+        from executorch.runtime import Runtime
+
+        if threads:
+            set_executorch_threads(threads)
+
+        self.path = require_file(path, "an ExecuTorch program")
+        try:
+            self.program = Runtime.get().load_program(str(self.path))
+            self.method = self.program.load_method("forward")
+        except Exception as err:  # the runtime's RuntimeError for a damaged file
+            raise WeightsError(
+                f"ExecuTorch cannot load {display(self.path)}: {display(err)[:200]}"
+            ) from err
+        self.info, self.record = self._read_info()
+        self.batch = int(self.record.get("batch", 1))
+
+    def _read_info(self) -> tuple[NetworkInfo, dict]:
+        if PTE_INFO_METHOD not in self.program.method_names:
+            raise WeightsError(
+                f"{display(self.path)} carries no mobilenets record (export it with "
+                "`mobilenets export --format pte`)"
+            )
+        raw = self.program.load_method(PTE_INFO_METHOD).execute([])[0]
+        return _decode_info(bytes(raw.tolist()).decode("utf-8"), self.path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().cpu().float().contiguous()
+        parts = [
+            self.method.execute([x[i : i + self.batch].contiguous()])[0]
+            for i in range(0, len(x), self.batch)
+        ]
+        return torch.cat(parts)
+
+
+class OpenVinoModel(torch.nn.Module):
+    """An OpenVINO IR compiled for the CPU at an explicit precision (fp32 by default)."""
+
+    def __init__(
+        self, path: str | Path, precision: str = "fp32", threads: int | None = None
+    ) -> None:
+        super().__init__()
+        _require("openvino", "openvino")
+        import openvino as ov
+
+        if precision not in OPENVINO_PRECISIONS:
+            raise ConfigError(
+                f"OpenVINO precision must be one of {tuple(OPENVINO_PRECISIONS)}, got {precision!r}"
+            )
+        self.path = require_file(path, "an OpenVINO IR (.xml)")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as err:
+            raise WeightsError(
+                f"OpenVINO cannot read {display(self.path)}: {display(err)[:200]}"
+            ) from err
+        if not model.has_rt_info(OPENVINO_INFO_KEY):
+            raise WeightsError(
+                f"{display(self.path)} carries no mobilenets record (export it with "
+                "`mobilenets export --format openvino`)"
+            )
+        self.info, self.record = _decode_info(
+            model.get_rt_info(OPENVINO_INFO_KEY).astype(str), self.path
+        )
+        config = {
+            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
+            "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+        }
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.precision = precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
+        return torch.from_numpy(np.asarray(self.compiled(array)[0]).copy())

@@ -1,0 +1,126 @@
+"""ExecuTorch (``.pte``, XNNPACK) and OpenVINO IR exports: fp32 equal to PyTorch for every
+registered model, int8 agreeing with fp32 on digits, records carried, runs through ``predict``
+and ``eval`` like any saved network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mobilenets.cli.main import main
+from mobilenets.errors import WeightsError
+from mobilenets.export.edge import FP32_TOLERANCE
+from mobilenets.export.model_export import export_model
+from mobilenets.models import create_model, list_models
+from mobilenets.saved import load
+from mobilenets.training.evaluation import evaluate_checkpoint
+
+pytest.importorskip("executorch", reason="the [edge] extra is not installed")
+pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+
+SUFFIX = {"pte": ".pte", "openvino": ".xml"}
+
+
+def assert_fp32_equal(path, name: str, size: int) -> None:
+    network, info = load(path)
+    assert info.model == name and info.input_size == size
+    reference = create_model(name).eval()  # export_model built it from the registry: seed 0
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 3, size, size, generator=generator)
+    with torch.no_grad():
+        expected = reference(x)
+        got = network(x)
+    scale = max(1.0, float(expected.abs().max()))
+    assert float((got - expected).abs().max()) <= FP32_TOLERANCE * scale
+
+
+@pytest.mark.parametrize("format", ["pte", "openvino"])
+@pytest.mark.parametrize("name", list_models())
+def test_fp32_exports_equal_pytorch(tmp_path, name, format) -> None:
+    """Every registered model (random weights, BN folded on export) at 64 px; V2 and V3-Small
+    also at an odd size (97 px), where TF-style and symmetric padding part ways."""
+    sizes = (64, 97) if name in ("mobilenet_v2", "mobilenet_v3_small") else (64,)
+    for size in sizes:
+        torch.manual_seed(0)
+        path = export_model(name, tmp_path / f"m{size}{SUFFIX[format]}", resolution=size)
+        torch.manual_seed(0)
+        assert_fp32_equal(path, name, size)
+
+
+def test_tf_padding_survives_both_runtimes(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v1", width_mult=0.5, padding="keras", num_classes=10)
+    from mobilenets.saved.info import NetworkInfo
+    from mobilenets.saved.safetensors import save_weights
+
+    weights = tmp_path / "keras_v1.safetensors"
+    info = NetworkInfo("mobilenet_v1", dict(model.model_kwargs), input_size=65)
+    save_weights(model, weights, info)
+    x = torch.randn(2, 3, 65, 65)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    for suffix in (".pte", ".xml"):
+        network, _ = load(export_model(str(weights), tmp_path / f"m{suffix}"))
+        with torch.no_grad():
+            torch.testing.assert_close(network(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_records_predict_and_eval(tmp_path, trained) -> None:
+    """The files carry the trained network's record (classes, size, mean/std); ``eval`` gives
+    PyTorch's top-1 through both runtimes; ``predict`` names the same classes."""
+    checkpoint = trained["mobilenet_v1"] / "checkpoint.pt"
+    _, info = load(checkpoint)
+    reference = evaluate_checkpoint(checkpoint, progress=False)
+    for suffix in (".pte", ".xml"):
+        out = tmp_path / f"model{suffix}"
+        assert main(["export", str(checkpoint), "--out", str(out)]) == 0
+        _, exported_info = load(out)
+        assert exported_info.classes == info.classes
+        assert exported_info.mean == info.mean and exported_info.input_size == info.input_size
+        result = evaluate_checkpoint(out, progress=False)
+        assert result.top1 == pytest.approx(reference.top1, abs=0.3)
+
+
+def test_int8_agrees_with_fp32_on_digits(tmp_path, trained, capsys) -> None:
+    """int8 ExecuTorch (PT2E, XNNPACK quantizer) and int8 OpenVINO (from quantize's QDQ model):
+    top-1 agreement with fp32 on digits' held-out images ≥ 97%, and the accuracy guard passes."""
+    checkpoint = str(trained["mobilenet_v2"] / "checkpoint.pt")
+    pte = tmp_path / "int8.pte"
+    assert main(["quantize", checkpoint, "--out", str(pte), "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["guard"] == "accuracy" and report["ok"]
+    assert report["agreement"] >= 97.0
+    assert report["int8_bytes"] < report["fp32_bytes"] / 3
+
+    onnx_fp32, onnx_int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    assert main(["export", checkpoint, "--out", str(onnx_fp32)]) == 0
+    assert main(["quantize", str(onnx_fp32), "--out", str(onnx_int8)]) == 0
+    capsys.readouterr()
+    xml = tmp_path / "int8.xml"
+    assert main(["export", str(onnx_int8), "--out", str(xml)]) == 0
+    fp32, _ = load(checkpoint)
+    int8, info = load(xml)
+    from mobilenets.data import build_dataset
+
+    val = build_dataset("digits", "val", info.input_size, preprocess=info.eval_transform())
+    x = torch.stack([val[i][0] for i in range(len(val))])
+    with torch.no_grad():
+        agreement = float((fp32(x).argmax(1) == int8(x).argmax(1)).float().mean())
+    assert agreement >= 0.97
+
+
+def test_bad_edge_inputs_are_one_line(tmp_path) -> None:
+    (tmp_path / "junk.pte").write_bytes(b"not a program")
+    with pytest.raises(WeightsError, match=r"ExecuTorch cannot load .*junk\.pte"):
+        load(tmp_path / "junk.pte")
+    (tmp_path / "junk.xml").write_text("<net/>")
+    with pytest.raises(WeightsError, match=r"OpenVINO cannot read .*junk\.xml"):
+        load(tmp_path / "junk.xml")
+    assert main(["export", "mobilenet_v2", "--out", str(tmp_path / "m.tflite")]) == 2
+    assert (
+        main(["export", "mobilenet_v2", "--format", "openvino", "--out", str(tmp_path / "m.ir")])
+        == 2
+    )
+    assert not list(tmp_path.glob("m.*"))
