@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.export.choices import EXPORTERS, FORMAT_CHOICES
@@ -63,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mobilenets.export.model_export import export_model
-    from mobilenets.saved import load
+    from mobilenets.saved.edge import edge_info
+    from mobilenets.saved.onnx import onnx_info
 
     path = export_model(
         args.source,
@@ -74,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
         exporter=args.exporter,
         format=args.format,
     )
-    _, info = load(path)
+    info = onnx_info(path) if path.suffix == ".onnx" else edge_info(path)
     parts = (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,)
     size = sum(p.stat().st_size for p in parts)
+    from_onnx = Path(args.source).suffix == ".onnx"
     check = {
         ".onnx": "checked with onnx.checker",
         ".pte": "outputs checked against PyTorch",
-        ".xml": "fp32 outputs checked against PyTorch" if args.source[-5:] != ".onnx" else "",
+        ".xml": "" if from_onnx else "outputs checked against PyTorch",
     }[path.suffix]
     print(
         f"wrote {path} ({size / 1e6:.2f} MB): {info.model}, input {info.input_size} px, "

@@ -245,11 +245,10 @@ def _runner(
         cl_x = x.contiguous(memory_format=torch.channels_last)
         return lambda: compiled(cl_x)
     onnx_path = workdir / f"{tag}.onnx"
-    folded = fold_bn(model)
-    if not onnx_path.exists():
-        export_onnx(folded, onnx_path, x.shape[-1])
+    if not onnx_path.exists():  # the first of the exported backends of this network
+        export_onnx(fold_bn(model), onnx_path, x.shape[-1])
     if backend in OURS_ONLY:
-        return _edge_runner(folded, backend, x, onnx_path, threads)
+        return _edge_runner(fold_bn(model), backend, x, onnx_path, threads)
     if backend == "ort_int8":
         onnx_path = _random_qdq(onnx_path, workdir / f"{tag}.int8.onnx", x.shape[1:])
     session = OnnxSession(onnx_path, threads=threads)
@@ -334,10 +333,11 @@ def run_bench(
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ConfigError(f"unknown backends {unknown}; allowed: {', '.join(BACKENDS)}")
-    skipped = [f"{b}: needs {missing_package(b)}" for b in backends if missing_package(b)]
+    missing = {b: missing_package(b) for b in backends}
+    skipped = [f"{b}: needs {package}" for b, package in missing.items() if package]
     for line in skipped:
         log(f"skipped {line} (not installed)")
-    backends = [b for b in backends if not missing_package(b)]
+    backends = [b for b in backends if not missing[b]]
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     peaks = measure_peaks(threads)

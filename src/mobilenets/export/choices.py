@@ -6,8 +6,9 @@ from __future__ import annotations
 #: ONNX exporters: TorchScript is the default (0.2–0.3 s against the dynamo exporter's 2.4–7 s,
 #: equal outputs; benchmarks/onnx_exporters.py).
 EXPORTERS = ("torchscript", "dynamo")
-#: Export formats: ONNX, ExecuTorch (``.pte``, XNNPACK delegate), OpenVINO IR (``.xml``).
-FORMAT_CHOICES = ("onnx", "pte", "openvino")
+#: Export formats by the suffix that names them: ONNX, ExecuTorch (XNNPACK delegate), OpenVINO IR.
+FORMATS = {".onnx": "onnx", ".pte": "pte", ".xml": "openvino"}
+FORMAT_CHOICES = tuple(FORMATS.values())
 
 #: bench's backends. ``executorch*`` need the [edge] extra, ``openvino*`` the [openvino] one
 #: (a backend whose package is missing is skipped with one line); OpenVINO runs fp32 unless the

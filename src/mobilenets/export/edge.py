@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,20 +32,13 @@ from mobilenets.saved.edge import (
     OpenVinoModel,
     PteProgram,
     encode_info,
+    require_package,
 )
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.onnx import onnx_info, onnx_metadata
 
 #: The largest |difference| from PyTorch an fp32 export may show, relative to the logits' scale.
 FP32_TOLERANCE = 1e-4
-FORMATS = {".onnx": "onnx", ".pte": "pte", ".xml": "openvino"}  # by suffix
-
-
-def _need(package: str, extra: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(package) is None:
-        raise ConfigError(f"this export needs {package}: pip install 'mobilenets[{extra}]'")
 
 
 def network_record(
@@ -52,8 +46,6 @@ def network_record(
 ) -> NetworkInfo:
     """The record a file carries: ``info`` (for a bare registry model, its name and keywords) at
     the export resolution."""
-    from dataclasses import replace
-
     if info is None:
         info = NetworkInfo(model.model_name, dict(model.model_kwargs))
     return replace(info, input_size=resolution or info.input_size)
@@ -109,7 +101,7 @@ def export_pte(
     """Write an ExecuTorch program (XNNPACK delegate, batch 1) of ``model`` at
     ``info.input_size``; int8 when ``calibration`` batches are given. fp32 is checked against
     PyTorch before the file is kept."""
-    _need("executorch", "edge")
+    require_package("executorch", "edge")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -140,14 +132,17 @@ def export_openvino(
     (``path`` ``.xml`` and its ``.bin``), the record copied from the ONNX metadata. With
     ``check`` (the PyTorch network of an fp32 file), outputs are compared before the files are
     kept."""
-    _need("openvino", "openvino")
+    require_package("openvino", "openvino")
     import openvino as ov
 
     path = Path(path)
     if path.suffix != ".xml":
         raise ConfigError(f"an OpenVINO IR is written as FILE.xml (and FILE.bin), not {path.name}")
-    info = onnx_info(onnx_path)
-    extra = {k: v for k, v in onnx_metadata(onnx_path).items() if k not in info.to_dict()}
+    meta = onnx_metadata(onnx_path)
+    if "model" not in meta:
+        onnx_info(onnx_path)  # its clear error for an ONNX file we did not write
+    info = NetworkInfo.from_dict(meta, onnx_path)
+    extra = {k: v for k, v in meta.items() if k not in info.to_dict()}
     model = ov.convert_model(str(onnx_path))
     model.set_rt_info(encode_info(info, extra), OPENVINO_INFO_KEY)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as folder:

@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 
 from mobilenets.errors import ConfigError, display
-from mobilenets.export.edge import FORMATS, export_openvino, export_pte, network_record
+from mobilenets.export.choices import FORMATS
+from mobilenets.export.edge import export_openvino, export_pte, network_record
 from mobilenets.export.folding import fold_bn
 from mobilenets.export.onnx import export_onnx
 from mobilenets.fileio import check_output_path

@@ -29,13 +29,12 @@ OPENVINO_INFO_KEY = ["mobilenets", "info"]
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 
-def _require(package: str, extra: str) -> None:
+def require_package(package: str, extra: str) -> None:
+    """A clear error naming the extra to install when ``package`` is missing."""
     import importlib.util
 
     if importlib.util.find_spec(package) is None:
-        raise ConfigError(
-            f"running this needs the {package} package: pip install 'mobilenets[{extra}]'"
-        )
+        raise ConfigError(f"this needs the {package} package: pip install 'mobilenets[{extra}]'")
 
 
 def encode_info(info: NetworkInfo, extra: dict | None = None) -> str:
@@ -62,6 +61,51 @@ def set_executorch_threads(threads: int) -> None:
         _unsafe_reset_threadpool(threads)
 
 
+def _pte_record(program: object, where: Path) -> tuple[NetworkInfo, dict]:
+    if PTE_INFO_METHOD not in program.method_names:
+        raise WeightsError(
+            f"{display(where)} carries no mobilenets record (export it with "
+            "`mobilenets export --format pte`)"
+        )
+    raw = program.load_method(PTE_INFO_METHOD).execute([])[0]
+    return _decode_info(bytes(raw.tolist()).decode("utf-8"), where)
+
+
+def _load_pte(path: Path) -> object:
+    from executorch.runtime import Runtime
+
+    try:
+        return Runtime.get().load_program(str(path))
+    except Exception as err:  # the runtime's RuntimeError for a damaged file
+        raise WeightsError(f"ExecuTorch cannot load {display(path)}: {display(err)[:200]}") from err
+
+
+def _read_openvino(path: Path) -> tuple[object, NetworkInfo, dict]:
+    import openvino as ov
+
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as err:
+        raise WeightsError(f"OpenVINO cannot read {display(path)}: {display(err)[:200]}") from err
+    if not model.has_rt_info(OPENVINO_INFO_KEY):
+        raise WeightsError(
+            f"{display(path)} carries no mobilenets record (export it with "
+            "`mobilenets export --format openvino`)"
+        )
+    info, record = _decode_info(model.get_rt_info(OPENVINO_INFO_KEY).astype(str), path)
+    return model, info, record
+
+
+def edge_info(path: str | Path) -> NetworkInfo:
+    """The record of a ``.pte`` or OpenVINO ``.xml`` file, read without compiling the network."""
+    path = Path(path)
+    if path.suffix == ".pte":
+        require_package("executorch", "edge")
+        return _pte_record(_load_pte(require_file(path, "an ExecuTorch program")), path)[0]
+    require_package("openvino", "openvino")
+    return _read_openvino(require_file(path, "an OpenVINO IR (.xml)"))[1]
+
+
 class PteProgram(torch.nn.Module):
     """An ExecuTorch program run by ExecuTorch's Python runtime; ``forward`` takes any batch
     (the program takes the batch it was exported with, 1: larger batches run image by image).
@@ -69,7 +113,7 @@ class PteProgram(torch.nn.Module):
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()
-        _require("executorch", "edge")
+        require_package("executorch", "edge")
         from executorch.runtime import Runtime
 
         if threads:
@@ -111,7 +155,7 @@ class OpenVinoModel(torch.nn.Module):
         self, path: str | Path, precision: str = "fp32", threads: int | None = None
     ) -> None:
         super().__init__()
-        _require("openvino", "openvino")
+        require_package("openvino", "openvino")
         import openvino as ov
 
         if precision not in OPENVINO_PRECISIONS:
@@ -119,26 +163,12 @@ class OpenVinoModel(torch.nn.Module):
                 f"OpenVINO precision must be one of {tuple(OPENVINO_PRECISIONS)}, got {precision!r}"
             )
         self.path = require_file(path, "an OpenVINO IR (.xml)")
-        core = ov.Core()
-        try:
-            model = core.read_model(str(self.path))
-        except Exception as err:
-            raise WeightsError(
-                f"OpenVINO cannot read {display(self.path)}: {display(err)[:200]}"
-            ) from err
-        if not model.has_rt_info(OPENVINO_INFO_KEY):
-            raise WeightsError(
-                f"{display(self.path)} carries no mobilenets record (export it with "
-                "`mobilenets export --format openvino`)"
-            )
-        self.info, self.record = _decode_info(
-            model.get_rt_info(OPENVINO_INFO_KEY).astype(str), self.path
-        )
+        model, self.info, self.record = _read_openvino(self.path)
         config = {
             "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
             "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
         }
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.compiled = ov.Core().compile_model(model, "CPU", config)
         self.precision = precision
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -54,8 +54,9 @@ def measure_latencies(
     models: dict[tuple[float, int], torch.nn.Module], runs: int = 30, channels_last: bool = True
 ) -> dict[tuple[float, int], tuple[float, float, float]]:
     """Median, 10th and 90th percentile (ms) of batch-1 eager forwards of each ``(α,
-    resolution): model``, calls interleaved across the models (one forward of each in turn,
-    ``runs`` rounds after a warm-up round) so that load on the machine falls on all alike."""
+    resolution): model``, timed interleaved across the models
+    (:func:`~mobilenets.complexity.latency.time_interleaved`: a warm-up round, then ``runs``
+    rounds in rotating order) so that load on the machine falls on all alike."""
     calls = {}
     for (alpha, resolution), model in models.items():
         x = torch.randn(1, 3, resolution, resolution)
