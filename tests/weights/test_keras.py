@@ -105,6 +105,7 @@ def keras_logits(model: keras.Model, family: str, pixels: np.ndarray) -> np.ndar
 
 def keras_model(family: str, alpha: float, minimal: bool, size: int, tmp_path) -> keras.Model:
     kwargs = {"minimalistic": minimal} if family.startswith("MobileNetV3") else {}
+    keras.utils.set_random_seed(0)  # Keras's initial kernels: the same every run
     build = getattr(keras.applications, family)
     model = build(
         weights=None,
