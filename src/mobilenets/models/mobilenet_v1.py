@@ -16,6 +16,7 @@ from mobilenets.errors import ConfigError
 from mobilenets.layers import ConvNormAct, DepthwiseSeparable, check_padding, make_divisible
 from mobilenets.models.base import MobileNet, check_width_mult
 from mobilenets.models.registry import register_model
+from mobilenets.models.table import check_table, refuse_with_table
 
 
 class V1Row(NamedTuple):
@@ -51,6 +52,22 @@ V1_CHANNEL_RULES = {
 }
 
 
+def v1_table(width_mult: float = 1.0, channel_rules: str = "timm", shallow: bool = False) -> dict:
+    """Table 1 (less Table 5's five layers when ``shallow``) with α applied: every layer's
+    channels written out (see :mod:`mobilenets.models.table`)."""
+    width_mult = check_width_mult(width_mult)
+    if channel_rules not in V1_CHANNEL_RULES:
+        raise ConfigError(
+            f"channel_rules must be one of {tuple(V1_CHANNEL_RULES)}, got {channel_rules!r}"
+        )
+    channels = V1_CHANNEL_RULES[channel_rules]
+    rows = [r for i, r in enumerate(V1_TABLE_1) if not (shallow and i in SHALLOW_ROWS)]
+    return {
+        "stem": channels(V1_STEM_CHANNELS, width_mult),
+        "rows": [{"s": row.s, "c": channels(row.c, width_mult)} for row in rows],
+    }
+
+
 class MobileNetV1(MobileNet):
     """MobileNetV1: a full 3×3 conv, 13 depthwise separable layers, average pool, FC.
 
@@ -71,11 +88,14 @@ class MobileNetV1(MobileNet):
         norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
         features_only: return multi-scale feature maps (see ``feature_info``).
         out_indices: which feature maps ``features_only`` returns.
+        table: every layer's channels (:func:`v1_table`'s form) instead of α's; kept as
+            ``model.table`` either way.
     """
 
     def __init__(
         self,
         *,
+        table: dict | None = None,
         width_mult: float = 1.0,
         num_classes: int = 1000,
         in_chans: int = 3,
@@ -90,29 +110,33 @@ class MobileNetV1(MobileNet):
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
     ) -> None:
-        width_mult = check_width_mult(width_mult)
-        if channel_rules not in V1_CHANNEL_RULES:
-            raise ConfigError(
-                f"channel_rules must be one of {tuple(V1_CHANNEL_RULES)}, got {channel_rules!r}"
-            )
-        channels = V1_CHANNEL_RULES[channel_rules]
+        refuse_with_table(
+            table,
+            width_mult=(width_mult, 1.0),
+            channel_rules=(channel_rules, "timm"),
+            shallow=(shallow, False),
+        )
+        table = (
+            check_table(table, "v1")
+            if table is not None
+            else v1_table(width_mult, channel_rules, shallow)
+        )
         check_padding(padding, ("symmetric", "tf_same", "keras"))
         stem_padding = "tf_same" if padding == "keras" else padding
         block_padding = "tf_same_fixed" if padding == "keras" else padding
-        rows = [r for i, r in enumerate(V1_TABLE_1) if not (shallow and i in SHALLOW_ROWS)]
-        stem_channels = channels(V1_STEM_CHANNELS, width_mult)
+        stem_channels = table["stem"]
         norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
         stem = ConvNormAct(in_chans, stem_channels, 3, 2, act=act, padding=stem_padding, **norm)
         blocks = []
         in_channels = stem_channels
-        for row in rows:
-            out_channels = channels(row.c, width_mult)
+        for row in table["rows"]:
+            out_channels = row["c"]
             layer = {"act": act, "padding": block_padding, **norm}
             if full_conv:
-                block = ConvNormAct(in_channels, out_channels, 3, row.s, **layer)
+                block = ConvNormAct(in_channels, out_channels, 3, row["s"], **layer)
             else:
-                block = DepthwiseSeparable(in_channels, out_channels, row.s, **layer)
-            blocks.append((block, row.s, out_channels))
+                block = DepthwiseSeparable(in_channels, out_channels, row["s"], **layer)
+            blocks.append((block, row["s"], out_channels))
             in_channels = out_channels
         super().__init__(
             stem=stem,
@@ -128,6 +152,7 @@ class MobileNetV1(MobileNet):
             features_only=features_only,
             out_indices=out_indices,
         )
+        self.table = table
 
 
 register_model("mobilenet_v1", MobileNetV1, paper="MobileNetV1, Table 1")

@@ -14,6 +14,7 @@ from torch import nn
 from mobilenets.layers import ConvNormAct, InvertedResidual, check_padding, make_divisible
 from mobilenets.models.base import MobileNet, check_width_mult
 from mobilenets.models.registry import register_model
+from mobilenets.models.table import check_table, refuse_with_table
 
 
 class V2Row(NamedTuple):
@@ -38,6 +39,21 @@ V2_TABLE_2 = [
 ]
 
 
+def v2_table(width_mult: float = 1.0) -> dict:
+    """Table 2 unrolled, one row per bottleneck, with α applied: ``exp`` = t × the block's input
+    channels, ``c`` its output channels (see :mod:`mobilenets.models.table`)."""
+    width_mult = check_width_mult(width_mult)
+    stem = make_divisible(V2_STEM_CHANNELS * width_mult)
+    rows, in_channels = [], stem
+    for t, c, n, s in V2_TABLE_2:
+        out_channels = make_divisible(c * width_mult)
+        for i in range(n):
+            rows.append({"exp": in_channels * t, "c": out_channels, "s": s if i == 0 else 1})
+            in_channels = out_channels
+    last = make_divisible(V2_LAST_CHANNELS * max(1.0, width_mult))
+    return {"stem": stem, "rows": rows, "last": last}
+
+
 class MobileNetV2(MobileNet):
     """MobileNetV2: 3×3 stem, 17 inverted residual bottlenecks, 1×1 conv to 1280, pool, FC.
 
@@ -52,6 +68,8 @@ class MobileNetV2(MobileNet):
         norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
         features_only: return multi-scale feature maps (see ``feature_info``).
         out_indices: which feature maps ``features_only`` returns.
+        table: every block's channels (:func:`v2_table`'s form) instead of α's; kept as
+            ``model.table`` either way.
 
     The last conv is 1280·max(1, α): "for multipliers less than one, we apply width multiplier
     to all layers except the very last convolutional layer" (Section 6.1).
@@ -60,6 +78,7 @@ class MobileNetV2(MobileNet):
     def __init__(
         self,
         *,
+        table: dict | None = None,
         width_mult: float = 1.0,
         num_classes: int = 1000,
         in_chans: int = 3,
@@ -70,22 +89,20 @@ class MobileNetV2(MobileNet):
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
     ) -> None:
-        width_mult = check_width_mult(width_mult)
-        stem_channels = make_divisible(V2_STEM_CHANNELS * width_mult)
+        refuse_with_table(table, width_mult=(width_mult, 1.0))
+        table = check_table(table, "v2") if table is not None else v2_table(width_mult)
+        stem_channels = table["stem"]
         norm = {"bn_eps": bn_eps, "norm_layer": norm_layer, "padding": check_padding(padding)}
         stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act="relu6", **norm)
         blocks = []
         in_channels = stem_channels
-        for t, c, n, s in V2_TABLE_2:
-            out_channels = make_divisible(c * width_mult)
-            for i in range(n):
-                stride = s if i == 0 else 1
-                block = InvertedResidual(
-                    in_channels, in_channels * t, out_channels, 3, stride, "relu6", **norm
-                )
-                blocks.append((block, stride, out_channels))
-                in_channels = out_channels
-        last_channels = make_divisible(V2_LAST_CHANNELS * max(1.0, width_mult))
+        for row in table["rows"]:
+            block = InvertedResidual(
+                in_channels, row["exp"], row["c"], 3, row["s"], "relu6", **norm
+            )
+            blocks.append((block, row["s"], row["c"]))
+            in_channels = row["c"]
+        last_channels = table["last"]
         super().__init__(
             stem=stem,
             stem_channels=stem_channels,
@@ -100,6 +117,7 @@ class MobileNetV2(MobileNet):
             features_only=features_only,
             out_indices=out_indices,
         )
+        self.table = table
 
 
 register_model("mobilenet_v2", MobileNetV2, paper="MobileNetV2, Table 2")

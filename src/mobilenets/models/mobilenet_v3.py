@@ -34,6 +34,7 @@ from mobilenets.layers import (
 )
 from mobilenets.models.base import MobileNet, check_width_mult
 from mobilenets.models.registry import register_model
+from mobilenets.models.table import check_table, refuse_with_table
 
 
 @dataclass(frozen=True)
@@ -117,38 +118,74 @@ def _minimalize(rows: list[V3Row]) -> list[V3Row]:
     return [row._replace(k=3, se=False, nl="RE") for row in rows]
 
 
-def _bnecks(
+def v3_table(
     rows: list[V3Row],
-    in_channels: int,
-    width_mult: float,
-    rules: ChannelRules,
-    dilated: bool,
-    norm: dict,
+    last_channels: tuple[int, int],
+    width_mult: float = 1.0,
+    channel_rules: str = "paper",
+    reduced_tail: bool = False,
+    minimalistic: bool = False,
+) -> dict:
+    """Table 1 or 2 with α, the reduced tail and the minimalistic changes applied: every block's
+    expansion and output channels written out (see :mod:`mobilenets.models.table`)."""
+    width_mult = check_width_mult(width_mult)
+    if channel_rules not in CHANNEL_RULES:
+        raise ConfigError(
+            f"channel_rules must be one of {tuple(CHANNEL_RULES)}, got {channel_rules!r}"
+        )
+    rules = CHANNEL_RULES[channel_rules]
+    if reduced_tail:
+        rows, last_channels = _reduce_tail(rows, last_channels)
+    if minimalistic:
+        rows = _minimalize(rows)
+
+    def scaled(channels: int) -> int:
+        return make_divisible(channels * width_mult)
+
+    fixed_stem = width_mult < rules.fixed_stem_below
+    stem = V3_STEM_CHANNELS if fixed_stem else scaled(V3_STEM_CHANNELS)
+    resolved, in_channels, paper_in = [], stem, V3_STEM_CHANNELS
+    for row in rows:
+        if rules.expansion == "scaled":
+            hidden = scaled(row.exp)
+        else:  # the TF reference keeps the expansion ratio exp/in of the paper's table
+            hidden = make_divisible(in_channels * row.exp / paper_in)
+        out = scaled(row.out)
+        resolved.append(
+            {"k": row.k, "exp": hidden, "out": out, "se": row.se, "nl": row.nl, "s": row.s}
+        )
+        in_channels, paper_in = out, row.out
+    last_conv = 6 * in_channels if rules.last_conv == "six_times" else scaled(last_channels[0])
+    head = {
+        "scaled": scaled(last_channels[1]),
+        "fixed": last_channels[1],
+        "at_least_table": make_divisible(last_channels[1] * max(1.0, width_mult)),
+    }[rules.head]
+    head_nl = "RE" if minimalistic else "HS"
+    return {"stem": stem, "rows": resolved, "last": [last_conv, head], "head_nl": head_nl}
+
+
+def _bnecks(
+    rows: list[dict], in_channels: int, dilated: bool, norm: dict
 ) -> list[tuple[nn.Module, int, int]]:
     """One InvertedResidual per table row: (block, stride, output channels)."""
     blocks = []
-    paper_in = V3_STEM_CHANNELS
-    last_stage = max(i for i, row in enumerate(rows) if row.s == 2)
+    last_stage = max(i for i, row in enumerate(rows) if row["s"] == 2)
     for i, row in enumerate(rows):
-        if rules.expansion == "scaled":
-            hidden = make_divisible(row.exp * width_mult)
-        else:  # the TF reference keeps the expansion ratio exp/in of the paper's table
-            hidden = make_divisible(in_channels * row.exp / paper_in)
-        out_channels = make_divisible(row.out * width_mult)
         dilation = 2 if dilated and i >= last_stage else 1  # output stride 16
         block = InvertedResidual(
             in_channels,
-            hidden,
-            out_channels,
-            row.k,
-            row.s,
-            row.nl,
-            row.se,
+            row["exp"],
+            row["out"],
+            row["k"],
+            row["s"],
+            row["nl"],
+            row["se"],
             **norm,
             dilation=dilation,
         )
-        blocks.append((block, 1 if dilation > 1 else row.s, out_channels))
-        in_channels, paper_in = out_channels, row.out
+        blocks.append((block, 1 if dilation > 1 else row["s"], row["out"]))
+        in_channels = row["out"]
     return blocks
 
 
@@ -174,12 +211,15 @@ class MobileNetV3(MobileNet):
             segmentation; torchvision's keyword).
         features_only: return multi-scale feature maps (see ``feature_info``).
         out_indices: which feature maps ``features_only`` returns.
+        table: every block's channels (:func:`v3_table`'s form) instead of the ones α, the
+            channel rules, the reduced tail and minimalistic give; kept as ``model.table``.
     """
 
     def __init__(
         self,
         *,
         rows: list[V3Row],
+        table: dict | None = None,
         last_channels: tuple[int, int],
         width_mult: float = 1.0,
         num_classes: int = 1000,
@@ -195,36 +235,27 @@ class MobileNetV3(MobileNet):
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
     ) -> None:
-        width_mult = check_width_mult(width_mult)
-        if channel_rules not in CHANNEL_RULES:
-            raise ConfigError(
-                f"channel_rules must be one of {tuple(CHANNEL_RULES)}, got {channel_rules!r}"
+        refuse_with_table(
+            table,
+            width_mult=(width_mult, 1.0),
+            channel_rules=(channel_rules, "paper"),
+            reduced_tail=(reduced_tail, False),
+            minimalistic=(minimalistic, False),
+        )
+        if table is None:
+            table = v3_table(
+                rows, last_channels, width_mult, channel_rules, reduced_tail, minimalistic
             )
-        rules = CHANNEL_RULES[channel_rules]
-        if reduced_tail:
-            rows, last_channels = _reduce_tail(rows, last_channels)
-        if minimalistic:
-            rows = _minimalize(rows)
-        head_act = "RE" if minimalistic else "HS"
-
-        def scaled(channels: int) -> int:
-            return make_divisible(channels * width_mult)
-
-        fixed_stem = width_mult < rules.fixed_stem_below
-        stem_channels = V3_STEM_CHANNELS if fixed_stem else scaled(V3_STEM_CHANNELS)
+        table = check_table(table, "v3")
+        head_act = table["head_nl"]
+        stem_channels = table["stem"]
         norm = {"bn_eps": bn_eps, "norm_layer": norm_layer, "padding": check_padding(padding)}
         stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=head_act, **norm)
 
-        blocks = _bnecks(rows, stem_channels, width_mult, rules, dilated, norm)
+        blocks = _bnecks(table["rows"], stem_channels, dilated, norm)
         in_channels = blocks[-1][2]
-
-        last_conv = 6 * in_channels if rules.last_conv == "six_times" else scaled(last_channels[0])
+        last_conv, head_channels = table["last"]
         blocks.append((ConvNormAct(in_channels, last_conv, 1, act=head_act, **norm), 1, last_conv))
-        head_channels = {
-            "scaled": scaled(last_channels[1]),
-            "fixed": last_channels[1],
-            "at_least_table": make_divisible(last_channels[1] * max(1.0, width_mult)),
-        }[rules.head]
         pre_logits = nn.Sequential(nn.Linear(last_conv, head_channels), make_activation(head_act))
         super().__init__(
             stem=stem,
@@ -240,6 +271,7 @@ class MobileNetV3(MobileNet):
             features_only=features_only,
             out_indices=out_indices,
         )
+        self.table = table
 
 
 register_model(
