@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         log=lambda line: print(line, file=sys.stderr),
     )
     out = write_bench(args.out, result)
+    from mobilenets.export.recommend import record_fastest
+
+    record_fastest(result)  # export and quantize recommend from it
     print(format_bench(result))
     print(f"wrote {out}/bench.md, bench.csv, bench.json, bench.png", file=sys.stderr)
     return 0

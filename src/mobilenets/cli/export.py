@@ -90,4 +90,9 @@ def run(args: argparse.Namespace) -> int:
         f"{len(info.classes)} class names" + (f"; {check}" if check else ""),
         file=sys.stderr,
     )
+    from mobilenets.export.recommend import recommend
+
+    advice = recommend(info.model)
+    if advice:
+        print(advice, file=sys.stderr)
     return 0

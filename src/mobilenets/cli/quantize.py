@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from mobilenets.cli import _common as cli_types
 from mobilenets.errors import ConfigError
@@ -102,4 +103,9 @@ def run(args: argparse.Namespace) -> int:
             **common,
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    from mobilenets.export.recommend import recommend_for_file
+
+    advice = recommend_for_file(args.out)
+    if advice:
+        print(advice, file=sys.stderr)
     return 0 if report.ok else 1

@@ -51,7 +51,9 @@ def _decode_info(text: str, where: Path) -> tuple[NetworkInfo, dict]:
 
 def set_executorch_threads(threads: int) -> None:
     """The size of ExecuTorch's thread pool (one per process, shared by every program; by
-    default one thread per core, whatever torch's setting)."""
+    default one thread per core, whatever torch's setting). Set it before loading programs:
+    resizing it under programs already loaded did not change their speed here, and one such
+    run then failed inside OpenVINO in the same process."""
     from executorch.extension.pybindings.portable_lib import (
         _threadpool_get_thread_count,
         _unsafe_reset_threadpool,
@@ -109,7 +111,8 @@ def edge_info(path: str | Path) -> NetworkInfo:
 class PteProgram(torch.nn.Module):
     """An ExecuTorch program run by ExecuTorch's Python runtime; ``forward`` takes any batch
     (the program takes the batch it was exported with, 1: larger batches run image by image).
-    ``threads`` sets ExecuTorch's (process-wide) thread pool."""
+    ``threads`` sets ExecuTorch's (process-wide) thread pool before the program loads; the
+    default, every core, is the fastest at batch 1 on 2 cores (``benchmarks/threads.py``)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()
