@@ -2,10 +2,11 @@
 imports included): no subpackage imports one above it, and the subpackages form no cycle.
 
     errors, fileio, malloc, catalog, lazy  ←  layers  ←  models  ←  complexity, data  ←  saved
-        ←  weights  ←  training, export  ←  cli
+        ←  weights  ←  training, export  ←  adapt  ←  cli
 
 ``weights`` sits below ``training`` and ``export`` because both start from published weights
-by name (``train --weights torchvision:...``, ``export torchvision:...``).
+by name (``train --weights torchvision:...``, ``export torchvision:...``). ``adapt`` (NetAdapt)
+trains and measures, so it sits above both.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ LAYERS = [
     {"saved"},
     {"weights"},
     {"training", "export"},
+    {"adapt"},
     {"cli", "__main__", "__init__"},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -302,6 +302,24 @@ def fine_tune_teacher_onnx(ws, tmp):
     return [*train(ws, tmp), "--teacher", str(ws.onnx)]
 
 
+def adapt_state(tmp: Path, text: str) -> list[str]:
+    """An adapt folder whose state.json holds ``text``, and the command continuing it."""
+    (tmp / "a").mkdir()
+    (tmp / "a" / "state.json").write_text(text)
+    return ["adapt", "--target-ratio", "0.5", "--resolution", "32", "--out", str(tmp / "a")]
+
+
+def adapt_other_settings(ws, tmp):
+    from mobilenets.adapt.config import AdaptConfig
+
+    other = AdaptConfig(target_ratio=0.5, resolution=32, finetune_steps=7).to_dict()
+    return adapt_state(tmp, json.dumps({"config": other, "history": []}))
+
+
+def adapt_damaged_state(ws, tmp):
+    return adapt_state(tmp, '{"config": {')
+
+
 CASES = [
     # numeric flags, refused where they are parsed
     flag("--width-mult", "0"),
@@ -336,6 +354,21 @@ CASES = [
     flag("--batch-size", "0", ("eval", "--checkpoint", "c.pt")),
     flag("--calib-images", "0", ("quantize", "m.onnx", "--out", "q.onnx")),
     flag("--eval-resize", "10", ("convert", "--from", "timm", "x.pth", "--out", "y")),
+    flag("--target-ratio", "1.5", ("adapt",)),
+    flag("--target-ms", "-1", ("adapt",)),
+    flag("--finetune-steps", "0", ("adapt", "--target-ratio", "0.5")),
+    Case(
+        "adapt-v1",
+        lambda ws, t: ["adapt", "--model", "mobilenet_v1", "--target-ratio", "0.5"],
+        r"--model: invalid choice: 'mobilenet_v1'",
+    ),
+    Case(
+        "adapt-no-target",
+        lambda ws, t: ["adapt", "--out", str(t / "a")],
+        r"one of the arguments --target-ms --target-ratio is required",
+    ),
+    Case("adapt-other-settings", adapt_other_settings, r"holds a search with other settings"),
+    Case("adapt-damaged-state", adapt_damaged_state, r"state\.json is damaged"),
     Case(
         "unknown-model-train",
         lambda ws, t: [*train(ws, t), "--model", "mobilenet_v4"],

@@ -39,9 +39,10 @@ COMMANDS = (
     "export",
     "quantize",
     "bench",
+    "adapt",
 )
 #: Commands that train or run networks for long: they get the fast glibc malloc settings.
-HEAVY_COMMANDS = {"train", "eval", "sweep", "bench"}
+HEAVY_COMMANDS = {"train", "eval", "sweep", "bench", "adapt"}
 #: OS errors that are the user's or the machine's, not the program's: one line, no traceback.
 USER_OS_ERRORS = {
     errno.ENOENT: "not found",

@@ -1,0 +1,252 @@
+"""``mobilenets adapt``: the search, then the comparison it exists for.
+
+After the search (:mod:`mobilenets.adapt.search`), the adapted table and the uniform-α tables
+(α ∈ {1, .75, .5, .35, .25}) are each trained from scratch with the same recipe and budget
+(``final_epochs``, one run per training seed, through :func:`~mobilenets.training.fit`), and
+every network (the search's steps too) is timed on the search's backend, interleaved in one
+phase. Writes to the output folder:
+
+- ``adapt.csv``: per search step, the cut, the table, predicted and measured latency, held-out
+  top-1 after its short fine-tune;
+- ``table.json``: the adapted table (``create_model(name, table=read_table(...))``);
+- ``final/seed_N/`` and ``uniform_A/seed_N/``: the trained runs (checkpoint, weights, summary);
+- ``comparison.csv`` and ``adapt.png``: val top-1 (mean and spread over seeds) against measured
+  latency, the adapted network beside the uniform-α ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mobilenets.adapt.config import AdaptConfig
+from mobilenets.adapt.lut import family_of
+from mobilenets.adapt.search import Search, search_data
+from mobilenets.complexity.latency import spread, time_interleaved
+from mobilenets.export.folding import fold_bn
+from mobilenets.fileio import atomic_path, write_text_atomic
+from mobilenets.models import create_model
+from mobilenets.models.table import write_table
+from mobilenets.training import TrainConfig, fit
+from mobilenets.training.engine import log_to_stderr
+
+
+def adapt(config: AdaptConfig, out: str | Path, log: Callable[[str], None] = log_to_stderr) -> dict:
+    """Search, train the result and the uniform-α networks, time them all; the comparison."""
+    family_of(config.model)  # V2 and V3 only: refused before anything starts
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = search_data(config)
+    search = Search(config, out, log)
+    history = search.run(data)
+    write_table(history[-1]["table"], out / "table.json")
+    networks = {f"step {h['step']}": h["table"] for h in history}
+    runs = {}
+    for seed in range(config.seeds):
+        runs["adapted", seed] = _train(
+            config, out / "final" / f"seed_{seed}", seed, log, table=history[-1]["table"]
+        )
+        for alpha in config.uniform:
+            runs[alpha, seed] = _train(
+                config, out / f"uniform_{alpha:g}" / f"seed_{seed}", seed, log, width_mult=alpha
+            )
+    for alpha in config.uniform:
+        networks[f"α={alpha:g}"] = create_model(config.model, width_mult=alpha).table
+    log(f"timing {len(networks)} networks on {config.backend}, interleaved")
+    measured = measure(networks, config, len(data.classes))
+    for h in history:
+        h["measured_ms"] = measured[f"step {h['step']}"][0]
+    _write_steps(out / "adapt.csv", history)
+    comparison = _comparison(config, history, runs, measured)
+    _write_comparison(out / "comparison.csv", comparison)
+    plot_adapt(out / "adapt.png", comparison, history, config)
+    result = {"history": history, "comparison": comparison, "target_ms": search.target()}
+    write_text_atomic(out / "adapt.json", json.dumps(result, indent=1))
+    return result
+
+
+def _train(
+    config: AdaptConfig,
+    folder: Path,
+    seed: int,
+    log: Callable[[str], None],
+    table: dict | None = None,
+    width_mult: float | None = None,
+) -> dict:
+    """One from-scratch training of a table or a uniform α (resumed, or read back if done)."""
+    summary = folder / "summary.json"
+    if summary.exists():
+        return json.loads(summary.read_text())
+    train = TrainConfig(
+        model=config.model,
+        width_mult=1.0 if table is not None else width_mult,
+        model_kwargs={"table": table} if table is not None else {},
+        data=config.data,
+        resolution=config.resolution,
+        epochs=config.final_epochs,
+        batch_size=config.batch_size,
+        seed=seed,
+        out=str(folder),
+        resume=(folder / "checkpoint.pt").exists(),
+        progress=False,
+    )
+    what = "the adapted table" if table is not None else f"α={width_mult:g}"
+    log(f"training {what} from scratch, seed {seed}, {config.final_epochs} epochs")
+    return fit(train, log=lambda message: None).summary
+
+
+@torch.inference_mode()
+def measure(
+    networks: dict[str, dict], config: AdaptConfig, num_classes: int, runs: int = 300
+) -> dict[str, tuple[float, float, float]]:
+    """Median, p10, p90 (ms) of each table's network, batch 1, on the search's backend and
+    thread count, all timed interleaved. Sub-millisecond networks need many rounds: with 50,
+    the seed and the α = 1 network (the same table) came out 0.526 and 0.447 ms in one run; with
+    300, within 4% of each other in two runs."""
+    from mobilenets.adapt.lut import backend_call
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    x = torch.randn(1, 3, config.resolution, config.resolution)
+    try:
+        calls = {
+            name: backend_call(
+                fold_bn(create_model(config.model, table=table, num_classes=num_classes).eval()),
+                x,
+                config.backend,
+                config.threads,
+            )
+            for name, table in networks.items()
+        }
+        return {name: spread(t) for name, t in time_interleaved(calls, 5, runs).items()}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _comparison(config: AdaptConfig, history: list[dict], runs: dict, measured: dict) -> list[dict]:
+    """One row per network: measured latency and val top-1 over the training seeds."""
+    rows = []
+    for label, key in [("adapted", "adapted")] + [(f"α={a:g}", a) for a in config.uniform]:
+        top1 = [runs[key, s]["val_top1"] for s in range(config.seeds)]
+        name = f"step {history[-1]['step']}" if key == "adapted" else label
+        ms, p10, p90 = measured[name]
+        rows.append(
+            {
+                "network": label,
+                "measured_ms": ms,
+                "ms_p10": p10,
+                "ms_p90": p90,
+                "top1_mean": statistics.mean(top1),
+                "top1_min": min(top1),
+                "top1_max": max(top1),
+                "seeds": len(top1),
+                "params": runs[key, 0]["params"],
+                "macs": runs[key, 0]["macs"],
+            }
+        )
+    return rows
+
+
+def _write_steps(path: Path, history: list[dict]) -> None:
+    fields = ["step", "cut", "predicted_ms", "measured_ms", "holdout_top1", "table"]
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for h in history:
+            writer.writerow({**h, "table": json.dumps(h["table"])})
+
+
+def _write_comparison(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_adapt(path: Path, rows: list[dict], history: list[dict], config: AdaptConfig) -> None:
+    """Left: val top-1 vs measured latency, adapted vs uniform α. Right: the search's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    uniform = [r for r in rows if r["network"] != "adapted"]
+    adapted = next(r for r in rows if r["network"] == "adapted")
+    for group, style, label in ((uniform, "o-", "uniform α"), ([adapted], "*", "NetAdapt")):
+        xs = [r["measured_ms"] for r in group]
+        ys = [r["top1_mean"] for r in group]
+        err = [
+            [r["top1_mean"] - r["top1_min"] for r in group],
+            [r["top1_max"] - r["top1_mean"] for r in group],
+        ]
+        left.errorbar(
+            xs, ys, yerr=err, fmt=style, ms=12 if label == "NetAdapt" else 6, capsize=3, label=label
+        )
+    for r in uniform:
+        left.annotate(
+            r["network"],
+            (r["measured_ms"], r["top1_mean"]),
+            fontsize=8,
+            xytext=(4, -10),
+            textcoords="offset points",
+        )
+    left.set_xlabel(f"measured latency, ms ({config.backend}, batch 1, {config.threads} thread)")
+    left.set_ylabel(f"val top-1 % (mean, min–max of {config.seeds} seeds)")
+    left.set_title(f"{config.model} on {config.data} at {config.resolution} px")
+    left.legend()
+    steps = [h["step"] for h in history]
+    right.plot(steps, [h["predicted_ms"] for h in history], "s-", label="predicted (LUT)")
+    right.plot(steps, [h["measured_ms"] for h in history], "o-", label="measured")
+    right.set_xlabel("NetAdapt step")
+    right.set_ylabel("latency, ms")
+    twin = right.twinx()
+    twin.plot(
+        steps,
+        [h["holdout_top1"] for h in history],
+        "^--",
+        color="tab:green",
+        label="held-out top-1 after short fine-tune",
+    )
+    twin.set_ylabel("held-out top-1 %")
+    right.legend(loc="upper right", fontsize=8)
+    twin.legend(loc="lower left", fontsize=8)
+    right.set_title("the search: each step's network")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def lut_accuracy(
+    config: AdaptConfig, count: int = 20, runs: int = 300, seed: int = 0
+) -> list[tuple[float, float]]:
+    """(predicted, measured) latency of ``count`` random tables cut from the seed's: how well
+    the per-layer table predicts a whole network on this machine."""
+    import random
+
+    from mobilenets.adapt.lut import LatencyTable, layer_specs
+    from mobilenets.adapt.prune import cut, narrower, units, width
+
+    rng = random.Random(seed)
+    family = family_of(config.model)
+    base = create_model(config.model, width_mult=config.width_mult).table
+    tables = {}
+    while len(tables) < count:
+        table = base
+        for unit in rng.sample(units(base, family), k=rng.randint(1, 8)):
+            options = narrower(width(table, family, unit), config.divisor)
+            candidate = cut(table, family, unit, rng.choice(options)) if options else None
+            table = candidate or table
+        tables[f"random {len(tables)}"] = table
+    lut = LatencyTable(config.backend, config.threads, config.lut_runs)
+    measured = measure(tables, config, 10, runs)
+    return [
+        (lut.predict(layer_specs(t, family, config.resolution, 10)), measured[name][0])
+        for name, t in tables.items()
+    ]
