@@ -10,7 +10,8 @@ interference, not the setting. A user's ``predict`` holds one runtime; so does e
 
 Every (model, backend, threads, ONNX Runtime spinning) runs in its own process: the files are
 exported once beforehand (int8 calibrated on random inputs: timing only), the child loads one,
-warms it up and times ``--runs`` calls. The list of settings is run ``--rounds`` times, each round
+warms it up and times ``--runs`` calls. A run with some ``--batches`` keeps the other batch sizes
+of the results already in OUT. The list of settings is run ``--rounds`` times, each round
 in a rotated order, so slow drift on the machine falls on every setting alike; the figure is the
 median of every timed call over the rounds, with the spread of the per-round medians.
 
@@ -253,6 +254,11 @@ def main() -> int:
                 "calls": len(every),
             }
         )
+    previous = out / "threads.json"
+    if previous.exists():  # keep the earlier run's other batch sizes (e.g. --batches 32 alone)
+        ran = {r["batch"] for r in results}
+        kept = [r for r in json.loads(previous.read_text())["results"] if r["batch"] not in ran]
+        results = sorted(kept + results, key=lambda r: r["batch"])
     (out / "threads.json").write_text(json.dumps({"results": results}, indent=1))
     return write(results, out, args.rounds)
 

@@ -155,6 +155,8 @@ def test_bench_writes_table_csv_json_and_plot(tmp_path, capsys) -> None:
                 "1",
                 "--resolution",
                 "64",
+                "--threads",
+                "1",
                 "--out",
                 str(tmp_path),
             ]
@@ -162,6 +164,7 @@ def test_bench_writes_table_csv_json_and_plot(tmp_path, capsys) -> None:
         == 0
     )
     data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["isolated"] is False  # 1 thread: interleaved in this process
     rows = {(r["source"], r["backend"]): r for r in data["rows"]}
     assert set(rows) == {
         ("mobilenets", "eager"),
@@ -180,6 +183,29 @@ def test_bench_writes_table_csv_json_and_plot(tmp_path, capsys) -> None:
     assert "| mobilenet_v3_small | mobilenets | ort |" in (tmp_path / "bench.md").read_text()
     assert main(["bench", "--backends", "tensorrt", "--out", str(tmp_path)]) == 2
     assert "unknown backends ['tensorrt']" in capsys.readouterr().err
+
+
+def test_bench_above_one_thread_times_each_configuration_in_its_own_process() -> None:
+    from mobilenets.export.bench import run_bench
+
+    lines = []
+    run = run_bench(
+        ["mobilenet_v3_small"],
+        ["ort"],
+        resolution=64,
+        threads=2,
+        warmup=1,
+        runs=10,
+        references=False,
+        log=lines.append,
+    )
+    assert run.isolated and run.threads == 2
+    assert [line.split(":")[0] for line in lines if line.startswith("round")] == [
+        "round 1/2, 1/1",
+        "round 2/2, 1/1",
+    ]
+    (row,) = run.rows
+    assert row.backend == "ort" and 0 < row.p10_ms <= row.median_ms <= row.p90_ms
 
 
 def test_layer_latency_covers_every_layer() -> None:

@@ -118,11 +118,12 @@ def spread(times: Sequence[float]) -> tuple[float, float, float]:
 
 class MachineLoad:
     """How busy the machine's *other* processes keep its CPUs while a block runs: the CPU time
-    every process spent (``/proc/stat``) less this process's own, per second of wall time, in
-    cores. ``None`` where ``/proc/stat`` is not readable."""
+    every process spent (``/proc/stat``) less this process's own and its finished children's
+    (the processes it timed in), per second of wall time, in cores. ``None`` where
+    ``/proc/stat`` is not readable."""
 
     def __enter__(self) -> MachineLoad:
-        self._start = (time.perf_counter(), _busy_seconds(), time.process_time())
+        self._start = (time.perf_counter(), _busy_seconds(), _own_seconds())
         self.other_cores: float | None = None
         return self
 
@@ -131,8 +132,14 @@ class MachineLoad:
         now_busy = _busy_seconds()
         if busy is not None and now_busy is not None:
             elapsed = max(time.perf_counter() - wall, 1e-9)
-            other = (now_busy - busy) - (time.process_time() - own)
+            other = (now_busy - busy) - (_own_seconds() - own)
             self.other_cores = max(0.0, other / elapsed)
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process and of its children that have been waited for."""
+    times = os.times()
+    return time.process_time() + times.children_user + times.children_system
 
 
 def _busy_seconds() -> float | None:

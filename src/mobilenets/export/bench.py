@@ -7,9 +7,12 @@ explicitly: OpenVINO runs bf16 by default on CPUs that have it), ``openvino_bf16
 ``openvino_int8`` (our QDQ model in OpenVINO). int8 models are calibrated on random inputs: fine
 for timing, not for accuracy. The edge backends run our networks only.
 
-Every configuration is built first, then all are timed *interleaved* (each round visits them in
-a rotated order, each timed call right after an untimed one), so load on the machine falls on all
-alike; each figure is a median over ``runs`` rounds with the 10th–90th percentile spread. The
+At 1 thread every configuration is built first, then all are timed *interleaved* (each round
+visits them in a rotated order, each timed call right after an untimed one), so load on the
+machine falls on all alike. Above 1 thread (every core is the default: the fastest setting at
+batch 1 here, ``benchmarks/threads.py``) each configuration is timed alone in a fresh process
+(:mod:`mobilenets.export.isolate`), because runtimes sharing a process slow each other's threads.
+Each figure is a median over ``runs`` calls with the 10th–90th percentile spread. The
 CPU time the machine's other processes take meanwhile is measured, and the table warns when it
 is large enough to distort the figures. The roofline's compute roof is the best fp32 matmul any
 installed backend reaches in the same run at the same thread count (torch.mm, ONNX Runtime,
@@ -38,6 +41,7 @@ from mobilenets.complexity.latency import MachineLoad, spread, time_calls, time_
 from mobilenets.errors import ConfigError
 from mobilenets.export.choices import BACKENDS, DEFAULT_BACKENDS, DEFAULT_MODELS, OURS_ONLY
 from mobilenets.export.folding import fold_bn
+from mobilenets.export.isolate import TimingPlan, time_isolated
 from mobilenets.export.onnx import export_onnx
 from mobilenets.export.quantize import quantize_qdq
 from mobilenets.fileio import new_figure, save_figure, write_text_atomic
@@ -218,7 +222,9 @@ def _edge_runner(
         int8 = backend.endswith("_int8")
         calibration = [torch.randn(4, *x.shape[1:]) for _ in range(4)] if int8 else None
         path = workdir / f"{onnx_path.stem}.{backend}.pte"
-        program = PteProgram(export_pte(model, path, record, calibration=calibration), threads)
+        if not path.exists():  # isolated timing: a process before this one wrote it
+            export_pte(model, path, record, calibration=calibration)
+        program = PteProgram(path, threads)
         return lambda: program(x)
     if backend == "openvino_int8":
         onnx_path = _random_qdq(onnx_path, workdir / f"{onnx_path.stem}.int8.onnx", x.shape[1:])
@@ -280,6 +286,7 @@ class BenchRun:
     threads: int
     other_cores: float | None  # CPU the machine's other processes used while timing
     skipped: list[str]  # "backend: why" for backends that could not run here
+    isolated: bool = False  # each configuration timed alone in a fresh process
 
     @property
     def busy(self) -> bool:
@@ -326,10 +333,13 @@ def run_bench(
     warmup: int = 10,
     runs: int = 50,
     references: bool = True,
+    isolate: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> BenchRun:
-    """Build every (model, source, backend), then time them all interleaved; the roofs are
-    measured in the same run at the same thread count."""
+    """Build every (model, source, backend), then time them all: interleaved in this process
+    at 1 thread, each alone in a fresh process above that (``isolate``'s default; see
+    :mod:`mobilenets.export.isolate`). The roofs are measured in the same run at the same
+    thread count."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ConfigError(f"unknown backends {unknown}; allowed: {', '.join(BACKENDS)}")
@@ -339,22 +349,46 @@ def run_bench(
         log(f"skipped {line} (not installed)")
     backends = [b for b in backends if not missing[b]]
     threads = threads or torch.get_num_threads()
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    peaks = measure_peaks(threads)
-    log(f"{peaks.describe()} on {threads} threads")
-    x = torch.randn(batch_size, 3, resolution, resolution)
-    calls, meta = {}, {}
+    try:  # the caller's thread count is restored: later work must not run at bench's
+        plan = TimingPlan(batch_size, resolution, threads, warmup, runs)
+        isolate = threads > 1 if isolate is None else isolate
+        peaks, times, load, meta = _measure(models, backends, references, plan, isolate, log)
+    finally:
+        torch.set_num_threads(before)
+    rows = _rows(times, meta, peaks, batch_size, resolution)
+    return BenchRun(rows, peaks, threads, load.other_cores, skipped, isolate)
+
+
+def _measure(
+    models: Sequence[str],
+    backends: Sequence[str],
+    references: bool,
+    plan: TimingPlan,
+    isolate: bool,
+    log: Callable[[str], None],
+) -> tuple[Peaks, dict, MachineLoad, dict]:
+    """The roofs, then every configuration timed (see :func:`run_bench`)."""
+    peaks = measure_peaks(plan.threads)
+    log(f"{peaks.describe()} on {plan.threads} threads")
+    configs = _configurations(models, backends, references, plan.resolution)
+    meta = {(name, source, backend): macs for name, source, _, backend, macs in configs}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, source, model, backend, macs in _configurations(
-            models, backends, references, resolution
-        ):
-            log(f"preparing {name} ({source}) {backend} ...")
-            key = (name, source, backend)
-            calls[key] = _runner(model, backend, x, Path(tmp), f"{name}-{source}", threads)
-            meta[key] = macs
-        log(f"timing {len(calls)} configurations interleaved, {runs} rounds ...")
-        with MachineLoad() as load:
-            times = time_interleaved(calls, warmup, runs)
+        if isolate:
+            log(f"timing {len(configs)} configurations, each alone in a fresh process ...")
+            with MachineLoad() as load:
+                times = time_isolated(list(meta), plan, Path(tmp), log=log)
+        else:
+            times, load = _time_in_process(configs, plan, Path(tmp), log)
+    return peaks, times, load, meta
+
+
+def _rows(
+    times: dict, meta: dict, peaks: Peaks, batch_size: int, resolution: int
+) -> list[BenchRow]:
+    """One row per configuration: its spread, throughput, roofline ratio and the ratio to its
+    reference's eager time."""
     rows = []
     for (name, source, backend), values in times.items():
         median, p10, p90 = spread(values)
@@ -387,7 +421,24 @@ def run_bench(
         )
         if ref_eager is not None:
             row.speedup_vs_reference_eager = ref_eager.median_ms / row.median_ms
-    return BenchRun(rows, peaks, threads, load.other_cores, skipped)
+    return rows
+
+
+def _time_in_process(
+    configs: list, plan: TimingPlan, workdir: Path, log: Callable[[str], None]
+) -> tuple[dict, MachineLoad]:
+    """Every configuration prepared in this process, then all timed interleaved."""
+    x = torch.randn(plan.batch_size, 3, plan.resolution, plan.resolution)
+    calls = {}
+    for name, source, model, backend, _ in configs:
+        log(f"preparing {name} ({source}) {backend} ...")
+        calls[name, source, backend] = _runner(
+            model, backend, x, workdir, f"{name}-{source}", plan.threads
+        )
+    log(f"timing {len(calls)} configurations interleaved, {plan.runs} rounds ...")
+    with MachineLoad() as load:
+        times = time_interleaved(calls, plan.warmup, plan.runs)
+    return times, load
 
 
 def format_bench(run: BenchRun) -> str:
@@ -425,17 +476,21 @@ def format_bench(run: BenchRun) -> str:
         lines += [
             "",
             f"⚠ {wide} of {len(rows)} rows spread wider than {WIDE_SPREAD:.0%} of their median "
-            "(p10–p90): their medians are not to be trusted. With more than one thread, the "
-            "runtimes' own thread pools (torch's OpenMP, ONNX Runtime's, OpenVINO's, "
-            "ExecuTorch's) can still be spinning from the previous call while the next backend "
-            "runs; compare such rows at 1 thread.",
+            "(p10–p90): their medians are not to be trusted; re-run on a quiet machine.",
         ]
     lines += ["", "Fastest path per model (ours):", ""]
     lines += [f"- {m}: {r.backend} {r.median_ms:.2f} ms" for m, r in run.fastest().items()]
     lines += [f"- skipped {line}" for line in run.skipped]
     lines.append("")
+    how = (
+        "Each configuration timed alone in a fresh process (2 rounds, rotating order): above "
+        "one thread, runtimes in one process slow each other with their spinning thread pools."
+        if run.isolated
+        else "Timed interleaved in one process (every configuration once per round, rotating "
+        "order)."
+    )
     lines.append(
-        "Timed interleaved (every configuration once per round, rotating order). roofline bound "
+        f"{how} roofline bound "
         "= 2·MACs·batch / roof (the best fp32 matmul of any backend; int8 rows: the faster of "
         "that and the int8 matmul); × roofline = median / bound (1.0 is the bound); × vs "
         "reference eager = the reference library's eager median / ours."
@@ -459,6 +514,7 @@ def write_bench(out: str | Path, run: BenchRun) -> Path:
         "threads": run.threads,
         "other_cores": run.other_cores,
         "skipped": run.skipped,
+        "isolated": run.isolated,
         "rows": [asdict(r) for r in rows],
     }
     write_text_atomic(out / "bench.json", json.dumps(payload, indent=2))
