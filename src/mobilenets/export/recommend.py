@@ -21,7 +21,8 @@ FASTEST_FILE = "fastest.json"
 REFERENCE_MACHINE = "a 2-core AMD EPYC with AVX-512 VNNI (benchmarks/results/threads)"
 #: The fastest of our paths at 224 px on the reference machine, per (model, batch):
 #: (backend, threads, ms). Each setting ran alone in a fresh process (benchmarks/threads.py);
-#: at batch 32 the runner-up was within 5–12% (V1: ort_int8, V2: openvino_int8).
+#: at batch 32 the runner-up was within 5–12% (V1: ort_int8, V2: openvino_int8), and those rows
+#: ran with other work on the machine (wide per-round ranges): rerun them where it matters.
 REFERENCE_FASTEST: dict[tuple[str, int], tuple[str, int, float]] = {
     ("mobilenet_v1", 1): ("openvino_int8", 2, 1.93),
     ("mobilenet_v2", 1): ("openvino_int8", 2, 1.57),
