@@ -91,17 +91,12 @@ def child(setting: dict, workdir: Path, runs: int, warmup: int) -> list[float]:
     rng = np.random.default_rng(0)
     array = rng.standard_normal((setting["batch"], 3, 224, 224), np.float32)
     if backend.startswith("ort"):
-        import onnxruntime as ort
+        from mobilenets.saved.onnx import OnnxSession
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = n
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if setting.get("spinning", True) else "0"
+        session = OnnxSession(
+            workdir / f"{name}{suffix}.onnx", n, spinning=setting.get("spinning", True)
         )
-        session = ort.InferenceSession(
-            str(workdir / f"{name}{suffix}.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-        call = lambda: session.run(None, {"input": array})  # noqa: E731
+        call = lambda: session(array)  # noqa: E731
     else:
         import torch
 

@@ -120,18 +120,16 @@ def backend_call(module: nn.Module, x: torch.Tensor, backend: str, threads: int)
                 return module(x)
 
         return call
-    import onnxruntime as ort
+    from mobilenets.saved.onnx import OnnxSession
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "layer.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (x,), str(path), input_names=["x"], dynamo=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = OnnxSession(path, threads)  # ORT's defaults as predict runs them
     array = x.numpy()
-    return lambda: session.run(None, {"x": array})
+    return lambda: session(array)
 
 
 class LatencyTable:

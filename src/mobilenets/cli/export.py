@@ -64,8 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mobilenets.export.model_export import export_model
-    from mobilenets.saved.edge import edge_info
-    from mobilenets.saved.onnx import onnx_info
+    from mobilenets.saved.loader import exported_info
 
     path = export_model(
         args.source,
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         exporter=args.exporter,
         format=args.format,
     )
-    info = onnx_info(path) if path.suffix == ".onnx" else edge_info(path)
+    info = exported_info(path)
     parts = (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,)
     size = sum(p.stat().st_size for p in parts)
     from_onnx = Path(args.source).suffix == ".onnx"

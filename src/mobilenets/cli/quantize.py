@@ -103,9 +103,10 @@ def run(args: argparse.Namespace) -> int:
             **common,
         )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
-    from mobilenets.export.recommend import recommend_for_file
+    from mobilenets.export.recommend import recommend
+    from mobilenets.saved.loader import exported_info
 
-    advice = recommend_for_file(args.out)
+    advice = recommend(exported_info(args.out).model)
     if advice:
         print(advice, file=sys.stderr)
     return 0 if report.ok else 1

@@ -84,13 +84,3 @@ def recommend(model: str, batch_sizes: tuple[int, ...] = (1, 32), path: Path | N
                 f"`mobilenets bench --models {model} --batch-size {batch}`"
             )
     return "\n".join(lines)
-
-
-def recommend_for_file(path: str | Path) -> str:
-    """:func:`recommend` for the network an exported file (.onnx, .pte, .xml) holds."""
-    from mobilenets.saved.edge import edge_info
-    from mobilenets.saved.onnx import onnx_info
-
-    path = Path(path)
-    info = onnx_info(path) if path.suffix == ".onnx" else edge_info(path)
-    return recommend(info.model)

@@ -22,7 +22,7 @@ from mobilenets.fileio import nonfinite_tensors
 from mobilenets.models.registry import check_arguments
 from mobilenets.models.registry import create_model as build
 from mobilenets.saved.checkpoint import load_checkpoint
-from mobilenets.saved.edge import OpenVinoModel, PteProgram
+from mobilenets.saved.edge import OpenVinoModel, PteProgram, edge_info
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.onnx import OnnxModule, OnnxSession, onnx_info
 from mobilenets.saved.safetensors import attach, load_state_dict_strictly, load_weights
@@ -46,6 +46,13 @@ def load(path: str | Path, *, num_classes: int | None = None) -> tuple[nn.Module
         model = load_weights(path, num_classes)
         return model, model.network_info
     return _load_checkpoint(path)
+
+
+def exported_info(path: str | Path) -> NetworkInfo:
+    """The record an exported file (.onnx, .pte, OpenVINO .xml) carries, without loading the
+    network into a runtime."""
+    path = Path(path)
+    return onnx_info(path) if path.suffix == ".onnx" else edge_info(path)
 
 
 def checkpoint_info(state: dict, where: str | Path) -> NetworkInfo:
