@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "ConfigTypeError",
+    "DamagedFileError",
     "DataError",
     "MissingDataError",
     "MobilenetsError",
@@ -27,6 +28,7 @@ __all__ = [
     "ZeroWorkError",
     "display",
     "listed",
+    "printable",
 ]
 
 
@@ -62,6 +64,11 @@ class ZeroWorkError(DataError):
     """A run that would do no work: no optimizer step, no image evaluated."""
 
 
+class DamagedFileError(MobilenetsError, ValueError):
+    """A file the project wrote and reads back (a run's state, a cell, a lock, a cache) that
+    does not fit its schema: damaged, edited, or not what it claims to be."""
+
+
 class WeightsError(MobilenetsError, ValueError):
     """A weights file, state dict or ONNX model that is wrong, truncated or does not fit."""
 
@@ -94,6 +101,14 @@ def display(value: object) -> str:
     except UnicodeEncodeError:  # a lone surrogate that no file name decoding made
         raw = text.encode("utf-8", "backslashreplace")
     text = raw.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def printable(value: object) -> str:
+    """``value`` with its control characters (newline, escape, ...) escaped and everything else
+    kept, bytes that are not UTF-8 included: what a data file such as a CSV writes, so that a
+    file name cannot forge a line and still names the real file."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 

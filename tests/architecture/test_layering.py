@@ -1,8 +1,8 @@
 """The layering of ``src/mobilenets``, held by a test over every import (``ast``, function-level
 imports included): no subpackage imports one above it, and the subpackages form no cycle.
 
-    errors, fileio, malloc, catalog, lazy  ←  layers  ←  models  ←  complexity, data  ←  saved
-        ←  weights  ←  training, export  ←  adapt  ←  cli
+    errors, fileio, schema, malloc, catalog, lazy  ←  layers  ←  models  ←  complexity, data
+        ←  saved  ←  weights  ←  training, export  ←  adapt  ←  cli
 
 ``weights`` sits below ``training`` and ``export`` because both start from published weights
 by name (``train --weights torchvision:...``, ``export torchvision:...``). ``adapt`` (NetAdapt)
@@ -18,7 +18,7 @@ import mobilenets
 
 SRC = Path(mobilenets.__file__).parent
 LAYERS = [
-    {"errors", "fileio", "malloc", "catalog", "lazy"},
+    {"errors", "fileio", "schema", "malloc", "catalog", "lazy"},
     {"layers"},
     {"models"},
     {"complexity", "data"},
@@ -99,7 +99,7 @@ def test_no_cycle_between_subpackages() -> None:
 def test_models_and_layers_import_nothing_above_them() -> None:
     edges = graph()
     assert edges.get("layers", set()) <= {"errors", "fileio", "catalog"}
-    assert edges.get("models", set()) <= {"errors", "fileio", "catalog", "layers"}
+    assert edges.get("models", set()) <= {"errors", "fileio", "schema", "catalog", "layers"}
     assert "training" not in edges.get("weights", set())
 
 

@@ -102,11 +102,16 @@ def test_int8_below_the_margin_warns_and_the_command_fails(trained, tmp_path, ca
         )
         == 0
     )
-    with pytest.warns(UserWarning, match="failed the accuracy guard"):
+    (tmp_path / "q.onnx").write_bytes(b"a good int8 model from an earlier run")
+    with pytest.warns(UserWarning, match=r"failed the accuracy guard: kept at .*q\.rejected\.onnx"):
         report = quantize_onnx(
             tmp_path / "m.onnx", tmp_path / "q.onnx", "digits", calib_images=32, margin=-5.0
         )
     assert not report.ok and report.guard == "accuracy" and "do not ship" in report.format()
+    # a failed guard never replaces what is at --out; the failed file is kept beside it
+    assert (tmp_path / "q.onnx").read_bytes() == b"a good int8 model from an earlier run"
+    assert report.path == str(tmp_path / "q.rejected.onnx")
+    assert onnx_metadata(tmp_path / "q.rejected.onnx")["model"] == "mobilenet_v1"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         code = main(
@@ -129,15 +134,22 @@ def test_int8_below_the_margin_warns_and_the_command_fails(trained, tmp_path, ca
 
 
 def test_quant_report_logic() -> None:
-    def report(guard="accuracy", fp32=97.0, int8=95.5, agree=96.0, confident=99.0, n=40):
+    def report(guard="accuracy", fp32=97.0, int8=95.5, agree=96.0, confident=99.0, n=40, seen=10):
         top = (fp32, int8) if guard == "accuracy" else (None, None)
-        return QuantReport(guard, *top, agree, confident, n, 360, 3_000_000, 1_000_000)
+        return QuantReport(
+            guard, *top, agree, confident, n, 360, 3_000_000, 1_000_000, fp32_classes=seen
+        )
 
     assert report().ok and not report(int8=94.5).ok and report(int8=94.5).to_dict()["ok"] is False
     assert report("agreement").ok
     assert not report("agreement", agree=84.9).ok  # overall agreement below 85%
     assert not report("agreement", confident=97.9).ok  # confident agreement below 98%
     assert report("agreement", confident=50.0, n=19).ok  # < 20 confident images: not guarded
+    # fp32 predicts one class and is confident on too few images: agreeing proves nothing (a
+    # 3-class model judged on digits "passed" at 100%)
+    uninformative = report("agreement", agree=100.0, confident=None, n=0, seen=1)
+    assert not uninformative.ok and "FAILED: uninformative" in uninformative.format()
+    assert report("agreement", agree=100.0, confident=100.0, n=20, seen=1).ok
 
 
 def test_bench_writes_table_csv_json_and_plot(tmp_path, capsys) -> None:

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+
 from mobilenets.export.bench import BenchRow, BenchRun, Peaks
-from mobilenets.export.recommend import REFERENCE_FASTEST, recommend, record_fastest
+from mobilenets.export.recommend import (
+    FASTEST_KEY,
+    REFERENCE_FASTEST,
+    read_fastest,
+    recommend,
+    record_fastest,
+)
+from mobilenets.fileio import write_cache
 
 
 def _row(model: str, source: str, backend: str, ms: float, batch: int = 1) -> BenchRow:
@@ -21,7 +30,7 @@ def test_bench_keeps_our_fastest_path_and_recommend_quotes_it(tmp_path) -> None:
         _row("mobilenet_v3_small", "mobilenets", "executorch_int8", 1.2, batch=32),
     ]
     path = record_fastest(BenchRun(rows, Peaks({"torch.mm": 100.0}), 2, 0.0, []), tmp_path / "f")
-    saved = json.loads(path.read_text())
+    saved = json.loads(path.read_text())["payload"]
     assert saved["mobilenet_v2|1"]["backend"] == "openvino_int8"
     assert saved["mobilenet_v2|1"]["threads"] == 2
     line = recommend("mobilenet_v2", (1,), path)
@@ -31,6 +40,18 @@ def test_bench_keeps_our_fastest_path_and_recommend_quotes_it(tmp_path) -> None:
     assert both[0].startswith("fastest for mobilenet_v3_small at batch 1 on a 2-core")
     assert "mobilenets bench --models mobilenet_v3_small --batch-size 1" in both[0]
     assert both[1].startswith("fastest here for mobilenet_v3_small at batch 32: executorch_int8")
+    # measured on another machine: quoted with that machine's name, never as this one's
+    table = read_fastest(path)
+    table["mobilenet_v2|1"] = msgspec.structs.replace(
+        table["mobilenet_v2|1"], machine="AMD EPYC 7B13, 2 cores"
+    )
+    write_cache(path, table, FASTEST_KEY)
+    line = recommend("mobilenet_v2", (1,), path)
+    assert line.startswith("fastest on AMD EPYC 7B13, 2 cores for mobilenet_v2 at batch 1")
+    # edited by hand (the sha256 no longer fits): dropped, said, and the reference quoted
+    path.write_text(path.read_text().replace("openvino_int8", "ort_int8"))
+    line = recommend("mobilenet_v2", (1,), path)
+    assert line.startswith("fastest for mobilenet_v2 at batch 1 on a 2-core AMD EPYC")
 
 
 def test_the_reference_covers_every_default_model_at_both_batches() -> None:

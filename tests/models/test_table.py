@@ -129,7 +129,7 @@ def test_a_table_refuses_keywords_that_would_rescale_it() -> None:
 
 def test_a_table_file_that_is_not_json_is_refused(tmp_path) -> None:
     (tmp_path / "t.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="is not a JSON table"):
+    with pytest.raises(ConfigError, match=r"t\.json is not valid JSON"):
         read_table(tmp_path / "t.json")
     with pytest.raises(ConfigError, match="no table file"):
         read_table(tmp_path / "missing.json")

@@ -368,7 +368,7 @@ CASES = [
         r"one of the arguments --target-ms --target-ratio is required",
     ),
     Case("adapt-other-settings", adapt_other_settings, r"holds a search with other settings"),
-    Case("adapt-damaged-state", adapt_damaged_state, r"state\.json is damaged"),
+    Case("adapt-damaged-state", adapt_damaged_state, r"state\.json is not valid JSON"),
     Case(
         "unknown-model-train",
         lambda ws, t: [*train(ws, t), "--model", "mobilenet_v4"],
@@ -631,7 +631,11 @@ CASES = [
         r"checkpoint\.pt holds NaN or inf in classifier\.bias",
     ),
     # weights-file metadata is data, not trust
-    Case("meta-input-size", predict_meta(input_size="10"), r"'input_size' is 10; expected"),
+    Case(
+        "meta-input-size",
+        predict_meta(input_size="10"),
+        r"metadata: input_size: Expected `int` >= 32",
+    ),
     Case(
         "meta-class-count",
         predict_meta(classes='["a", "b"]'),
@@ -642,7 +646,9 @@ CASES = [
         predict_meta(mean="[0.5, 0.5]"),
         r"'mean' is \[0\.5, 0\.5\]; expected a list of 3 finite numbers",
     ),
-    Case("meta-std-zero", predict_meta(std="[1, 0, 1]"), r"'std' .*finite numbers > 0"),
+    Case(
+        "meta-std-zero", predict_meta(std="[1, 0, 1]"), r"metadata: std\[1\]: Expected `float` > 0"
+    ),
     Case(
         "meta-unknown-model",
         predict_meta(model="resnet50\x1b[31m"),
@@ -656,7 +662,7 @@ CASES = [
     Case(
         "meta-bad-keyword-value",
         predict_meta(kwargs='{"width_mult": -1, "num_classes": 3}'),
-        r"metadata does not build a network: width_mult \(α\) must be",
+        r"metadata does not build a network: mobilenet_v1: width_mult \(α\) must be",
     ),
     Case("meta-not-json", predict_meta(classes="[oops"), r"'classes' is not valid JSON"),
     Case("weights-int-tensor", int_tensor_weights, r"stem\.conv\.weight has dtype torch\.int32"),
@@ -775,6 +781,193 @@ CASES = [
         r"m\.onnx: no such file \(expected an ONNX model\)",
     ),
 ]
+
+
+# --- issue 23: one output policy, nothing waits forever, no vacuous success ------------------
+
+
+def fifo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def export_over_companion(ws, tmp):
+    source = tmp / "run.bin"  # a checkpoint that happens to be named like an IR's weights
+    source.write_bytes(ws.checkpoint.read_bytes())
+    return ["export", str(source), "--out", str(tmp / "run.xml")]
+
+
+def train_out_inside_data(ws, tmp):
+    root = folder_with(tmp)
+    return [*train(ws, tmp, data=root), "--out", str(root / "train" / "circle" / "run")]
+
+
+def train_with_fifo_image(ws, tmp):
+    root = folder_with(tmp)
+    fifo(root / "val" / "circle" / "f.png")
+    return train(ws, tmp, data=root)
+
+
+def damaged_lock(ws, tmp):
+    (tmp / "run").mkdir()
+    (tmp / "run" / ".lock").write_text("[]")
+    return train(ws, tmp)
+
+
+def featureless_weights(ws, tmp):
+    from mobilenets.models import create_model
+    from mobilenets.saved.info import NetworkInfo
+    from mobilenets.saved.safetensors import save_weights
+
+    model = create_model("mobilenet_v1", width_mult=0.25, num_classes=0)
+    info = NetworkInfo("mobilenet_v1", dict(model.model_kwargs), 32)
+    save_weights(model, tmp / "features.safetensors", info)
+    return ["predict", "--weights", str(tmp / "features.safetensors"), str(ws.image)]
+
+
+ISSUE_23 = [
+    Case(
+        "export-xml-over-its-input-bin",
+        export_over_companion,
+        r"--out .*run\.xml \(it writes .*run\.bin beside it\) is the input file",
+    ),
+    Case(
+        "eval-predictions-inside-data",
+        lambda ws, t: [
+            "eval",
+            "--checkpoint",
+            str(ws.checkpoint),
+            "--data",
+            str(ws.folder),
+            "--predictions",
+            str(ws.folder / "val" / "circle" / "p.csv"),
+        ],
+        r"--predictions .*p\.csv is inside the data folder .*folder: what is written there "
+        r"would become data",
+    ),
+    Case(
+        "train-out-inside-data",
+        train_out_inside_data,
+        r"--out .*circle/run is inside the data folder",
+    ),
+    Case(
+        "export-format-disagrees-with-suffix",
+        lambda ws, t: [
+            "export",
+            str(ws.weights),
+            "--format",
+            "openvino",
+            "--out",
+            str(t / "m.onnx"),
+        ],
+        r"--out .*m\.onnx must end in \.xml",
+    ),
+    Case(
+        "export-out-is-a-fifo",
+        lambda ws, t: ["export", str(ws.weights), "--out", str(fifo(t / "m.onnx"))],
+        r"--out .*m\.onnx is not a regular file",
+    ),
+    Case(
+        "quantize-out-xml",
+        lambda ws, t: ["quantize", str(ws.onnx), "--out", str(t / "q.xml")],
+        r"quantize writes an int8 ONNX model",
+    ),
+    Case(
+        "quantize-keep-fp32-matches-nothing",
+        lambda ws, t: [
+            "quantize",
+            str(ws.onnx),
+            "--calib-data",
+            str(ws.folder),
+            "--out",
+            str(t / "q.onnx"),
+            "--keep-fp32",
+            "/nothing/*",
+        ],
+        r"--keep-fp32 /nothing/\* matches no node of .*model\.onnx",
+    ),
+    Case(
+        "models-pattern-matches-nothing", lambda ws, t: ["models", "resnet*"], r"no model matches"
+    ),
+    Case(
+        "sweep-width-twice",
+        lambda ws, t: ["sweep", "--width-mults", "0.25,0.25", "--out", str(t / "s")],
+        r"argument --width-mults: 0\.25 given more than once",
+    ),
+    Case(
+        "bench-model-twice",
+        lambda ws, t: ["bench", "--models", "mobilenet_v1,mobilenet_v1", "--out", str(t / "b")],
+        r"argument --models: mobilenet_v1 given more than once",
+    ),
+    Case(
+        "convert-checkpoint-from-pte",
+        lambda ws, t: [
+            "convert",
+            "--from",
+            "checkpoint",
+            str(t / "model.pte"),
+            "--out",
+            str(t / "o.safetensors"),
+        ],
+        r"model\.pte is an exported model; --from checkpoint takes a run's checkpoint\.pt",
+    ),
+    Case(
+        "convert-reduced-tail-on-v2",
+        lambda ws, t: convert(
+            ws.tv_state, "torchvision", "mobilenet_v2", t / "o.safetensors", "--reduced-tail"
+        ),
+        r"--reduced-tail applies to torchvision's MobileNetV3 state dicts only",
+    ),
+    Case(
+        "convert-out-named-onnx",
+        lambda ws, t: convert(ws.tv_state, "torchvision", "mobilenet_v3_small", t / "o.onnx"),
+        r"convert writes safetensors weights; name it FILE\.safetensors, not \.onnx",
+    ),
+    Case("train-fifo-image", train_with_fifo_image, r"f\.png: not a regular file \(a FIFO"),
+    Case(
+        "predict-fifo-image",
+        lambda ws, t: ["predict", "--weights", str(ws.weights), str(fifo(t / "f.png"))],
+        r"cannot read image .*f\.png: not a regular file",
+    ),
+    Case("run-lock-damaged", damaged_lock, r"the run lock is damaged .*delete .*\.lock"),
+    Case(
+        "adapt-state-is-a-list",
+        lambda ws, t: adapt_state(t, "[]"),
+        r"state\.json: Expected `object`, got `array` — this NetAdapt state is damaged",
+    ),
+    Case(
+        "adapt-state-without-history",
+        lambda ws, t: adapt_state(t, '{"config": {}}'),
+        r"state\.json: Object missing required field `history`",
+    ),
+    Case(
+        "meta-huge-num-classes",
+        predict_meta(kwargs='{"width_mult": 0.25, "num_classes": 10000000}', classes="[]"),
+        r"num_classes must be an integer in \[0, 1000000\]",
+    ),
+    Case(
+        "meta-bn-eps-nan",
+        predict_meta(kwargs='{"width_mult": 0.25, "num_classes": 3, "bn_eps": NaN}'),
+        r"bn_eps must be a finite number in \(0, 1\]",
+    ),
+    Case(
+        "meta-huge-table",
+        predict_meta(
+            kwargs='{"num_classes": 3, "table": {"stem": 32, "rows": '
+            + json.dumps([{"s": 1, "c": 16384}] * 6)
+            + "}}"
+        ),
+        r"would have [\d,]+ parameters .*at most 1,073,741,824 are allowed",
+    ),
+    Case(
+        "predict-featureless-weights",
+        featureless_weights,
+        r"has no classifier \(num_classes=0\): it outputs pooled features",
+    ),
+]
+
+CASES += ISSUE_23
 
 
 if not torch.cuda.is_available():  # the machine CI runs on

@@ -71,6 +71,8 @@ class AdaptConfig:
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         self.uniform = tuple(float(a) for a in self.uniform)
+        if len(set(self.uniform)) != len(self.uniform):
+            raise ConfigError(f"--uniform must list distinct α, got {self.uniform}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "uniform": list(self.uniform)}

@@ -29,15 +29,18 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import torch
 from torch import nn
 
 from mobilenets.complexity.latency import time_calls
 from mobilenets.errors import ConfigError
 from mobilenets.export.folding import fold_bn
-from mobilenets.fileio import cache_dir, write_text_atomic
+from mobilenets.fileio import cache_dir, read_cache, write_cache
 from mobilenets.layers import ConvNormAct, InvertedResidual, make_activation
+from mobilenets.schema import Text
 
 LUT_BACKENDS = ("eager", "ort")
 #: Activation names per family: V2 uses ReLU6 everywhere, V3 the table's RE/HS.
@@ -132,6 +135,10 @@ def backend_call(module: nn.Module, x: torch.Tensor, backend: str, threads: int)
     return lambda: session(array)
 
 
+#: A layer's measured latency as read back from the cache: positive, finite and below a minute.
+LayerMs = Annotated[float, msgspec.Meta(gt=0, le=60_000)]
+
+
 class LatencyTable:
     """Per-layer latencies (ms) on one backend and thread count, measured on first use;
     ``predict(specs)`` is NetAdapt's estimate of a network."""
@@ -144,11 +151,9 @@ class LatencyTable:
         self.backend, self.threads, self.runs = backend, threads, runs
         folder = folder or cache_dir() / "latency_lut"
         folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{backend}-{threads}t-{self._platform_key()}.json"
-        try:
-            self.entries: dict[str, float] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
+        self.key = f"{backend}-{threads}t-{self._platform_key()}"
+        self.path = folder / f"{self.key}.json"
+        self.entries: dict[str, float] = read_cache(self.path, dict[Text, LayerMs], self.key) or {}
         self.measured = 0  # layers measured by this instance (the rest came from the cache)
 
     def _platform_key(self) -> str:
@@ -172,7 +177,7 @@ class LatencyTable:
                 torch.set_num_threads(threads)
             self.entries[key] = statistics.median(times)
             self.measured += 1
-            write_text_atomic(self.path, json.dumps(self.entries))
+            write_cache(self.path, self.entries, self.key)
         return self.entries[key]
 
     def predict(self, specs: list[dict]) -> float:

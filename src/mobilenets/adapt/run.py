@@ -22,6 +22,7 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import torch
 
 from mobilenets.adapt.config import AdaptConfig
@@ -29,9 +30,16 @@ from mobilenets.adapt.lut import family_of
 from mobilenets.adapt.search import Search, search_data
 from mobilenets.complexity.latency import spread, time_interleaved
 from mobilenets.export.folding import fold_bn
-from mobilenets.fileio import atomic_path, write_text_atomic
+from mobilenets.fileio import (
+    atomic_path,
+    check_writable_folder,
+    new_figure,
+    save_figure,
+    write_text_atomic,
+)
 from mobilenets.models import create_model
 from mobilenets.models.table import write_table
+from mobilenets.schema import Count, Percent, read_state
 from mobilenets.training import TrainConfig, fit
 from mobilenets.training.engine import log_to_stderr
 
@@ -39,8 +47,7 @@ from mobilenets.training.engine import log_to_stderr
 def adapt(config: AdaptConfig, out: str | Path, log: Callable[[str], None] = log_to_stderr) -> dict:
     """Search, train the result and the uniform-α networks, time them all; the comparison."""
     family_of(config.model)  # V2 and V3 only: refused before anything starts
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_folder(out, data=[config.data])
     data = search_data(config)
     search = Search(config, out, log)
     history = search.run(data)
@@ -70,6 +77,14 @@ def adapt(config: AdaptConfig, out: str | Path, log: Callable[[str], None] = log
     return result
 
 
+class RunSummary(msgspec.Struct):
+    """What the comparison reads of a finished run's ``summary.json`` (other keys ignored)."""
+
+    val_top1: Percent
+    params: Count
+    macs: Count
+
+
 def _train(
     config: AdaptConfig,
     folder: Path,
@@ -81,7 +96,7 @@ def _train(
     """One from-scratch training of a table or a uniform α (resumed, or read back if done)."""
     summary = folder / "summary.json"
     if summary.exists():
-        return json.loads(summary.read_text())
+        return msgspec.structs.asdict(read_state(summary, RunSummary, "run summary"))
     train = TrainConfig(
         model=config.model,
         width_mult=1.0 if table is not None else width_mult,
@@ -170,12 +185,8 @@ def _write_comparison(path: Path, rows: list[dict]) -> None:
 
 def plot_adapt(path: Path, rows: list[dict], history: list[dict], config: AdaptConfig) -> None:
     """Left: val top-1 vs measured latency, adapted vs uniform α. Right: the search's path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig = new_figure(figsize=(12, 4.8))
+    left, right = fig.subplots(1, 2)
     uniform = [r for r in rows if r["network"] != "adapted"]
     adapted = next(r for r in rows if r["network"] == "adapted")
     for group, style, label in ((uniform, "o-", "uniform α"), ([adapted], "*", "NetAdapt")):
@@ -218,9 +229,7 @@ def plot_adapt(path: Path, rows: list[dict], history: list[dict], config: AdaptC
     twin.legend(loc="lower left", fontsize=8)
     right.set_title("the search: each step's network")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def lut_accuracy(

@@ -19,7 +19,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import numpy as np
 import torch
 from torch import nn
@@ -29,11 +31,13 @@ from mobilenets.adapt.config import AdaptConfig
 from mobilenets.adapt.lut import LatencyTable, family_of, layer_specs
 from mobilenets.adapt.prune import Unit, cut, granularity, inherit, narrower, units, width
 from mobilenets.data import build_dataset
-from mobilenets.errors import ConfigError, display
+from mobilenets.errors import ConfigError, DamagedFileError, display
 from mobilenets.fileio import write_text_atomic
 from mobilenets.models import create_model
+from mobilenets.models.table import check_table
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.safetensors import load_weights, save_weights
+from mobilenets.schema import Percent, Positive, Record, Text, read_state
 from mobilenets.training.engine import evaluate, make_loader
 from mobilenets.training.state import parameter_groups
 
@@ -100,6 +104,30 @@ def holdout_top1(model: nn.Module, data: SearchData) -> float:
     return evaluate(model, data.holdout, device=torch.device("cpu"), progress=False).top1
 
 
+class KeptStep(Record):
+    """One kept step of ``state.json``: the table, its predicted latency and its accuracy."""
+
+    step: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+    cut: Text
+    table: dict[str, object]
+    predicted_ms: Positive
+    holdout_top1: Percent
+    weights: Annotated[str, msgspec.Meta(pattern=r"^step_\d{3,}\.safetensors$")]
+
+
+class SearchState(Record):
+    """``state.json``: the search's settings and its kept steps, seed first."""
+
+    config: dict[str, object]
+    history: Annotated[list[KeptStep], msgspec.Meta(max_length=10_000)]
+
+
+class ProposalResult(Record):
+    """A finished proposal's ``NN.json``: its held-out top-1 after the short fine-tune."""
+
+    holdout_top1: Percent
+
+
 @dataclass
 class Proposal:
     unit: Unit
@@ -122,20 +150,34 @@ class Search:
             self._resume()
 
     def _resume(self) -> None:
-        try:
-            saved = json.loads(self.state_path.read_text())
-        except ValueError as err:
-            raise ConfigError(f"{display(self.state_path)} is damaged: {err}") from None
+        saved = read_state(self.state_path, SearchState, "NetAdapt state")
         mine = {k: v for k, v in self.config.to_dict().items() if k not in AdaptConfig.RESUMABLE}
-        theirs = {k: v for k, v in saved["config"].items() if k not in AdaptConfig.RESUMABLE}
+        theirs = {k: v for k, v in saved.config.items() if k not in AdaptConfig.RESUMABLE}
         if mine != theirs:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise ConfigError(
                 f"{display(self.out)} holds a search with other settings ({', '.join(changed)}); "
                 "use another --out or the same settings to continue it"
             )
-        self.history = saved["history"]
+        self.history = [self._checked(i, step) for i, step in enumerate(saved.history)]
         self.log(f"resuming the search in {self.out} after step {len(self.history) - 1}")
+
+    def _checked(self, index: int, step: KeptStep) -> dict:
+        """A kept step read back: numbered in order, its table one this family builds, its
+        weights there."""
+        where = f"{display(self.state_path)}: history[{index}]"
+        if step.step != index:
+            raise DamagedFileError(f"{where}.step is {step.step}, expected {index}")
+        try:
+            check_table(step.table, self.family)
+        except ConfigError as err:
+            raise DamagedFileError(f"{where}.table: {err}") from None
+        if not (self.out / step.weights).is_file():
+            raise DamagedFileError(
+                f"{where}.weights: {display(self.out / step.weights)} is missing; restore it or "
+                "start the search in another --out"
+            )
+        return msgspec.structs.asdict(step)
 
     def _save_state(self) -> None:
         state = {"config": self.config.to_dict(), "history": self.history}
@@ -165,6 +207,17 @@ class Search:
     def run(self, data: SearchData) -> list[dict]:
         """The whole search (resumed where it stopped); the kept steps, seed first."""
         self.classes = data.classes
+        config = self.config
+        seed = self.history[0]["table"] if self.history else None
+        if seed is None:
+            seed = create_model(config.model, width_mult=config.width_mult).table
+        start = self.predict(seed)
+        if config.target_ms is not None and start <= config.target_ms:
+            raise ConfigError(
+                f"the seed {config.model} α={config.width_mult:g} is predicted at {start:.3f} ms "
+                f"({config.backend}, {config.threads} thread(s)), already within --target-ms "
+                f"{config.target_ms:g}: nothing to cut; ask for a lower target or a wider seed"
+            )
         if not self.history:
             self._seed(data)
         target = self.target()
@@ -279,7 +332,7 @@ class Search:
         """The proposal's held-out top-1 after its short fine-tune (read back if done before)."""
         result = stem.with_suffix(".json")
         if result.exists() and stem.with_suffix(".safetensors").exists():
-            return json.loads(result.read_text())["holdout_top1"]
+            return read_state(result, ProposalResult, "NetAdapt proposal result").holdout_top1
         model = inherit(current, self.network(proposal.table), self.family)
         train_steps(
             model,

@@ -55,12 +55,16 @@ def number(
 
 
 def comma_list(item: Callable[[str], object]) -> Callable[[str], list]:
-    """An argparse type: a non-empty comma-separated list, each item parsed by ``item``."""
+    """An argparse type: a non-empty comma-separated list of distinct items, each parsed by
+    ``item`` (a repeated item is refused: it would be trained, timed or listed twice)."""
 
     def parse(text: str) -> list:
         values = [item(v.strip()) for v in text.split(",") if v.strip()]
         if not values:
             raise argparse.ArgumentTypeError("needs at least one value, e.g. 1,0.75,0.5")
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise argparse.ArgumentTypeError(f"{', '.join(repeated)} given more than once")
         return values
 
     parse.__name__ = "list"

@@ -14,8 +14,7 @@ EXAMPLES = """\
 """
 
 
-def _list(text: str) -> list[str]:
-    return [v for v in text.split(",") if v]
+_list = cli_types.comma_list(str)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 
 from mobilenets.cli._common import print_json
+from mobilenets.errors import ConfigError, display
 
 EXAMPLES = """\
   mobilenets models
@@ -19,9 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from msgspec.structs import asdict
+
+    from mobilenets.catalog import MODEL_NAMES
     from mobilenets.complexity.summary import summarize_models
 
     rows = summarize_models(args.pattern)
+    if not rows:
+        raise ConfigError(
+            f"no model matches {display(args.pattern)}; the models are {', '.join(MODEL_NAMES)}"
+        )
     if args.json:
         print_json([asdict(r) for r in rows])
         return 0

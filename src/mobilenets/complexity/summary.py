@@ -12,12 +12,11 @@ import contextlib
 import fnmatch
 import hashlib
 import importlib.metadata
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mobilenets.catalog import MODEL_NAMES
-from mobilenets.fileio import cache_dir, write_text_atomic
+from mobilenets.fileio import cache_dir, read_cache, write_cache
+from mobilenets.schema import Count, PositiveInt, Record, Text
 
 PACKAGE = Path(__file__).resolve().parent.parent
 #: The sources the counts depend on (relative to the package).
@@ -30,14 +29,15 @@ COUNTED_FROM = (
 )
 
 
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    params: int
-    paper_params: int
-    macs: int
-    input_size: int
-    paper: str
+class ModelSummary(Record, frozen=True):
+    """One variant's counts (a cached row: read back through the schema)."""
+
+    name: Text
+    params: Count
+    paper_params: Count
+    macs: Count
+    input_size: PositiveInt
+    paper: Text
 
 
 def count_models(names: list[str]) -> list[ModelSummary]:
@@ -76,13 +76,11 @@ def summarize_models(pattern: str | None = None, *, cache: bool = True) -> list[
     names = [n for n in MODEL_NAMES if pattern is None or fnmatch.fnmatch(n, pattern)]
     if not cache:
         return count_models(names)
-    path = cache_dir() / f"models-{cache_key()}.json"
-    try:
-        rows = {r["name"]: ModelSummary(**r) for r in json.loads(path.read_text("utf-8"))}
-    except (OSError, ValueError, TypeError, KeyError):  # none yet, or unreadable: count again
-        rows = {}
-    if set(rows) != set(MODEL_NAMES):
+    key = cache_key()
+    path = cache_dir() / "models.json"
+    cached = read_cache(path, list[ModelSummary], key) or []
+    rows = {r.name: r for r in cached}
+    if len(rows) != len(cached) or set(rows) != set(MODEL_NAMES):
         rows = {r.name: r for r in count_models(list(MODEL_NAMES))}
-        with contextlib.suppress(OSError):  # a read-only home: right counts, only not kept
-            write_text_atomic(path, json.dumps([asdict(r) for r in rows.values()], indent=1))
+        write_cache(path, list(rows.values()), key)
     return [rows[n] for n in names]

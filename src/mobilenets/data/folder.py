@@ -21,6 +21,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from mobilenets.errors import BadImageError, DataError, MissingDataError, display
+from mobilenets.schema import is_special_file
 
 __all__ = ["BadImageError", "SafeImageFolder", "load_rgb", "to_rgb"]
 
@@ -49,6 +50,8 @@ def load_rgb(path: str, flags: str = "--skip-bad-images") -> Image.Image:
     ``flags`` is how the caller's user turns skipping on (named in the message).
     """
     try:
+        if is_special_file(path):  # opening a FIFO waits for a writer: never opened
+            raise OSError("not a regular file (a FIFO, socket or device)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:

@@ -16,7 +16,6 @@ on held-out images (the quantization report).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from mobilenets.errors import ConfigError, WeightsError, display
-from mobilenets.fileio import atomic_path
+from mobilenets.fileio import atomic_path, temporary_folder
 from mobilenets.saved.edge import (
     OPENVINO_INFO_KEY,
     PTE_INFO_METHOD,
@@ -145,8 +144,8 @@ def export_openvino(
     extra = {k: v for k, v in meta.items() if k not in info.to_dict()}
     model = ov.convert_model(str(onnx_path))
     model.set_rt_info(encode_info(info, extra), OPENVINO_INFO_KEY)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as folder:
-        tmp = Path(folder) / path.name
+    with temporary_folder(path) as folder:
+        tmp = folder / path.name
         ov.save_model(model, str(tmp), compress_to_fp16=False)
         if check is not None:
             check_fp32(OpenVinoModel(tmp), check, info.input_size, path)

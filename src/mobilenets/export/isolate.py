@@ -23,6 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mobilenets.errors import MobilenetsError
+from mobilenets.schema import Positive, decode
+
 Key = tuple[str, str, str]  # (model, source, backend)
 
 
@@ -35,6 +38,10 @@ class TimingPlan:
     threads: int
     warmup: int
     runs: int
+
+
+#: The longest one configuration's timing process may take (building, exporting and timing).
+CHILD_TIMEOUT_S = 900
 
 
 def time_isolated(
@@ -54,17 +61,27 @@ def time_isolated(
         for step, key in enumerate(order[shift:] + order[:shift]):
             log(f"round {round_ + 1}/{rounds}, {step + 1}/{len(order)}: {' '.join(key)}")
             spec = {**asdict(plan), "key": key, "runs": per_round, "workdir": str(workdir)}
-            done = subprocess.run(
-                [sys.executable, "-m", "mobilenets.export.isolate", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-                env=os.environ,
-            )
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", "mobilenets.export.isolate", json.dumps(spec)],
+                    capture_output=True,
+                    text=True,
+                    env=os.environ,
+                    timeout=CHILD_TIMEOUT_S,
+                )
+            except subprocess.TimeoutExpired:
+                raise MobilenetsError(
+                    f"timing {' '.join(key)} in its own process took over {CHILD_TIMEOUT_S} s; "
+                    "stopped (is the machine overloaded?)"
+                ) from None
             if done.returncode != 0:
                 raise RuntimeError(
                     f"timing {' '.join(key)} in its own process failed:\n{done.stderr[-2000:]}"
                 )
-            times[key] += json.loads(done.stdout.strip().splitlines()[-1])
+            last = (done.stdout.strip().splitlines() or [""])[-1].encode()
+            times[key] += decode(
+                last, list[Positive], f"the timing of {' '.join(key)}", MobilenetsError
+            )
     return times
 
 

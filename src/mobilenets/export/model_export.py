@@ -32,9 +32,12 @@ def export_model(
     fp32; int8 is ``quantize``'s) or ``openvino`` (also from one of our ``.onnx`` files, e.g.
     ``quantize``'s int8 model). ``format`` defaults to the one ``out``'s suffix names
     (``.onnx``, ``.pte``, ``.xml``)."""
+    if format is not None and format in FORMATS.values():
+        suffix = next(s for s, f in FORMATS.items() if f == format)
+        check_output_path(out, source, suffixes=(suffix,))  # --format pte --out m.onnx: refused
     format = format or FORMATS.get(Path(out).suffix)
     if format == "openvino" and Path(source).suffix == ".onnx":
-        check_output_path(out, source)
+        check_output_path(out, source, suffixes=(".xml",))
         return export_openvino(source, out)
     model, info = source_network(source, out)  # its errors first: a bad source or --out
     if format not in FORMATS.values():

@@ -18,6 +18,7 @@ with the network's own stored settings (``info.eval_transform()``).
 from __future__ import annotations
 
 import fnmatch
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mobilenets.data import build_dataset, check_classes
-from mobilenets.errors import ConfigError, DataError, ZeroWorkError, display
+from mobilenets.errors import ConfigError, DataError, ZeroWorkError, display, listed
 from mobilenets.export.choices import (
     CALIBRATION_METHODS,
     CONFIDENT,
@@ -64,11 +65,21 @@ class QuantReport:
     min_agreement: float = MIN_AGREEMENT
     min_confident_agreement: float = MIN_CONFIDENT_AGREEMENT
     why: str = ""  # why the agreement guard was used
+    fp32_classes: int = 0  # distinct top-1 classes fp32 predicts on the held-out images
+    path: str = ""  # where the int8 file is: --out when it passed, its .rejected sibling if not
+
+    @property
+    def informative(self) -> bool:
+        """Whether agreement can tell int8 from a constant: fp32 must predict at least two
+        classes, or be confident on enough images for the confident floor to be judged."""
+        return self.fp32_classes >= 2 or self.confident_images >= MIN_CONFIDENT_IMAGES
 
     @property
     def ok(self) -> bool:
         if self.guard == "accuracy":
             return self.int8_top1 >= self.fp32_top1 - self.margin
+        if not self.informative:
+            return False
         confident_ok = (
             self.confident_images < MIN_CONFIDENT_IMAGES
             or self.confident_agreement >= self.min_confident_agreement
@@ -109,12 +120,21 @@ class QuantReport:
                 f"{self.min_confident_agreement:g}% where fp32 is confident, when ≥ "
                 f"{MIN_CONFIDENT_IMAGES} such images), because {self.why}"
             )
-        lines.append(
-            "passed"
-            if self.ok
-            else "FAILED: do not ship this model; keep the layers that lose most in fp32 "
-            "(--keep-fp32) or try another --calib-method"
-        )
+        if self.guard == "agreement" and not self.informative:
+            lines.append(
+                f"FAILED: uninformative: fp32 predicts {self.fp32_classes} class(es) on these "
+                f"images and is confident on {self.confident_images} (< {MIN_CONFIDENT_IMAGES}),"
+                " so agreeing with it proves nothing; calibrate and judge on data the model knows"
+            )
+        else:
+            lines.append(
+                "passed"
+                if self.ok
+                else "FAILED: do not ship this model; keep the layers that lose most in fp32 "
+                "(--keep-fp32) or try another --calib-method"
+            )
+        if self.path:
+            lines.append(f"int8 file: {display(self.path)}")
         return "\n".join(lines)
 
 
@@ -284,7 +304,14 @@ def quantize_onnx(
         margin: the largest acceptable top-1 drop, in points (accuracy guard).
         min_agreement, min_confident_agreement: the agreement guard's floors, in percent.
     """
-    out_path = check_output_path(out_path, model_path)
+    out_path = check_output_path(out_path, model_path, data=[calib_data])
+    if out_path.suffix in (".xml", ".bin", ".safetensors", ".pt", ".pth"):
+        raise ConfigError(
+            f"--out {display(out_path)}: quantize writes an int8 ONNX model (FILE.onnx) or an "
+            "ExecuTorch program (FILE.pte); `mobilenets export FILE.int8.onnx --out FILE.xml` "
+            "makes the OpenVINO IR"
+        )
+    staged = check_output_path(rejected_path(out_path), model_path)
     if Path(model_path).suffix != ".onnx":
         raise ConfigError(f"{display(model_path)} is not an .onnx model; export it first")
     fp32_network, info = load(model_path)
@@ -297,7 +324,13 @@ def quantize_onnx(
 
     nodes = [n.name for n in proto.graph.node]
     excluded = [n for n in nodes if any(fnmatch.fnmatch(n, p) for p in keep_fp32)]
-    with atomic_path(out_path) as tmp:
+    unmatched = [p for p in keep_fp32 if not any(fnmatch.fnmatch(n, p) for n in nodes)]
+    if unmatched:
+        raise ConfigError(
+            f"--keep-fp32 {listed(unmatched)} matches no node of {display(model_path)}; node "
+            f"names follow the module names, e.g. {listed(nodes[:3])}"
+        )
+    with atomic_path(staged) as tmp:
         reader = _Calibration(calib, indices, "input")
         quantize_qdq(model_path, tmp, reader, excluded, calib_method)
         quantized = onnx.load(str(tmp))
@@ -312,8 +345,9 @@ def quantize_onnx(
         onnx.save(quantized, str(tmp))
     return _judge(
         fp32_network,
-        load(out_path)[0],
+        load(staged)[0],
         val,
+        staged,
         out_path,
         fp32_bytes=Path(model_path).stat().st_size,
         calibration=calib_method,
@@ -348,6 +382,8 @@ def quantize_pte(
 
     if Path(out_path).suffix != ".pte":
         raise ConfigError(f"an ExecuTorch program is written as FILE.pte, not {display(out_path)}")
+    out_path = check_output_path(out_path, source, data=[calib_data])
+    staged = check_output_path(rejected_path(out_path), source)
     model, info = source_network(source, out_path)
     if info is None:
         raise ConfigError(
@@ -362,13 +398,14 @@ def quantize_pte(
         torch.stack([calib[i][0] for i in indices[start : start + 16]])
         for start in range(0, len(indices), 16)
     ]
-    export_pte(model, out_path, record, calibration=batches)
+    export_pte(model, staged, record, calibration=batches)
     with tempfile.TemporaryDirectory() as folder:
         fp32_bytes = export_pte(model, Path(folder) / "fp32.pte", record).stat().st_size
     return _judge(
         model,
-        PteProgram(out_path),
+        PteProgram(staged),
         val,
+        staged,
         out_path,
         fp32_bytes=fp32_bytes,
         calibration="PT2E observers (min/max, XNNPACK quantizer)",
@@ -380,18 +417,35 @@ def quantize_pte(
     )
 
 
+def rejected_path(out_path: str | Path) -> Path:
+    """Where an int8 file that failed its guard is kept (``m.int8.onnx`` →
+    ``m.int8.rejected.onnx``): never at ``--out``, so a good file there is never replaced."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.rejected{out_path.suffix}")
+
+
 def _judge(
     fp32_network: torch.nn.Module,
     int8_network: torch.nn.Module,
     val: Dataset,
-    out_path: str | Path,
+    staged: Path,
+    out_path: Path,
     **fields: object,
 ) -> QuantReport:
-    """The report on the int8 file at ``out_path`` (a warning when its guard fails)."""
+    """Judge the int8 file written at ``staged`` (:func:`rejected_path`); it replaces
+    ``out_path`` only when it passes its guard, else it stays where it is and a warning says so."""
     comparison = _compare(fp32_network, int8_network, val, str(fields.get("why", "")))
-    report = QuantReport(**comparison, int8_bytes=Path(out_path).stat().st_size, **fields)
-    if not report.ok:
-        warnings.warn(f"int8 failed the {report.guard} guard ({out_path})", stacklevel=2)
+    report = QuantReport(**comparison, int8_bytes=staged.stat().st_size, **fields)
+    if report.ok:
+        os.replace(staged, out_path)
+        report.path = str(out_path)
+    else:
+        report.path = str(staged)
+        warnings.warn(
+            f"int8 failed the {report.guard} guard: kept at {display(staged)}, "
+            f"{display(out_path)} untouched",
+            stacklevel=2,
+        )
     return report
 
 
@@ -412,6 +466,7 @@ def _compare(
         "confident_agreement": 100 * float(same[confident].mean()) if confident.any() else None,
         "confident_images": int(confident.sum()),
         "images": len(labels),
+        "fp32_classes": len(np.unique(fp32.argmax(1))),
     }
 
 

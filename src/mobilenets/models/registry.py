@@ -11,12 +11,31 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import torch
 from torch import nn
 
-from mobilenets.errors import ConfigError, ConfigTypeError
+from mobilenets.errors import ConfigError, ConfigTypeError, display
+
+#: The most parameters a network may have (4 GiB of fp32 weights); a larger request (a huge
+#: ``num_classes`` or table, from a flag, a keyword or a file's record) is refused before any
+#: tensor is made.
+MAX_PARAMETERS = 2**30
+#: Bounds of the keywords every family takes, checked before anything is built:
+#: name -> (smallest, largest, integer?, what to say)
+BOUNDS = {
+    "num_classes": (0, 1_000_000, True, "an integer in [0, 1000000] (0: pooled features)"),
+    "in_chans": (1, 1024, True, "an integer in [1, 1024]"),
+    "width_mult": (0.0, 16.0, False, "a finite number > 0 and ≤ 16 (the papers use 0.25–1.4)"),
+    "bn_eps": (0.0, 1.0, False, "a finite number in (0, 1] (1e-5 in PyTorch, 1e-3 in TF)"),
+    "dropout": (0.0, 1.0, False, "a number in [0, 1)"),
+}
+#: Keywords within these bounds cannot reach MAX_PARAMETERS; beyond them (or with a table) the
+#: network is first built on the meta device (no memory) and counted.
+_ORDINARY = {"num_classes": 100_000, "in_chans": 64, "width_mult": 4.0}
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,46 @@ def check_arguments(name: str, kwargs: dict[str, object]) -> None:
             )
 
 
+def check_bounds(name: str, kwargs: dict[str, object]) -> None:
+    """Every sizing keyword within :data:`BOUNDS`, and the network within
+    :data:`MAX_PARAMETERS`, before a tensor is made."""
+    for key, (low, high, integer, allowed) in BOUNDS.items():
+        if key not in kwargs:
+            continue
+        value = kwargs[key]
+        kind = int if integer else int | float
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigTypeError(
+                f"{name}: {key} must be a number, {allowed}; got {display(repr(value))[:80]}"
+            )
+        label = "width_mult (α)" if key == "width_mult" else key
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: {label} must be {allowed}, got {value!r}")
+        open_low = key in ("width_mult", "bn_eps")
+        open_high = key == "dropout"
+        if (
+            value < low
+            or (open_low and value == low)
+            or value > high
+            or (open_high and value == high)
+        ):
+            raise ConfigError(f"{name}: {label} must be {allowed}, got {value!r}")
+    ordinary = kwargs.get("table") is None and all(
+        kwargs.get(key, 0) <= limit for key, limit in _ORDINARY.items()
+    )
+    if ordinary:
+        return
+    entry = get_model_entry(name)
+    with torch.device("meta"):
+        probe = entry.cls(**entry.preset, **kwargs)
+    count = sum(p.numel() for p in probe.parameters())
+    if count > MAX_PARAMETERS:
+        raise ConfigError(
+            f"{name} with these settings would have {count:,} parameters "
+            f"({count * 4 / 2**30:.1f} GiB of weights); at most {MAX_PARAMETERS:,} are allowed"
+        )
+
+
 def create_model(name: str, **kwargs: object) -> nn.Module:
     """Build the registered variant ``name`` with the class's keyword arguments.
 
@@ -96,6 +155,7 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     """
     entry = get_model_entry(name)
     check_arguments(name, kwargs)
+    check_bounds(name, kwargs)
     model = entry.cls(**entry.preset, **kwargs)
     model.model_name = name
     model.model_kwargs = dict(kwargs)

@@ -20,8 +20,9 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mobilenets.errors import ConfigError, display
+from mobilenets.errors import ConfigError, DamagedFileError, display
 from mobilenets.fileio import atomic_path
+from mobilenets.schema import decode, read_bytes
 
 MAX_CHANNELS = 16384
 #: The fields of one row, per family, and of the whole table.
@@ -128,8 +129,9 @@ def write_table(table: Mapping, path: str | Path) -> Path:
 def read_table(path: str | Path) -> dict:
     """A table written by :func:`write_table` (validated when a model is built from it)."""
     try:
-        return json.loads(Path(path).read_text())
+        data = read_bytes(path, limit=2**20, what="table (JSON)")
     except FileNotFoundError:
         raise ConfigError(f"no table file at {display(path)}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ConfigError(f"{display(path)} is not a JSON table: {display(err)[:120]}") from None
+    except (OSError, DamagedFileError) as err:
+        raise ConfigError(f"cannot read the table {display(err)[:160]}") from None
+    return decode(data, dict, f"the table {display(path)}", ConfigError)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import errno
 import random
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import numpy as np
 import torch
 
-from mobilenets.errors import CheckpointError, TrainingDivergedError, display
+from mobilenets.errors import CheckpointError, TrainingDivergedError, display, listed
 from mobilenets.fileio import atomic_path, nonfinite_tensors, write_text_atomic
+from mobilenets.schema import Count, NonNegative, Percent, Text, validate
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -27,6 +30,56 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: The most epochs (and history rows) a checkpoint may claim.
+MAX_EPOCHS = 1_000_000
+
+
+class EpochRow(msgspec.Struct):
+    """One row of a checkpoint's metric history (what the summary and plots read)."""
+
+    epoch: Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCHS)]
+    val_top1: Percent
+    val_top5: Percent
+    val_loss: NonNegative
+    val_images: Count
+    epoch_seconds: NonNegative
+    images_per_second: NonNegative
+
+
+class CheckpointRecord(msgspec.Struct):
+    """The schema of a training checkpoint's fields (tensors are checked by the loaders:
+    shapes against the network, values finite). Absent optional parts are ``None``."""
+
+    model: dict[Text, object]
+    format: Text = ""
+    config: dict[Text, object] | None = None
+    info: dict[Text, object] | None = None
+    classes: Annotated[list[Text], msgspec.Meta(max_length=1_000_000)] | None = None
+    epoch: Annotated[int, msgspec.Meta(ge=-1, le=MAX_EPOCHS)] | None = None
+    history: Annotated[list[EpochRow], msgspec.Meta(max_length=MAX_EPOCHS)] | None = None
+    optimizer: dict[Text, object] | None = None
+    scheduler: dict[Text, object] | None = None
+    scaler: dict[Text, object] | None = None
+    ema: dict[Text, object] | None = None
+    rng: dict[Text, object] | None = None
+
+
+def check_checkpoint(state: dict, where: str | Path) -> None:
+    """A checkpoint's fields against :class:`CheckpointRecord` (a bare state dict, which has no
+    ``model`` entry, is left to the caller's clearer message); its tensors are tensors."""
+    if "model" not in state:
+        return
+    record = validate(state, CheckpointRecord, where, CheckpointError)
+    for part in ("model", "ema"):
+        tensors = getattr(record, part) or {}
+        wrong = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
+        if wrong:
+            raise CheckpointError(f"{display(where)}: {part}: {listed(wrong)} are not tensors")
+    if record.history and record.epoch is not None and len(record.history) != record.epoch + 1:
+        raise CheckpointError(
+            f"{display(where)}: epoch is {record.epoch} but the history has "
+            f"{len(record.history)} rows"
+        )
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -62,6 +115,7 @@ def load_checkpoint(path: str | Path) -> dict:
         ) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{display(path)} is not a mobilenets training checkpoint")
+    check_checkpoint(state, path)
     return state
 
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import numpy as np
 import torch
 
 from mobilenets.errors import ConfigError, WeightsError, display
 from mobilenets.fileio import require_file
 from mobilenets.saved.info import NetworkInfo
+from mobilenets.schema import decode, validate
 
 PTE_INFO_METHOD = "mobilenets_info"
 OPENVINO_INFO_KEY = ["mobilenets", "info"]
@@ -41,11 +44,16 @@ def encode_info(info: NetworkInfo, extra: dict | None = None) -> str:
     return json.dumps({**info.to_dict(), **(extra or {})})
 
 
-def _decode_info(text: str, where: Path) -> tuple[NetworkInfo, dict]:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise WeightsError(f"{display(where)}: its mobilenets record is not valid JSON") from None
+class ExportRecord(msgspec.Struct):
+    """What an exported file's record holds beside the :class:`NetworkInfo` (other keys are the
+    exporter's notes and are ignored): the batch the program takes."""
+
+    batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 1
+
+
+def _decode_info(text: str | bytes, where: Path) -> tuple[NetworkInfo, dict]:
+    data = decode(text.encode() if isinstance(text, str) else text, dict, where, WeightsError)
+    validate(data, ExportRecord, f"{display(where)}: record", WeightsError)
     return NetworkInfo.from_dict(data, where), data
 
 
@@ -70,7 +78,7 @@ def _pte_record(program: object, where: Path) -> tuple[NetworkInfo, dict]:
             "`mobilenets export --format pte`)"
         )
     raw = program.load_method(PTE_INFO_METHOD).execute([])[0]
-    return _decode_info(bytes(raw.tolist()).decode("utf-8"), where)
+    return _decode_info(bytes(raw.tolist()), where)
 
 
 def _load_pte(path: Path) -> object:
@@ -130,17 +138,8 @@ class PteProgram(torch.nn.Module):
             raise WeightsError(
                 f"ExecuTorch cannot load {display(self.path)}: {display(err)[:200]}"
             ) from err
-        self.info, self.record = self._read_info()
+        self.info, self.record = _pte_record(self.program, self.path)
         self.batch = int(self.record.get("batch", 1))
-
-    def _read_info(self) -> tuple[NetworkInfo, dict]:
-        if PTE_INFO_METHOD not in self.program.method_names:
-            raise WeightsError(
-                f"{display(self.path)} carries no mobilenets record (export it with "
-                "`mobilenets export --format pte`)"
-            )
-        raw = self.program.load_method(PTE_INFO_METHOD).execute([])[0]
-        return _decode_info(bytes(raw.tolist()).decode("utf-8"), self.path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().cpu().float().contiguous()

@@ -8,16 +8,18 @@ It is the only place evaluation preprocessing is built (:meth:`NetworkInfo.eval_
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Literal
 
+import msgspec
 from torch import nn
 
 from mobilenets.catalog import MIN_INPUT_SIZE
 from mobilenets.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from mobilenets.errors import WeightsError, display
-from mobilenets.models.registry import create_model, list_models, model_arguments
+from mobilenets.errors import ConfigError, WeightsError, display
+from mobilenets.models.registry import check_bounds, create_model, list_models, model_arguments
+from mobilenets.schema import Finite, Positive, Text, validate
 
 MAX_INPUT_SIZE = 4096
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -128,22 +130,19 @@ class NetworkInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, object], where: str | Path) -> NetworkInfo:
-        """Build from decoded metadata, checking every field (unknown keys are ignored)."""
+        """Build from decoded metadata: each field's type and range by :class:`InfoRecord`, then
+        what ties the fields together (unknown keys are ignored: formats add their own)."""
+        if isinstance(data, dict) and isinstance(data.get("input_size"), str):
+            text = data["input_size"]  # written as text by early versions
+            data = {**data, "input_size": int(text) if text.isdigit() else text}
+        record = validate(data, InfoRecord, f"{display(where)}: metadata", WeightsError)
         where = display(where)
-
-        def bad(key: str, allowed: str) -> WeightsError:
-            value = display(repr(data.get(key)))
-            return WeightsError(f"{where}: metadata {key!r} is {value[:80]}; expected {allowed}")
-
-        for key in ("model", "kwargs", "input_size", "mean", "std", "classes"):
-            if key not in data:
-                raise WeightsError(f"{where}: metadata has no {key!r} entry")
-        name = data["model"]
-        if not isinstance(name, str) or name not in list_models():
-            raise bad("model", f"a registered model name ({', '.join(list_models())})")
-        kwargs = data["kwargs"]
-        if not isinstance(kwargs, dict):
-            raise bad("kwargs", "a JSON object of constructor keywords")
+        name, kwargs = record.model, record.kwargs
+        if name not in list_models():
+            raise WeightsError(
+                f"{where}: metadata 'model' is {display(repr(name))[:80]}; expected a registered "
+                f"model name ({', '.join(list_models())})"
+            )
         allowed = model_arguments(name)
         unknown = [k for k in kwargs if k not in allowed]
         if unknown:
@@ -151,68 +150,59 @@ class NetworkInfo:
                 f"{where}: metadata keywords {[display(k) for k in unknown]} are not arguments "
                 f"of {name}; allowed: {', '.join(allowed)}"
             )
-        size = data["input_size"]
-        if isinstance(size, str) and size.isdigit():
-            size = int(size)
-        if not _integer(size) or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
-            raise bad("input_size", f"an integer in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}]")
+        try:
+            check_bounds(name, kwargs)  # a hostile number is refused before anything is built
+        except ConfigError as err:
+            raise WeightsError(f"{where}: metadata does not build a network: {err}") from None
         in_chans = kwargs.get("in_chans", 3)
-        if not _integer(in_chans) or in_chans < 1:
-            raise bad("kwargs", "in_chans a positive integer")
-        norms = {}
         for key in ("mean", "std"):
-            values = data[key]
-            if (
-                not isinstance(values, list | tuple)
-                or len(values) != in_chans
-                or not all(_finite(v) for v in values)
-                or (key == "std" and not all(v > 0 for v in values))
-            ):
-                positive = " > 0" if key == "std" else ""
-                raise bad(key, f"a list of {in_chans} finite numbers{positive} (one per channel)")
-            norms[key] = tuple(float(v) for v in values)
-        classes = data["classes"]
-        if not isinstance(classes, list | tuple) or not all(isinstance(c, str) for c in classes):
-            raise bad("classes", "a list of class-name strings")
+            values = getattr(record, key)
+            if len(values) != in_chans:
+                raise WeightsError(
+                    f"{where}: metadata {key!r} is {display(repr(values))[:80]}; expected a list "
+                    f"of {in_chans} finite numbers{' > 0' if key == 'std' else ''} (one per "
+                    "channel)"
+                )
         num_classes = kwargs.get("num_classes", 1000)
-        if classes and len(classes) != num_classes:
+        if record.classes and len(record.classes) != num_classes:
             raise WeightsError(
-                f"{where}: metadata names {len(classes)} classes but the classifier has "
+                f"{where}: metadata names {len(record.classes)} classes but the classifier has "
                 f"{num_classes} outputs"
             )
-        resize = data.get("resize")
-        largest = 2 * MAX_INPUT_SIZE
-        if resize is not None and (not _integer(resize) or not size <= resize <= largest):
-            raise bad("resize", f"null or an integer in [{size}, {2 * MAX_INPUT_SIZE}]")
-        interpolation = data.get("interpolation", "bilinear")
-        if interpolation not in INTERPOLATIONS:
-            raise bad("interpolation", f"one of {INTERPOLATIONS}")
-        text = {}
-        for key in ("source", "license", "data"):
-            text[key] = data.get(key, "")
-            if not isinstance(text[key], str):
-                raise bad(key, "text")
+        if record.resize is not None and record.resize < record.input_size:
+            raise WeightsError(
+                f"{where}: metadata 'resize' is {record.resize}; expected null or at least the "
+                f"input size {record.input_size}"
+            )
         return cls(
             name,
             kwargs,
-            size,
-            norms["mean"],
-            norms["std"],
-            resize,
-            interpolation,
-            tuple(classes),
-            text["source"],
-            text["license"],
-            text["data"],
+            record.input_size,
+            tuple(record.mean),
+            tuple(record.std),
+            record.resize,
+            record.interpolation,
+            tuple(record.classes),
+            record.source,
+            record.license,
+            record.data,
         )
 
 
+class InfoRecord(msgspec.Struct):
+    """The schema of a :class:`NetworkInfo` as stored (unknown keys are ignored)."""
+
+    model: Text
+    kwargs: dict[Text, object]
+    input_size: Annotated[int, msgspec.Meta(ge=MIN_INPUT_SIZE, le=MAX_INPUT_SIZE)]
+    mean: Annotated[list[Finite], msgspec.Meta(min_length=1, max_length=1024)]
+    std: Annotated[list[Positive], msgspec.Meta(min_length=1, max_length=1024)]
+    classes: Annotated[list[Text], msgspec.Meta(max_length=1_000_000)]
+    resize: Annotated[int, msgspec.Meta(ge=1, le=2 * MAX_INPUT_SIZE)] | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    source: Text = ""
+    license: Text = ""
+    data: Text = ""
+
+
 _FIELDS = {f for f in NetworkInfo.__dataclass_fields__}
-
-
-def _integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -17,7 +17,7 @@ from torch import nn
 
 from mobilenets.data import parse_spec
 from mobilenets.data.folder import load_rgb
-from mobilenets.errors import BadImageError, CheckpointError, display
+from mobilenets.errors import BadImageError, CheckpointError, ConfigError, display
 from mobilenets.fileio import nonfinite_tensors
 from mobilenets.models.registry import check_arguments
 from mobilenets.models.registry import create_model as build
@@ -148,7 +148,15 @@ def predict(
     An unreadable image raises :class:`BadImageError` naming it, or with ``skip_bad_images``
     gets a :class:`Prediction` with ``error`` set and no classes.
     """
+    for name, value in (("topk", topk), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {display(repr(value))}")
     model, info = load(network) if not isinstance(network, tuple) else network
+    if info.num_classes == 0:
+        raise ConfigError(
+            f"{display(network if not isinstance(network, tuple) else info.model)} has no "
+            "classifier (num_classes=0): it outputs pooled features, not class probabilities"
+        )
     transform = info.eval_transform()
     results: dict[str, Prediction] = {}
     paths = [str(p) for p in images]

@@ -39,13 +39,11 @@ def save_weights(model: nn.Module, path: str | Path, info: NetworkInfo) -> None:
         save_file(state, str(tmp), metadata=weights_metadata(info))
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], NetworkInfo]:
-    """Tensors and metadata of a weights file; a truncated or foreign file is a clear error."""
-    path = require_file(path, "a .safetensors weights file")
+def _open(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+            found = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise WeightsError(
             f"weights file {display(path)} is truncated or not safetensors: {display(err)}"
@@ -56,6 +54,19 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], NetworkInfo
             f"'format': {FORMAT!r} metadata); convert it with `mobilenets "
             "convert --from torchvision|timm`"
         )
+    return found, meta
+
+
+def read_record(path: str | Path) -> NetworkInfo:
+    """The record of a weights file, without reading its tensors."""
+    path = require_file(path, "a .safetensors weights file")
+    return NetworkInfo.from_metadata(_open(path, tensors=False)[1], path)
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], NetworkInfo]:
+    """Tensors and metadata of a weights file; a truncated or foreign file is a clear error."""
+    path = require_file(path, "a .safetensors weights file")
+    tensors, meta = _open(path, tensors=True)
     info = NetworkInfo.from_metadata(meta, path)
     for key, value in tensors.items():
         integer = key.endswith("num_batches_tracked")

@@ -352,3 +352,12 @@ class SweepConfig:
         index, count = self.shard
         if not 0 <= index < count:
             raise ConfigError(f"shard must be I/N with 0 ≤ I < N, got {index}/{count}")
+        for flag, values in (
+            ("--width-mults", self.width_mults),
+            ("--resolutions", self.resolutions),
+        ):
+            repeated = sorted({v for v in values if list(values).count(v) > 1})
+            if repeated or not values:
+                raise ConfigError(
+                    f"{flag} must list distinct values, got {', '.join(map(str, values)) or 'none'}"
+                )

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm.auto import tqdm
 
-from mobilenets.errors import TrainingDivergedError
+from mobilenets.errors import TrainingDivergedError, display
 
 
 def progress_off(progress: bool) -> bool | None:
@@ -30,8 +30,9 @@ def progress_off(progress: bool) -> bool | None:
 
 
 def log_to_stderr(message: str) -> None:
-    """The default log of training: stderr, so stdout carries only results (tables, JSON)."""
-    print(message, file=sys.stderr, flush=True)
+    """The default log of training: stderr, so stdout carries only results (tables, JSON); one
+    line per message, whatever names it holds (control characters escaped)."""
+    print(display(message), file=sys.stderr, flush=True)
 
 
 class WithIndex(Dataset):

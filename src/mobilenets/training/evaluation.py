@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenets.data import build_dataset, check_classes, sample_name
-from mobilenets.errors import ConfigError, ZeroWorkError, display
+from mobilenets.errors import ConfigError, ZeroWorkError, display, printable
 from mobilenets.fileio import check_output_path, new_figure, save_figure, write_text_atomic
 from mobilenets.training import distributed
 from mobilenets.training.engine import EvalResult, evaluate, log_to_stderr, make_loader
@@ -35,13 +35,16 @@ def evaluate_checkpoint(
     exported ``.onnx``) on ``data``'s "val" split (default: the data it was trained on), with
     its own preprocessing (``info.eval_transform()``), on ``device`` with ``workers`` loader
     processes. The accuracy is logged before the predictions file and its plot are written."""
-    if predictions is not None:
+    if predictions is not None:  # before any work; the data folder is checked once it is known
         check_output_path(predictions, checkpoint, flag="--predictions")
         check_output_path(Path(predictions).with_suffix(".confusion.png"), checkpoint)
     model, info = load(checkpoint)
     data = data or info.data
     if not data:
         raise ConfigError(f"--data is required to evaluate {display(checkpoint)}")
+    if predictions is not None:
+        for path in (Path(predictions), Path(predictions).with_suffix(".confusion.png")):
+            check_output_path(path, checkpoint, flag="--predictions", data=[data])
     dataset = build_dataset(
         data,
         "val",
@@ -82,7 +85,8 @@ def write_predictions(path: Path, result: EvalResult, dataset: object, classes: 
     writer = csv.writer(buffer)
     writer.writerow(["path", "label", "prediction", "confidence"])
     for index, label, pred, conf in result.predictions:
-        writer.writerow([sample_name(dataset, index), classes[label], classes[pred], f"{conf:.4f}"])
+        row = [sample_name(dataset, index), classes[label], classes[pred]]
+        writer.writerow([*map(printable, row), f"{conf:.4f}"])
     write_text_atomic(path, buffer.getvalue())  # file names that are not UTF-8 kept as bytes
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for _, label, pred, _ in result.predictions:

@@ -13,12 +13,26 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import torch
 from tqdm.auto import tqdm
 
+from mobilenets.catalog import MIN_INPUT_SIZE
 from mobilenets.complexity.latency import spread, time_interleaved
-from mobilenets.fileio import new_figure, save_figure, write_text_atomic
+from mobilenets.errors import DamagedFileError, display
+from mobilenets.fileio import check_writable_folder, new_figure, save_figure, write_text_atomic
+from mobilenets.schema import (
+    Count,
+    NonNegative,
+    Percent,
+    Positive,
+    PositiveInt,
+    Record,
+    Text,
+    read_state,
+)
 from mobilenets.training.config import SweepConfig
 from mobilenets.training.engine import log_to_stderr, progress_off
 from mobilenets.training.loop import fit
@@ -43,6 +57,38 @@ SWEEP_FIELDS = [
 
 def cell_dir(out: Path, width_mult: float, resolution: int) -> Path:
     return out / "cells" / f"a{width_mult:g}_r{resolution}"
+
+
+class SweepCell(Record):
+    """A finished cell's ``cell.json`` (read back through the schema: a damaged one is refused
+    naming the field, never averaged into the table)."""
+
+    model: Text
+    width_mult: Annotated[float, msgspec.Meta(gt=0, le=4)]
+    resolution: Annotated[int, msgspec.Meta(ge=MIN_INPUT_SIZE, le=4096)]
+    rho: Annotated[float, msgspec.Meta(gt=0, le=1)]
+    params: Count
+    macs: Count
+    top1: Percent
+    top5: Percent
+    latency_ms: Positive | None
+    latency_p10_ms: Positive | None
+    latency_p90_ms: Positive | None
+    train_seconds: NonNegative
+    epochs: PositiveInt
+    classes: Annotated[list[Text], msgspec.Meta(min_length=2, max_length=100_000)]
+
+
+def read_cell(path: Path, model: str, width_mult: float, resolution: int) -> dict:
+    """A finished cell's row, checked against its schema and against the cell it sits in."""
+    cell = read_state(path, SweepCell, "sweep cell")
+    claimed = (cell.model, cell.width_mult, cell.resolution)
+    if claimed != (model, width_mult, resolution):
+        raise DamagedFileError(
+            f"{display(path)} holds the cell {claimed[0]} α={claimed[1]:g} {claimed[2]} px, not "
+            f"{model} α={width_mult:g} {resolution} px; delete it to train this cell again"
+        )
+    return msgspec.structs.asdict(cell)
 
 
 #: A latency whose 10th–90th percentile range exceeds this share of its median is flagged.
@@ -104,8 +150,7 @@ def sweep(config: SweepConfig, log: Callable[[str], None] = log_to_stderr) -> li
     cell in the folder, so shards run on several machines into one shared folder assemble
     themselves. Returns the rows of all finished cells, in grid order.
     """
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_folder(config.out, data=[config.train.data])
     grid = [(a, r) for a in config.width_mults for r in config.resolutions]
     index, count = config.shard
     mine = grid[index::count]
@@ -114,22 +159,25 @@ def sweep(config: SweepConfig, log: Callable[[str], None] = log_to_stderr) -> li
         bar.set_postfix(alpha=width_mult, resolution=resolution)
         result_path = cell_dir(out, width_mult, resolution) / "cell.json"
         if result_path.exists():
-            row = json.loads(result_path.read_text())
+            row = read_cell(result_path, config.train.model, width_mult, resolution)
             log(f"cell α={width_mult:g} {resolution} px: done before (top-1 {row['top1']:.2f}%)")
         else:
             row = _run_cell(config, width_mult, resolution, log)
             write_text_atomic(result_path, json.dumps(row, indent=2))
-        write_sweep(out, finished_rows(out, grid), config.train.data)
-    latency_phase(config, finished_rows(out, mine), log)
-    rows = finished_rows(out, grid)
+        write_sweep(out, finished_rows(out, grid, config.train.model), config.train.data)
+    latency_phase(config, finished_rows(out, mine, config.train.model), log)
+    rows = finished_rows(out, grid, config.train.model)
     write_sweep(out, rows, config.train.data)
     return rows
 
 
-def finished_rows(out: Path, grid: list[tuple[float, int]]) -> list[dict]:
+def finished_rows(out: Path, grid: list[tuple[float, int]], model: str) -> list[dict]:
     """The rows of the grid's finished cells, in grid order."""
-    paths = [cell_dir(out, a, r) / "cell.json" for a, r in grid]
-    return [json.loads(p.read_text()) for p in paths if p.exists()]
+    return [
+        read_cell(cell_dir(out, a, r) / "cell.json", model, a, r)
+        for a, r in grid
+        if (cell_dir(out, a, r) / "cell.json").exists()
+    ]
 
 
 def _run_cell(

@@ -156,7 +156,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> FitR
     env = distributed.init(device)
     if not env.is_main:
         return _fit(config, log, out, device, env)
-    check_writable_folder(out)
+    check_writable_folder(out, data=[config.data])
     with RunLock(out):
         clean_orphans(out)
         return _fit(config, log, out, device, env)

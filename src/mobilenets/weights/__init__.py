@@ -16,7 +16,7 @@ from torch import nn
 
 from mobilenets.catalog import WEIGHT_SOURCES as SOURCES
 from mobilenets.errors import ConfigError, WeightsError, display
-from mobilenets.fileio import check_output_path
+from mobilenets.fileio import check_output_path, file_sha256
 from mobilenets.saved import loader
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.loader import Prediction
@@ -158,14 +158,28 @@ def convert_file(
     weights files, else ``input_size / 0.875``).
     """
     check_output_path(out, None if is_name(path) else path)
+    if Path(out).suffix in (".onnx", ".pte", ".xml", ".bin", ".pt", ".pth", ".h5", ".keras"):
+        raise ConfigError(
+            f"--out {display(out)}: convert writes safetensors weights; name it "
+            f"FILE.safetensors, not {display(Path(out).suffix)}"
+        )
+    if reduced_tail and (source != "torchvision" or not model.startswith("mobilenet_v3")):
+        raise ConfigError(
+            "--reduced-tail applies to torchvision's MobileNetV3 state dicts only (--from "
+            f"torchvision --model mobilenet_v3_large|small), not {display(source or path)} "
+            f"{display(model)}".rstrip()
+        )
+    if source == "checkpoint" and Path(path).suffix in (".onnx", ".pte", ".xml"):
+        raise ConfigError(
+            f"{display(path)} is an exported model; --from checkpoint takes a run's "
+            "checkpoint.pt (exported files hold no trainable weights to convert back)"
+        )
     if is_name(path):  # published weights by name: found, verified, converted, then copied
         net, info = load(path)
         save_weights(net, out, info)
         return info
     if source == "checkpoint":
         net, info = loader.load(path)
-        if Path(path).suffix == ".onnx":
-            raise ConfigError(f"{path} is an ONNX model; --from checkpoint takes a checkpoint.pt")
         info = replace(info, resize=eval_resize or info.resize)
         save_weights(net, out, info)
         return info
@@ -194,7 +208,7 @@ def convert_file(
         target.kwargs,
         resize=eval_resize,
         classes=tuple(classes),
-        source=f"{source}:{model} ({Path(path).name})",
+        source=f"{source}:{model} ({Path(path).name}, sha256 {file_sha256(path)})",
     )
     save_weights(net, out, info)
     return info

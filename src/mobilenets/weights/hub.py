@@ -18,7 +18,6 @@ where.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import re
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilenets.errors import ConfigError, WeightsError, display
+from mobilenets.fileio import file_sha256
+from mobilenets.schema import notice
 from mobilenets.weights.convert import TORCHVISION_MODELS
 
 NAME = re.compile(r"^(?P<source>torchvision|timm):(?P<model>[A-Za-z0-9_]+)(\.(?P<tag>[\w.]+))?$")
@@ -170,14 +171,9 @@ def find(pub: Published) -> Path | None:
     return _in_packages(pub.file_name)
 
 
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def verify(pub: Published, path: Path) -> None:
     """The file's sha256 starts with the published prefix (torchvision's files)."""
-    if pub.sha256_prefix and not sha256(path).startswith(pub.sha256_prefix):
+    if pub.sha256_prefix and not file_sha256(path).startswith(pub.sha256_prefix):
         raise WeightsError(
             f"{display(path)} is not {pub.name}: its sha256 does not start with "
             f"{pub.sha256_prefix}, the prefix torchvision publishes for {pub.file_name} "
@@ -206,6 +202,39 @@ def download(pub: Published) -> Path:
     return target
 
 
+_SOURCE_DIGEST = re.compile(r"\(([^()]+), sha256 ([0-9a-f]{64})\)$")
+
+
+def cache_mismatch(pub: Published, source: Path | None) -> str | None:
+    """Why the converted file in the hub cache is not ``pub`` (``None`` when it is): its record
+    must name the published file and a sha256 that is the source's (the full digest when
+    ``source`` is given, torchvision's published prefix always), and describe the network that
+    source converts to."""
+    from mobilenets.saved.safetensors import read_record
+
+    try:
+        info = read_record(pub.cached)
+    except WeightsError as err:
+        return f"is unreadable ({err})"
+    found = _SOURCE_DIGEST.search(info.source)
+    if found is None or found[1] != pub.file_name:
+        return f"does not say it was converted from {pub.file_name} (source {info.source!r})"
+    digest = found[2]
+    if source is not None and file_sha256(source) != digest:
+        return f"was converted from another {pub.file_name} (sha256 {digest[:12]}…)"
+    if pub.sha256_prefix and not digest.startswith(pub.sha256_prefix):
+        return f"was converted from a file whose sha256 is not {pub.sha256_prefix}…"
+    from mobilenets.weights.convert import timm_target, torchvision_target
+
+    target = torchvision_target if pub.source == "torchvision" else timm_target
+    expected = target(pub.model)
+    mine = {k: v for k, v in info.kwargs.items() if k != "num_classes"}
+    theirs = {k: v for k, v in expected.kwargs.items() if k != "num_classes"}
+    if info.model != expected.model or mine != theirs:
+        return f"holds {info.model} {mine}, not {expected.model} {theirs}"
+    return None
+
+
 def resolve(spec: str | Path) -> Path:
     """The weights file ``spec`` stands for: a path as given, or for a published name the
     converted ``.safetensors`` (found, verified and converted on first use)."""
@@ -213,7 +242,11 @@ def resolve(spec: str | Path) -> Path:
         return Path(spec)
     pub = published(str(spec))
     if pub.cached.is_file():
-        return pub.cached
+        placed = hub_checkpoints() / pub.file_name  # the source, when it is beside the cache
+        reason = cache_mismatch(pub, placed if placed.is_file() else None)
+        if reason is None:
+            return pub.cached
+        notice(f"the converted {pub.name} at {display(pub.cached)} {reason}; converting again")
     source = find(pub) or download(pub)
     verify(pub, source)
     from mobilenets.weights import convert_file
