@@ -58,70 +58,37 @@ def settings(models: list[str], batches: list[int], threads: list[int]) -> list[
 
 
 def export_all(models: list[str], workdir: Path) -> None:
-    """fp32 ONNX, our int8 QDQ ONNX, fp32/int8 .pte and fp32/int8 OpenVINO IR of each model."""
+    """Every file the backends run (fp32 and int8 QDQ ONNX, fp32/int8 .pte, fp32/int8 OpenVINO
+    IR of each model), written once by the runtime layer before the timing processes start."""
     import torch
 
     from mobilenets import create_model
-    from mobilenets.export.bench import _random_qdq
-    from mobilenets.export.edge import export_openvino, export_pte, network_record
-    from mobilenets.export.folding import fold_bn
-    from mobilenets.export.onnx import export_onnx
+    from mobilenets.export.runtimes import prepare
 
     for name in models:
-        if (workdir / f"{name}.int8.xml").exists():
-            continue
-        model = fold_bn(create_model(name).eval())
-        fp32 = workdir / f"{name}.onnx"
-        export_onnx(model, fp32, 224)
-        int8 = _random_qdq(fp32, workdir / f"{name}.int8.onnx", (3, 224, 224))
-        record = network_record(model, None, 224)
-        calibration = [torch.randn(4, 3, 224, 224) for _ in range(4)]
-        export_pte(model, workdir / f"{name}.pte", record)
-        export_pte(model, workdir / f"{name}.int8.pte", record, calibration=calibration)
-        export_openvino(fp32, workdir / f"{name}.xml")
-        export_openvino(int8, workdir / f"{name}.int8.xml")
+        model = create_model(name).eval()
+        for backend in BACKENDS:
+            if backend != "eager":
+                prepare(model, backend, torch.randn(1, 3, 224, 224), workdir=workdir, tag=name)
 
 
 def child(setting: dict, workdir: Path, runs: int, warmup: int) -> list[float]:
     """Load one runtime at its setting, warm it up, time ``runs`` calls (ms)."""
     import numpy as np
+    import torch
+
+    from mobilenets import create_model
+    from mobilenets.complexity.latency import time_calls
+    from mobilenets.export.runtimes import prepare, torch_threads
 
     name, backend, n = setting["model"], setting["backend"], setting["threads"]
-    suffix = ".int8" if backend.endswith("_int8") else ""
     rng = np.random.default_rng(0)
-    array = rng.standard_normal((setting["batch"], 3, 224, 224), np.float32)
-    if backend.startswith("ort"):
-        from mobilenets.saved.onnx import OnnxSession
-
-        session = OnnxSession(
-            workdir / f"{name}{suffix}.onnx", n, spinning=setting.get("spinning", True)
-        )
-        call = lambda: session(array)  # noqa: E731
-    else:
-        import torch
-
-        torch.set_num_threads(n)
-        x = torch.from_numpy(array)
-        if backend == "eager":
-            from mobilenets import create_model
-
-            model = create_model(name).eval()
-        elif backend.startswith("executorch"):
-            from mobilenets.saved.edge import PteProgram
-
-            model = PteProgram(workdir / f"{name}{suffix}.pte", n)
-        else:
-            from mobilenets.saved.edge import OpenVinoModel
-
-            model = OpenVinoModel(workdir / f"{name}{suffix}.xml", "fp32", n)
-
-        def call() -> object:
-            with torch.inference_mode():
-                return model(x)
-
-    from mobilenets.complexity.latency import time_calls
-
-    return time_calls(call, warmup, runs)
+    x = torch.from_numpy(rng.standard_normal((setting["batch"], 3, 224, 224), np.float32))
+    spinning = setting.get("spinning", True)
+    with torch_threads(n):
+        network = create_model(name)
+        call = prepare(network, backend, x, workdir=workdir, tag=name, threads=n, spinning=spinning)
+        return time_calls(call, warmup, runs)
 
 
 def label(setting: dict) -> str:

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 #: line's start do not import torch until a model, a profile or a loader is asked for.
 _LAZY = {
     "NetworkInfo": "mobilenets.saved",
-    "create_model": "mobilenets.saved",
-    "get_model": "mobilenets.saved",
+    "create_model": "mobilenets.weights",
+    "get_model": "mobilenets.weights",
     "list_models": "mobilenets.models",
     "load": "mobilenets.weights",
     "predict": "mobilenets.weights",
@@ -29,8 +29,8 @@ _LAZY = {
 if TYPE_CHECKING:
     from mobilenets.complexity import profile
     from mobilenets.models import list_models
-    from mobilenets.saved import NetworkInfo, create_model, get_model
-    from mobilenets.weights import load, predict
+    from mobilenets.saved import NetworkInfo
+    from mobilenets.weights import create_model, get_model, load, predict
 
 __all__ = [
     "NetworkInfo",

@@ -259,14 +259,14 @@ def written_files(path: str | Path) -> list[Path]:
     return [path, *(path.with_suffix(s) for s in COMPANIONS.get(path.suffix, ()))]
 
 
-def _data_folder(spec: str | Path | None) -> Path | None:
-    """The image folder a data spec reads (one with ``train/`` or ``val/`` inside); ``None``
-    for the embedded sets and for what is not a data folder (its own error comes later)."""
+def _data_splits(spec: str | Path | None) -> list[Path]:
+    """The split folders (``train/``, ``val/``) of the image folder a data spec reads, where
+    every file below a class folder is data; none for the embedded sets and for what is not a
+    data folder (its own error comes later)."""
     if spec is None or str(spec) in EMBEDDED_DATA:
-        return None
+        return []
     folder = Path(spec).expanduser()
-    splits = any((folder / split).is_dir() for split in ("train", "val"))
-    return folder.resolve() if splits else None
+    return [(folder / s).resolve() for s in ("train", "val") if (folder / s).is_dir()]
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -314,14 +314,15 @@ def check_output_path(
 def check_outside_data(
     path: str | Path, data: Sequence[str | Path | None], flag: str = "--out"
 ) -> None:
-    """Refuse an output (a file or a run folder) inside an input data folder."""
+    """Refuse an output (a file or a run folder) inside an input data folder's splits."""
     for spec in data:
-        folder = _data_folder(spec)
-        if folder is not None and _inside(Path(path), folder):
-            raise OverwriteError(
-                f"{flag} {display(path)} is inside the data folder {display(folder)}: what is "
-                "written there would become data (an image in a class folder); write outside it"
-            )
+        for split in _data_splits(spec):
+            if _inside(Path(path), split):
+                raise OverwriteError(
+                    f"{flag} {display(path)} is inside the data folder {display(split)}: what "
+                    "is written there would become data (an image in a class folder); write "
+                    "outside it"
+                )
 
 
 class LockHolder(Record):

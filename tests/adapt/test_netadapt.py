@@ -182,9 +182,11 @@ def test_a_search_refuses_to_continue_with_other_settings(tmp_path) -> None:
     [
         ({"target_ratio": None}, "exactly one of --target-ms and --target-ratio"),
         ({"target_ms": 1.0}, "exactly one of --target-ms and --target-ratio"),
-        ({"target_ratio": 1.5}, r"--target-ratio must be in \(0, 1\)"),
-        ({"backend": "tensorrt"}, "--backend must be ort or eager"),
-        ({"finetune_steps": 0}, "--finetune-steps must be a positive integer"),
+        ({"target_ratio": 1.5}, r"target_ratio must be a finite number in \(0, 1\), got 1.5"),
+        ({"backend": "tensorrt"}, r"backend must be one of \('ort', 'eager'\)"),
+        ({"finetune_steps": 0}, r"finetune_steps must be an integer in \[1, inf\), got 0"),
+        ({"divisor": 3}, r"divisor must be one of \(1, 2, 4, 8, 16\), got 3"),
+        ({"uniform": (0.5, 0.5)}, r"--uniform must list distinct α"),
     ],
 )
 def test_bad_settings_are_refused(changes: dict, message: str) -> None:
@@ -193,5 +195,5 @@ def test_bad_settings_are_refused(changes: dict, message: str) -> None:
 
 
 def test_v1_cannot_be_adapted(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="adapts MobileNetV2 and V3"):
+    with pytest.raises(ConfigError, match=r"model must be one of \('mobilenet_v2', "):
         adapt(_small(model="mobilenet_v1"), tmp_path)

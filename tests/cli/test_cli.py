@@ -1,6 +1,8 @@
 """CLI smoke tests through ``main(argv)``."""
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 
@@ -112,7 +114,9 @@ def test_every_flag_has_help_with_its_default_and_every_command_examples() -> No
             if action.dest in ("help",) or not action.option_strings:
                 continue
             assert action.help, f"{name} {action.option_strings[0]} has no help"
-        assert "(default: " in text
+            if action.default not in (None, False, argparse.SUPPRESS):  # a default to say
+                said = command._get_formatter()._get_help_string(action)
+                assert "default" in said, f"{name} {action.option_strings[0]}: {said}"
 
 
 def test_results_on_stdout_logs_on_stderr_no_bars_when_not_a_terminal(tmp_path) -> None:
@@ -199,3 +203,16 @@ def test_a_reader_that_leaves_is_not_an_error() -> None:
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()
     assert proc.returncode == 141
+
+
+def test_every_help_says_each_default_once_and_every_summary_whole(capsys) -> None:
+    """Issue 30, item 4: no "(default: None)", no default said twice, no summary cut short."""
+    from mobilenets.cli.main import COMMANDS, summary
+
+    for command in (None, *COMMANDS):
+        assert main([command, "--help"] if command else ["--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        assert "(default: None)" not in text and "(default: False)" not in text, command
+        assert re.search(r"\(default[^)]*\) \(default", text) is None, command
+    for command in COMMANDS:
+        assert summary(command).endswith((".", ")")), summary(command)

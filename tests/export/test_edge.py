@@ -12,8 +12,8 @@ from mobilenets.errors import WeightsError
 from mobilenets.export.edge import FP32_TOLERANCE
 from mobilenets.export.model_export import export_model
 from mobilenets.models import create_model, list_models
-from mobilenets.saved import load
 from mobilenets.training.evaluation import evaluate_checkpoint
+from mobilenets.weights import load
 
 pytest.importorskip("executorch", reason="the [edge] extra is not installed")
 pytest.importorskip("openvino", reason="the [openvino] extra is not installed")

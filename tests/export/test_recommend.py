@@ -7,7 +7,7 @@ import json
 
 import msgspec
 
-from mobilenets.export.bench import BenchRow, BenchRun, Peaks
+from mobilenets.export.bench import BenchRow, BenchRun
 from mobilenets.export.recommend import (
     FASTEST_KEY,
     REFERENCE_FASTEST,
@@ -15,6 +15,7 @@ from mobilenets.export.recommend import (
     recommend,
     record_fastest,
 )
+from mobilenets.export.runtimes import Peaks
 from mobilenets.fileio import write_cache
 
 

@@ -48,19 +48,37 @@ def test_the_papers_tables_are_the_defaults() -> None:
     v2 = create_model("mobilenet_v2").table
     assert v2["stem"] == 32 and v2["last"] == 1280 and len(v2["rows"]) == 17
     assert v2["rows"][:3] == [
-        {"exp": 32, "c": 16, "s": 1},  # t = 1: no expansion conv
-        {"exp": 96, "c": 24, "s": 2},
-        {"exp": 144, "c": 24, "s": 1},
+        {"exp": 32, "out": 16, "s": 1},  # t = 1: no expansion conv
+        {"exp": 96, "out": 24, "s": 2},
+        {"exp": 144, "out": 24, "s": 1},
     ]
     v3 = create_model("mobilenet_v3_small").table
     assert v3["last"] == [576, 1024] and v3["head_nl"] == "HS"
     assert v3["rows"][3] == {"k": 5, "exp": 96, "out": 40, "se": True, "nl": "HS", "s": 2}
 
 
+def test_v2_and_v3_rows_name_their_output_out_and_older_v2_tables_still_read(tmp_path) -> None:
+    """One name for a row's output channels across V2 and V3 (issue 24); a V2 table written
+    before that (rows ``{"exp", "c", "s"}``) builds the same network."""
+    table = create_model("mobilenet_v2", width_mult=0.5).table
+    older = {
+        **table,
+        "rows": [{"exp": r["exp"], "c": r["out"], "s": r["s"]} for r in table["rows"]],
+    }
+    write_table(older, tmp_path / "old.json")
+    torch.manual_seed(0)
+    new = create_model("mobilenet_v2", table=table, num_classes=3).eval()
+    torch.manual_seed(0)
+    old = create_model("mobilenet_v2", table=read_table(tmp_path / "old.json"), num_classes=3)
+    assert old.table == table and old.state_dict().keys() == new.state_dict().keys()
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(old.eval()(x), new(x), atol=0, rtol=0)
+
+
 def test_any_table_builds_with_its_own_widths_and_counts() -> None:
     table = copy.deepcopy(create_model("mobilenet_v2").table)
     table["rows"][5]["exp"] = 64  # one block's expansion cut from 192
-    table["rows"][3]["c"] = table["rows"][4]["c"] = table["rows"][5]["c"] = 24  # a group's width
+    table["rows"][3]["out"] = table["rows"][4]["out"] = table["rows"][5]["out"] = 24  # a group
     model = create_model("mobilenet_v2", num_classes=10, table=table)
     assert model.blocks[5].expand.conv.out_channels == 64
     assert model.blocks[3].project.conv.out_channels == 24

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 from _workspace import Workspace, write_folder
+from hypothesis import settings
 from PIL import Image
+
+# The readers' fuzz tests generate the same cases on every run and machine (CI gates on them),
+# and keep no example database in the checkout.
+settings.register_profile("mobilenets", database=None, derandomize=True, deadline=None)
+settings.load_profile("mobilenets")
 
 
 @pytest.fixture(scope="session")

@@ -843,8 +843,8 @@ ISSUE_23 = [
             "--predictions",
             str(ws.folder / "val" / "circle" / "p.csv"),
         ],
-        r"--predictions .*p\.csv is inside the data folder .*folder: what is written there "
-        r"would become data",
+        r"--predictions .*p\.csv is inside the data folder .*folder/val: what is written "
+        r"there would become data",
     ),
     Case(
         "train-out-inside-data",

@@ -242,3 +242,48 @@ def test_disk_full_is_one_line(ws: Workspace, tmp_path, capsys, monkeypatch) -> 
     assert main(["export", str(ws.weights), "--out", str(tmp_path / "o.onnx")]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert snapshot(ws.root) == before and not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_is_one_line_and_the_previous_file_is_intact(ws, tmp_path, monkeypatch, capsys):
+    """torch.save, onnx, safetensors and OpenVINO each say "disk full" in their own words (a
+    RuntimeError, a SafetensorError): the write is reported as the OS error it is."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    import mobilenets.fileio as fileio
+    import mobilenets.saved.safetensors as saved
+
+    out = tmp_path / "w.safetensors"
+    out.write_bytes(b"the previous weights")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(saved, "save_file", full)
+    monkeypatch.setattr(fileio, "disk_full", lambda folder, spare=0: True)
+    argv = ["convert", "--from", "checkpoint", str(ws.checkpoint), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "w.safetensors: no space left on the device (the previous file is intact)" in err
+    assert out.read_bytes() == b"the previous weights"
+    assert not list(tmp_path.glob(f"*{TMP_SUFFIX}"))
+    with pytest.raises(OSError) as raised, atomic_path(out) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed")
+    assert raised.value.errno == errno.ENOSPC and out.read_bytes() == b"the previous weights"
+
+
+def test_a_killed_exports_temporary_folder_is_removed_by_the_next_export(tmp_path) -> None:
+    from mobilenets.fileio import temporary_folder
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    left = tmp_path / f".m.xml.{int(dead.stdout)}.x1y2{TMP_SUFFIX}"
+    left.mkdir()
+    (left / "m.bin").write_bytes(b"half an IR")
+    with temporary_folder(tmp_path / "m.xml") as folder:
+        assert folder.is_dir() and not left.exists()
+    assert not folder.exists() and list(tmp_path.iterdir()) == []

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from mobilenets.errors import ConfigError, DataError
 from mobilenets.export.model_export import export_model
 from mobilenets.models import create_model
-from mobilenets.saved import NetworkInfo, load
+from mobilenets.saved import NetworkInfo
 from mobilenets.saved.safetensors import save_weights
 from mobilenets.training import TrainConfig, evaluate_checkpoint, fit
 from mobilenets.training.finetune import Teacher, distillation_loss, load_initial_weights
+from mobilenets.weights import load
 
 FOLDER_CLASSES = ("circle", "square", "stripes")
 

@@ -20,7 +20,7 @@ import torch
 
 from mobilenets.cli.main import main
 from mobilenets.models import create_model
-from mobilenets.saved import load
+from mobilenets.weights import load
 
 TOLERANCE = 1e-4
 CASES = [

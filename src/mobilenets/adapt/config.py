@@ -1,13 +1,32 @@
-"""The settings of a NetAdapt search (torch-free: the command line builds its flags from it)."""
+"""The settings of a NetAdapt search (torch-free: the command line builds its flags from it).
+
+As :class:`~mobilenets.training.config.TrainConfig`, every field carries its help text and its
+allowed range or choices as metadata: the same metadata checks an ``AdaptConfig`` built from
+Python and generates the ``adapt`` command's flags.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
+from mobilenets.catalog import MIN_INPUT_SIZE, MODEL_NAMES
 from mobilenets.errors import ConfigError
+from mobilenets.training.config import (
+    MAX_RESOLUTION,
+    MAX_WIDTH_MULT,
+    Range,
+    check_fields,
+    meta,
+)
 
 UNIFORM_ALPHAS = (1.0, 0.75, 0.5, 0.35, 0.25)
+#: The families NetAdapt cuts (inverted residual blocks; V1 has none).
+ADAPTABLE = tuple(n for n in MODEL_NAMES if n.startswith(("mobilenet_v2", "mobilenet_v3")))
+POSITIVE = Range(1, None, integer=True)
+
+
+def _positive(help: str, default: int, **kwargs: object) -> object:
+    return field(default=default, metadata=meta(help, range=POSITIVE, **kwargs))
 
 
 @dataclass
@@ -18,58 +37,70 @@ class AdaptConfig:
     Every budget is counted in optimizer steps or epochs so that a search is reproducible.
     """
 
-    model: str = "mobilenet_v3_small"
-    width_mult: float = 1.0
-    data: str = "digits"
-    resolution: int = 64
-    target_ms: float | None = None
-    target_ratio: float | None = None
-    backend: str = "ort"  # the latency table's runtime: "ort" or "eager"
-    threads: int = 1
-    steps: int = 6  # NetAdapt steps planned: each cuts (start − target) / steps
-    seed_steps: int = 600  # optimizer steps training the seed network
-    finetune_steps: int = 150  # per proposal (short-term fine-tune)
-    final_epochs: int = 15  # the adapted table and each uniform-α model, from scratch
-    batch_size: int = 64
-    lr: float = 0.05  # SGD, cosine to 0 within each training
-    holdout: int = 300  # train images kept out of every fine-tune to rank the proposals
-    divisor: int = 8  # cuts keep channels divisible by this (4 for tiny units)
-    seeds: int = 1  # training seeds of the final comparison (the search itself uses seed 0)
-    uniform: tuple[float, ...] = field(default=UNIFORM_ALPHAS)
-    lut_runs: int = 30
-    seed: int = 0
+    model: str = field(
+        default="mobilenet_v3_small", metadata=meta("the seed network's family", choices=ADAPTABLE)
+    )
+    width_mult: float = field(
+        default=1.0,
+        metadata=meta("the seed's α", range=Range(0, MAX_WIDTH_MULT, low_open=True)),
+    )
+    data: str = field(default="digits", metadata=meta("data spec (digits, photos, a folder)"))
+    resolution: int = field(
+        default=64,
+        metadata=meta("input size, px", range=Range(MIN_INPUT_SIZE, MAX_RESOLUTION, integer=True)),
+    )
+    target_ms: float | None = field(
+        default=None,
+        metadata=meta("latency target, ms", range=Range(0, None, low_open=True), cli=False),
+    )
+    target_ratio: float | None = field(
+        default=None,
+        metadata=meta(
+            "latency target as a share of the seed's predicted latency",
+            range=Range(0, 1, low_open=True, high_open=True),
+            cli=False,
+        ),
+    )
+    backend: str = field(
+        default="ort", metadata=meta("the runtime latency is for", choices=("ort", "eager"))
+    )
+    threads: int = _positive("runtime threads", 1)
+    steps: int = _positive("NetAdapt steps planned: each cuts (start − target) / steps", 6)
+    seed_steps: int = _positive("SGD steps training the seed network", 600)
+    finetune_steps: int = _positive("short-term fine-tune of each proposal, SGD steps", 150)
+    final_epochs: int = _positive(
+        "epochs training the adapted and each uniform-α network from scratch", 15
+    )
+    batch_size: int = field(
+        default=64, metadata=meta("batch size (≥ 2: BatchNorm)", range=Range(2, None, integer=True))
+    )
+    lr: float = field(
+        default=0.05,
+        metadata=meta("SGD learning rate, cosine to 0", range=Range(0, 10, low_open=True)),
+    )
+    holdout: int = _positive("training images kept out of fine-tunes to rank proposals", 300)
+    divisor: int = field(
+        default=8,
+        metadata=meta(
+            "cut channels stay divisible by this (4 below 16 channels)", choices=(1, 2, 4, 8, 16)
+        ),
+    )
+    seeds: int = _positive("training seeds of the final comparison (mean and spread)", 1)
+    uniform: tuple[float, ...] = field(
+        default=UNIFORM_ALPHAS, metadata=meta("the uniform α networks compared", cli=False)
+    )
+    lut_runs: int = _positive("timed runs per layer of the latency table", 30, cli=False)
+    seed: int = field(
+        default=0,
+        metadata=meta("the search's seed", range=Range(0, None, integer=True), cli=False),
+    )
 
     def __post_init__(self) -> None:
         if (self.target_ms is None) == (self.target_ratio is None):
             raise ConfigError("give exactly one of --target-ms and --target-ratio")
-        if self.target_ms is not None and not (
-            math.isfinite(self.target_ms) and self.target_ms > 0
-        ):
-            raise ConfigError(f"--target-ms must be a positive number, got {self.target_ms}")
-        if self.target_ratio is not None and not 0 < self.target_ratio < 1:
-            raise ConfigError(f"--target-ratio must be in (0, 1), got {self.target_ratio}")
-        if self.backend not in ("ort", "eager"):
-            raise ConfigError(f"--backend must be ort or eager, got {self.backend!r}")
-        for name in (
-            "steps",
-            "seed_steps",
-            "finetune_steps",
-            "final_epochs",
-            "threads",
-            "seeds",
-            "lut_runs",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be a positive integer, got {value!r}"
-                )
-        if self.batch_size < 2:
-            raise ConfigError(f"--batch-size must be ≥ 2 (BatchNorm), got {self.batch_size}")
-        if self.divisor not in (1, 2, 4, 8, 16):
-            raise ConfigError(f"--divisor must be 1, 2, 4, 8 or 16, got {self.divisor}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        check_fields(self)
+        for alpha in self.uniform:
+            Range(0, MAX_WIDTH_MULT, low_open=True).check("uniform", alpha)
         self.uniform = tuple(float(a) for a in self.uniform)
         if len(set(self.uniform)) != len(self.uniform):
             raise ConfigError(f"--uniform must list distinct α, got {self.uniform}")

@@ -4,8 +4,10 @@ NetAdapt (Yang et al. 2018, Section 3.2; V3 paper, Section 5.2) predicts a candi
 latency as the sum of its layers' latencies, each measured once, alone, on the target platform,
 and looked up afterwards, so that thousands of candidates cost no more measurements than their
 distinct layers. Here a *layer* is one of a table's pieces at its input size (the stem, one
-block, the head from the last 1×1 conv to the logits), built from the same modules as the
-network (:mod:`mobilenets.layers`), BN folded, batch 1, timed on the chosen backend:
+block, the head from the last 1×1 conv to the logits), built by the family's own pieces (the
+``stem``, ``block`` and ``head`` functions its network is assembled from, so a change to a
+family's block is timed as it is trained), BN folded, batch 1, timed on the chosen backend
+through the runtime layer (:func:`mobilenets.export.runtimes.prepare`):
 
 - ``eager``: the PyTorch module under ``inference_mode``;
 - ``ort``: the layer exported to ONNX alone and run by ONNX Runtime.
@@ -26,7 +28,6 @@ import json
 import platform
 import statistics
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -38,13 +39,16 @@ from torch import nn
 from mobilenets.complexity.latency import time_calls
 from mobilenets.errors import ConfigError
 from mobilenets.export.folding import fold_bn
+from mobilenets.export.runtimes import prepare, torch_threads
 from mobilenets.fileio import cache_dir, read_cache, write_cache
-from mobilenets.layers import ConvNormAct, InvertedResidual, make_activation
+from mobilenets.models import mobilenet_v2, mobilenet_v3
+from mobilenets.models.table import check_table
 from mobilenets.schema import Text
 
 LUT_BACKENDS = ("eager", "ort")
-#: Activation names per family: V2 uses ReLU6 everywhere, V3 the table's RE/HS.
-V2_ACT = "relu6"
+#: Each family's pieces (``stem``, ``block``, ``head``): its network and its latency table
+#: are built by the same functions.
+FAMILIES = {"v2": mobilenet_v2, "v3": mobilenet_v3}
 
 
 def family_of(name: str) -> str:
@@ -59,80 +63,49 @@ def family_of(name: str) -> str:
 
 
 def layer_specs(table: dict, family: str, resolution: int, num_classes: int) -> list[dict]:
-    """The layers of a table at ``resolution``, each a JSON-able spec with its input size."""
-    out_key = "c" if family == "v2" else "out"
-    stem_act = V2_ACT if family == "v2" else table["head_nl"]
+    """The layers of a table at ``resolution``, each a JSON-able spec with its input size: the
+    stem, each block (its table row), the head (the table's last layers and the classifier)."""
+    table = check_table(table, family)  # rows in today's form (older V2 tables say "c")
     size = (resolution + 1) // 2  # the stride-2 stem
-    specs = [{"kind": "stem", "cout": table["stem"], "act": stem_act, "hw": resolution}]
+    ends = {k: table[k] for k in ("stem", "last", "head_nl") if k in table}
+    specs = [{"kind": "stem", "family": family, "table": ends, "hw": resolution}]
     cin = table["stem"]
     for row in table["rows"]:
-        specs.append(
-            {
-                "kind": "block",
-                "cin": cin,
-                "exp": row["exp"],
-                "cout": row[out_key],
-                "k": row.get("k", 3),
-                "s": row["s"],
-                "se": row.get("se", False),
-                "act": V2_ACT if family == "v2" else row["nl"],
-                "hw": size,
-            }
-        )
+        specs.append({"kind": "block", "family": family, "row": row, "cin": cin, "hw": size})
         size = (size + 1) // 2 if row["s"] == 2 else size
-        cin = row[out_key]
-    last = [table["last"]] if family == "v2" else list(table["last"])
-    head_act = V2_ACT if family == "v2" else table["head_nl"]
+        cin = row["out"]
     specs.append(
-        {"kind": "head", "cin": cin, "last": last, "act": head_act, "classes": num_classes,
+        {"kind": "head", "family": family, "table": ends, "cin": cin, "classes": num_classes,
          "hw": size}
     )  # fmt: skip
     return specs
 
 
 def build_layer(spec: dict) -> tuple[nn.Module, torch.Tensor]:
-    """The module a spec describes (BN folded, eval) and a batch-1 input for it."""
-    kind = spec["kind"]
+    """The module a spec describes, built by its family's own pieces (the ones its network is
+    assembled from), BN folded, eval, and a batch-1 input for it."""
+    pieces = FAMILIES[spec["family"]]
+    kind, hw = spec["kind"], spec["hw"]
     if kind == "stem":
-        module = ConvNormAct(3, spec["cout"], 3, 2, act=spec["act"])
-        x = torch.randn(1, 3, spec["hw"], spec["hw"])
+        module, cin = pieces.stem(spec["table"]), 3
     elif kind == "block":
-        module = InvertedResidual(
-            spec["cin"], spec["exp"], spec["cout"], spec["k"], spec["s"], spec["act"], spec["se"]
-        )
-        x = torch.randn(1, spec["cin"], spec["hw"], spec["hw"])
+        module, cin = pieces.block(spec["row"], spec["cin"]), spec["cin"]
     elif kind == "head":
-        parts = [ConvNormAct(spec["cin"], spec["last"][0], 1, act=spec["act"])]
-        parts += [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
-        if len(spec["last"]) == 2:  # V3: a pre-logits layer without BN
-            parts += [nn.Linear(spec["last"][0], spec["last"][1]), make_activation(spec["act"])]
-        parts.append(nn.Linear(spec["last"][-1], spec["classes"]))
-        module = nn.Sequential(*parts)
-        x = torch.randn(1, spec["cin"], spec["hw"], spec["hw"])
+        last, pre_logits, features = pieces.head(spec["table"], spec["cin"])
+        parts = [last, nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
+        parts += [pre_logits] if pre_logits is not None else []
+        module, cin = nn.Sequential(*parts, nn.Linear(features, spec["classes"])), spec["cin"]
     else:
         raise ConfigError(f"unknown layer kind {kind!r}")
-    return fold_bn(module), x
+    return fold_bn(module.eval()), torch.randn(1, cin, hw, hw)
 
 
 def backend_call(module: nn.Module, x: torch.Tensor, backend: str, threads: int) -> Callable:
-    """A no-argument call running ``module`` on ``x`` with ``backend``."""
-    if backend == "eager":
-
-        def call() -> object:
-            with torch.inference_mode():
-                return module(x)
-
-        return call
-    from mobilenets.saved.onnx import OnnxSession
-
+    """A no-argument call running ``module`` on ``x`` with ``backend`` (the runtime layer's
+    :func:`~mobilenets.export.runtimes.prepare`; an ONNX export is made with static shapes in a
+    temporary folder and held in memory by its session)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "layer.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (x,), str(path), input_names=["x"], dynamo=False)
-        session = OnnxSession(path, threads)  # ORT's defaults as predict runs them
-    array = x.numpy()
-    return lambda: session(array)
+        return prepare(module, backend, x, workdir=Path(tmp), threads=threads, dynamic_batch=False)
 
 
 #: A layer's measured latency as read back from the cache: positive, finite and below a minute.
@@ -168,13 +141,9 @@ class LatencyTable:
         """The median latency of one layer (cached)."""
         key = json.dumps(spec, sort_keys=True)
         if key not in self.entries:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
-            try:
+            with torch_threads(self.threads):
                 call = backend_call(*build_layer(spec), self.backend, self.threads)
                 times = time_calls(call, warmup=max(3, self.runs // 5), runs=self.runs)
-            finally:
-                torch.set_num_threads(threads)
             self.entries[key] = statistics.median(times)
             self.measured += 1
             write_cache(self.path, self.entries, self.key)

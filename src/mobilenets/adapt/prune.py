@@ -38,13 +38,9 @@ class Unit:
         return f"block {self.first} output"
 
 
-def out_key(family: str) -> str:
-    return "c" if family == "v2" else "out"
-
-
 def units(table: dict, family: str) -> list[Unit]:
     """Every cuttable unit of a table: each block with an expansion conv, each residual group."""
-    key, rows = out_key(family), table["rows"]
+    key, rows = "out", table["rows"]
     found, cin, start = [], table["stem"], 0
     for i, row in enumerate(rows):
         if row["exp"] != cin:
@@ -60,7 +56,7 @@ def units(table: dict, family: str) -> list[Unit]:
 
 def structure(table: dict, family: str) -> list[tuple[bool, bool]]:
     """Per block: (has an expansion conv, has a residual connection)."""
-    key, cin, shape = out_key(family), table["stem"], []
+    key, cin, shape = "out", table["stem"], []
     for row in table["rows"]:
         shape.append((row["exp"] != cin, row["s"] == 1 and row[key] == cin))
         cin = row[key]
@@ -69,14 +65,14 @@ def structure(table: dict, family: str) -> list[tuple[bool, bool]]:
 
 def width(table: dict, family: str, unit: Unit) -> int:
     row = table["rows"][unit.first]
-    return row["exp"] if unit.kind == "exp" else row[out_key(family)]
+    return row["exp"] if unit.kind == "exp" else row["out"]
 
 
 def cut(table: dict, family: str, unit: Unit, channels: int) -> dict | None:
     """``table`` with ``unit`` at ``channels``; None when that would change the structure."""
     new = copy.deepcopy(table)
     for i in range(unit.first, unit.last + 1):
-        new["rows"][i]["exp" if unit.kind == "exp" else out_key(family)] = channels
+        new["rows"][i]["exp" if unit.kind == "exp" else "out"] = channels
     return new if structure(new, family) == structure(table, family) else None
 
 
@@ -127,7 +123,7 @@ def _slice_se(se: nn.Module, hidden: torch.Tensor, target: nn.Module) -> None:
 def inherit(seed: nn.Module, target: nn.Module, family: str) -> nn.Module:
     """Copy ``seed``'s weights into ``target`` (the same table but narrower units), keeping the
     filters with the largest L1 norm; returns ``target``."""
-    table, key = target.table, out_key(family)
+    table, key = target.table, "out"
     keep_out: dict[int, torch.Tensor] = {}
     for unit in units(seed.table, family):
         if unit.kind == "out":

@@ -30,6 +30,7 @@ from mobilenets.adapt.lut import family_of
 from mobilenets.adapt.search import Search, search_data
 from mobilenets.complexity.latency import spread, time_interleaved
 from mobilenets.export.folding import fold_bn
+from mobilenets.export.runtimes import torch_threads
 from mobilenets.fileio import (
     atomic_path,
     check_writable_folder,
@@ -125,10 +126,8 @@ def measure(
     300, within 4% of each other in two runs."""
     from mobilenets.adapt.lut import backend_call
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
     x = torch.randn(1, 3, config.resolution, config.resolution)
-    try:
+    with torch_threads(config.threads):
         calls = {
             name: backend_call(
                 fold_bn(create_model(config.model, table=table, num_classes=num_classes).eval()),
@@ -139,8 +138,6 @@ def measure(
             for name, table in networks.items()
         }
         return {name: spread(t) for name, t in time_interleaved(calls, 5, runs).items()}
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _comparison(config: AdaptConfig, history: list[dict], runs: dict, measured: dict) -> list[dict]:

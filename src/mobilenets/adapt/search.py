@@ -169,7 +169,7 @@ class Search:
         if step.step != index:
             raise DamagedFileError(f"{where}.step is {step.step}, expected {index}")
         try:
-            check_table(step.table, self.family)
+            step.table = check_table(step.table, self.family)
         except ConfigError as err:
             raise DamagedFileError(f"{where}.table: {err}") from None
         if not (self.out / step.weights).is_file():

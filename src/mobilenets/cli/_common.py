@@ -74,3 +74,49 @@ def comma_list(item: Callable[[str], object]) -> Callable[[str], list]:
 width_mult = number(0, MAX_WIDTH_MULT, low_open=True)
 resolution = integer(MIN_INPUT_SIZE, MAX_RESOLUTION)
 positive = integer(1)
+
+
+def add_field_arguments(
+    parser: argparse.ArgumentParser,
+    config: type,
+    *,
+    include: Callable[[object], bool] = lambda field: True,
+    defaults: dict[str, object] | None = None,
+) -> None:
+    """One flag per field of a config dataclass, generated from the field: its type, default,
+    range or choices and help (fields whose metadata says ``cli=False`` are left out, and those
+    ``include`` refuses). ``defaults`` overrides a field's default on this command."""
+    import dataclasses
+
+    for f in dataclasses.fields(config):
+        meta = f.metadata
+        if not meta.get("cli", True) or not include(f):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = (defaults or {}).get(f.name, f.default)
+        if isinstance(default, bool):
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(flag, action=action, default=default, help=meta["help"])
+        elif meta.get("choices"):
+            choices = meta["choices"]
+            kind = type(choices[0]) if not isinstance(choices[0], str) else None
+            parser.add_argument(
+                flag, choices=choices, type=kind, default=default, help=meta["help"]
+            )
+        elif meta.get("range") is not None:
+            parser.add_argument(
+                flag, type=in_range(meta["range"]), default=default, help=meta["help"]
+            )
+        else:
+            parser.add_argument(flag, default=default, help=meta["help"])
+
+
+def field_values(config: type, args: argparse.Namespace, *, skip: tuple[str, ...] = ()) -> dict:
+    """The values of a config's fields that the parsed flags hold (others keep defaults)."""
+    import dataclasses
+
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(config)
+        if hasattr(args, f.name) and f.name not in skip
+    }

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mobilenets.export.bench import format_bench, run_bench, write_bench
+    from mobilenets.export.bench import run_bench
+    from mobilenets.export.bench_report import format_bench, write_bench
 
     result = run_bench(
         args.models,

@@ -62,7 +62,14 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whos
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every flag's default in its help; examples kept as written."""
+    """Every flag's default in its help, once (not when the help already says it, and never
+    "None" or an off switch's "False"); examples kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in help:
+            return help
+        return super()._get_help_string(action)
 
 
 def command_module(name: str) -> ModuleType:
@@ -74,7 +81,8 @@ def summary(name: str) -> str:
     source file without importing the module (and torch with it)."""
     origin = importlib.util.find_spec(f"mobilenets.cli.{name}").origin
     doc = ast.get_docstring(ast.parse(Path(origin).read_text(encoding="utf-8"))) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else name
+    first = doc.strip().split("\n\n")[0]  # the first paragraph, however many lines it takes
+    return " ".join(first.split()) or name
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from mobilenets.export.recommend import recommend
     from mobilenets.saved.loader import exported_info
 
-    advice = recommend(exported_info(args.out).model)
+    advice = recommend(exported_info(report.path).model)  # --out, or the rejected file
     if advice:
         print(advice, file=sys.stderr)
     return 0 if report.ok else 1

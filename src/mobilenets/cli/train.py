@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
@@ -19,24 +18,12 @@ EXAMPLES = """\
 def add_training_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     """One flag per :class:`TrainConfig` field, generated from the field: its type, default,
     range or choices and help. ``sweep`` leaves out what the sweep sets per cell."""
-    for f in dataclasses.fields(TrainConfig):
-        meta = f.metadata
-        if not meta.get("cli", True) or (sweep and not meta.get("sweep", True)):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if sweep and f.name == "epochs":
-            default = SWEEP_EPOCHS
-        if isinstance(default, bool):
-            action = argparse.BooleanOptionalAction if default else "store_true"
-            parser.add_argument(flag, action=action, default=default, help=meta["help"])
-        elif meta.get("choices"):
-            parser.add_argument(flag, choices=meta["choices"], default=default, help=meta["help"])
-        elif meta.get("range") is not None:
-            kind = cli_types.in_range(meta["range"])
-            parser.add_argument(flag, type=kind, default=default, help=meta["help"])
-        else:
-            parser.add_argument(flag, default=default, help=meta["help"])
+    cli_types.add_field_arguments(
+        parser,
+        TrainConfig,
+        include=lambda f: not sweep or f.metadata.get("sweep", True),
+        defaults={"epochs": SWEEP_EPOCHS} if sweep else None,
+    )
     parser.add_argument(
         "--dropout",
         type=cli_types.number(0, 1, high_open=True),
@@ -47,11 +34,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, sweep: bool = Fal
 
 def config_from_args(args: argparse.Namespace, out: str) -> TrainConfig:
     """The config the flags describe (fields the command does not offer keep their defaults)."""
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(TrainConfig)
-        if hasattr(args, f.name) and f.name != "out"
-    }
+    values = cli_types.field_values(TrainConfig, args, skip=("out",))
     model_kwargs = {} if args.dropout is None else {"dropout": args.dropout}
     return TrainConfig(**values, out=out, model_kwargs=model_kwargs)
 

@@ -109,6 +109,16 @@ def time_interleaved(
     return times
 
 
+#: A timing whose 10th–90th percentile range exceeds this share of its median is flagged
+#: (``bench``'s rows, the sweep's cells): the machine was busy while it was measured.
+WIDE_SPREAD = 0.25
+
+
+def is_wide(median: float, p10: float, p90: float) -> bool:
+    """Whether a timing's p10–p90 range exceeds :data:`WIDE_SPREAD` of its median."""
+    return p90 - p10 > WIDE_SPREAD * median
+
+
 def spread(times: Sequence[float]) -> tuple[float, float, float]:
     """Median, 10th and 90th percentile."""
     deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else []

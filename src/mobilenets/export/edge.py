@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mobilenets.errors import ConfigError, WeightsError, display
+from mobilenets.export.onnx import output_names
 from mobilenets.fileio import atomic_path, temporary_folder
 from mobilenets.saved.edge import (
     OPENVINO_INFO_KEY,
@@ -58,8 +59,17 @@ def check_fp32(exported: nn.Module, model: nn.Module, size: int, where: Path) ->
     with torch.no_grad():
         expected = model.eval()(x)
         got = exported(x)
-    scale = max(1.0, float(expected.abs().max()))
-    difference = float((got - expected).abs().max()) / scale
+    if not isinstance(expected, dict):
+        expected, got = {"logits": expected}, {"logits": got}
+    if not isinstance(got, dict) or list(got) != list(expected):
+        raise WeightsError(
+            f"{display(where)} returns {list(got) if isinstance(got, dict) else 'one output'}, "
+            f"PyTorch {list(expected)}: not written"
+        )
+    difference = max(
+        float((got[k] - v).abs().max()) / max(1.0, float(v.abs().max()))
+        for k, v in expected.items()
+    )
     if not difference <= FP32_TOLERANCE:
         raise WeightsError(
             f"{display(where)} differs from PyTorch by {difference:.2e} (relative; allowed "
@@ -109,7 +119,9 @@ def export_pte(
     example = torch.zeros(1, getattr(model, "in_chans", 3), info.input_size, info.input_size)
     int8 = calibration is not None
     graph = quantize_pt2e(model, example, calibration) if int8 else model
+    outputs = output_names(model, example)
     record = {**(extra or {}), "batch": 1, "precision": "int8" if int8 else "fp32"}
+    record["outputs"] = outputs
     text = encode_info(info, record).encode("utf-8")
     with torch.no_grad():
         program = to_edge_transform_and_lower(

@@ -90,18 +90,19 @@ def _child(spec: dict) -> list[float]:
     import torch
 
     from mobilenets.complexity.latency import time_calls
-    from mobilenets.export.bench import _runner, reference_model
+    from mobilenets.export.references import reference_model
+    from mobilenets.export.runtimes import prepare, torch_threads
     from mobilenets.models.registry import create_model
 
     name, source, backend = spec["key"]
     threads = spec["threads"]
-    torch.set_num_threads(threads)
     model = create_model(name).eval() if source == "mobilenets" else reference_model(name)[1]
     torch.manual_seed(0)
     size = spec["resolution"]
     x = torch.randn(spec["batch_size"], 3, size, size)
-    with torch.inference_mode():
-        call = _runner(model, backend, x, Path(spec["workdir"]), f"{name}-{source}", threads)
+    with torch_threads(threads), torch.inference_mode():
+        workdir, tag = Path(spec["workdir"]), f"{name}-{source}"
+        call = prepare(model, backend, x, workdir=workdir, tag=tag, threads=threads)
         return time_calls(call, spec["warmup"], spec["runs"])
 
 

@@ -21,6 +21,19 @@ OPSET = 18
 INPUT, OUTPUT = "input", "logits"
 
 
+def output_names(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The names a network's outputs are exported under: a dict's keys (torchvision's
+    segmentation models return ``{"out", "aux"}``), ``output_0``... for a tuple, else
+    ``logits``."""
+    with torch.no_grad():
+        result = model(x)
+    if isinstance(result, dict):
+        return [str(k) for k in result]
+    if isinstance(result, tuple | list):
+        return [f"output_{i}" for i in range(len(result))]
+    return [OUTPUT]
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -31,6 +44,7 @@ def export_onnx(
     opset: int = OPSET,
     metadata: dict[str, object] | None = None,
     exporter: str = "torchscript",
+    example: torch.Tensor | None = None,
 ) -> Path:
     """Export ``model`` (eval mode) to ONNX and check it with ``onnx.checker``.
 
@@ -38,7 +52,9 @@ def export_onnx(
     keywords) and ``metadata`` (e.g. ``bn_folded``). ``exporter`` is torch's TorchScript-based
     exporter (the default, with constant folding) or ``"dynamo"`` (``torch.export`` based; needs
     onnxscript); ``python benchmarks/onnx_exporters.py`` compares them. The file is written
-    atomically.
+    atomically. ``example`` is the input to trace with (default: zeros of the record's size);
+    every output is exported under its name (:func:`output_names`), listed in the record as
+    ``outputs``.
     """
     if exporter not in EXPORTERS:
         raise ConfigError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -53,11 +69,18 @@ def export_onnx(
         info_values = {"model": type(model).__name__, "input_size": resolution or 224}
     else:
         info_values = info.to_dict()
+    if example is not None:
+        resolution = int(example.shape[-1])
     if resolution is not None:
         info_values["input_size"] = resolution
     size = int(info_values["input_size"])
-    x = torch.zeros(1, getattr(model, "in_chans", 3), size, size)
-    axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
+    x = (
+        example[:1]
+        if example is not None
+        else torch.zeros(1, getattr(model, "in_chans", 3), size, size)
+    )
+    outputs = output_names(model, x)
+    axes = {name: {0: "batch"} for name in [INPUT, *outputs]} if dynamic_batch else None
     with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -66,7 +89,7 @@ def export_onnx(
                 (x,),
                 str(tmp),
                 input_names=[INPUT],
-                output_names=[OUTPUT],
+                output_names=outputs,
                 dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,
@@ -74,7 +97,7 @@ def export_onnx(
                 **({"external_data": False, "verbose": False} if exporter == "dynamo" else {}),
             )
         proto = onnx.load(str(tmp))
-        set_onnx_metadata(proto, {**info_values, **(metadata or {})})
+        set_onnx_metadata(proto, {**info_values, "outputs": outputs, **(metadata or {})})
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
     return path

@@ -304,14 +304,7 @@ def quantize_onnx(
         margin: the largest acceptable top-1 drop, in points (accuracy guard).
         min_agreement, min_confident_agreement: the agreement guard's floors, in percent.
     """
-    out_path = check_output_path(out_path, model_path, data=[calib_data])
-    if out_path.suffix in (".xml", ".bin", ".safetensors", ".pt", ".pth"):
-        raise ConfigError(
-            f"--out {display(out_path)}: quantize writes an int8 ONNX model (FILE.onnx) or an "
-            "ExecuTorch program (FILE.pte); `mobilenets export FILE.int8.onnx --out FILE.xml` "
-            "makes the OpenVINO IR"
-        )
-    staged = check_output_path(rejected_path(out_path), model_path)
+    out_path, staged = _outputs(out_path, model_path, calib_data)
     if Path(model_path).suffix != ".onnx":
         raise ConfigError(f"{display(model_path)} is not an .onnx model; export it first")
     fp32_network, info = load(model_path)
@@ -322,14 +315,7 @@ def quantize_onnx(
 
     import onnx
 
-    nodes = [n.name for n in proto.graph.node]
-    excluded = [n for n in nodes if any(fnmatch.fnmatch(n, p) for p in keep_fp32)]
-    unmatched = [p for p in keep_fp32 if not any(fnmatch.fnmatch(n, p) for n in nodes)]
-    if unmatched:
-        raise ConfigError(
-            f"--keep-fp32 {listed(unmatched)} matches no node of {display(model_path)}; node "
-            f"names follow the module names, e.g. {listed(nodes[:3])}"
-        )
+    excluded = _kept_nodes([n.name for n in proto.graph.node], keep_fp32, model_path)
     with atomic_path(staged) as tmp:
         reader = _Calibration(calib, indices, "input")
         quantize_qdq(model_path, tmp, reader, excluded, calib_method)
@@ -382,8 +368,7 @@ def quantize_pte(
 
     if Path(out_path).suffix != ".pte":
         raise ConfigError(f"an ExecuTorch program is written as FILE.pte, not {display(out_path)}")
-    out_path = check_output_path(out_path, source, data=[calib_data])
-    staged = check_output_path(rejected_path(out_path), source)
+    out_path, staged = _outputs(out_path, source, calib_data)
     model, info = source_network(source, out_path)
     if info is None:
         raise ConfigError(
@@ -415,6 +400,31 @@ def quantize_pte(
         min_confident_agreement=min_confident_agreement,
         why=why,
     )
+
+
+def _outputs(out_path: str | Path, source: str | Path, calib_data: str) -> tuple[Path, Path]:
+    """``--out`` and where the int8 file is staged (:func:`rejected_path`), both checked by the
+    output policy."""
+    out_path = check_output_path(out_path, source, data=[calib_data])
+    if out_path.suffix in (".xml", ".bin", ".safetensors", ".pt", ".pth"):
+        raise ConfigError(
+            f"--out {display(out_path)}: quantize writes an int8 ONNX model (FILE.onnx) or an "
+            "ExecuTorch program (FILE.pte); `mobilenets export FILE.int8.onnx --out FILE.xml` "
+            "makes the OpenVINO IR"
+        )
+    return out_path, check_output_path(rejected_path(out_path), source)
+
+
+def _kept_nodes(nodes: list[str], patterns: Sequence[str], where: str | Path) -> list[str]:
+    """The node names ``--keep-fp32``'s patterns match; a pattern that matches none is an
+    error (it would silently quantize what the user meant to keep)."""
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatch(n, p) for n in nodes)]
+    if unmatched:
+        raise ConfigError(
+            f"--keep-fp32 {listed(unmatched)} matches no node of {display(where)}; node names "
+            f"follow the module names, e.g. {listed(nodes[:3])}"
+        )
+    return [n for n in nodes if any(fnmatch.fnmatch(n, p) for p in patterns)]
 
 
 def rejected_path(out_path: str | Path) -> Path:

@@ -41,17 +41,35 @@ V2_TABLE_2 = [
 
 def v2_table(width_mult: float = 1.0) -> dict:
     """Table 2 unrolled, one row per bottleneck, with α applied: ``exp`` = t × the block's input
-    channels, ``c`` its output channels (see :mod:`mobilenets.models.table`)."""
+    channels, ``out`` its output channels (see :mod:`mobilenets.models.table`)."""
     width_mult = check_width_mult(width_mult)
     stem = make_divisible(V2_STEM_CHANNELS * width_mult)
     rows, in_channels = [], stem
     for t, c, n, s in V2_TABLE_2:
         out_channels = make_divisible(c * width_mult)
         for i in range(n):
-            rows.append({"exp": in_channels * t, "c": out_channels, "s": s if i == 0 else 1})
+            rows.append({"exp": in_channels * t, "out": out_channels, "s": s if i == 0 else 1})
             in_channels = out_channels
     last = make_divisible(V2_LAST_CHANNELS * max(1.0, width_mult))
     return {"stem": stem, "rows": rows, "last": last}
+
+
+# --- the pieces a V2 network is assembled from (NetAdapt's latency table builds the same) ----
+
+
+def stem(table: dict, in_chans: int = 3, **norm: object) -> nn.Module:
+    """The 3×3 stride-2 conv (Table 2's first row)."""
+    return ConvNormAct(in_chans, table["stem"], 3, stride=2, act="relu6", **norm)
+
+
+def block(row: dict, in_channels: int, **norm: object) -> nn.Module:
+    """One bottleneck of a table row: 1×1 expansion, 3×3 depthwise, linear 1×1 projection."""
+    return InvertedResidual(in_channels, row["exp"], row["out"], 3, row["s"], "relu6", **norm)
+
+
+def head(table: dict, in_channels: int, **norm: object) -> tuple[nn.Module, None, int]:
+    """The last 1×1 conv (1280), no pre-logits layer, and the classifier's input width."""
+    return ConvNormAct(in_channels, table["last"], 1, act="relu6", **norm), None, table["last"]
 
 
 class MobileNetV2(MobileNet):
@@ -91,23 +109,18 @@ class MobileNetV2(MobileNet):
     ) -> None:
         refuse_with_table(table, width_mult=(width_mult, 1.0))
         table = check_table(table, "v2") if table is not None else v2_table(width_mult)
-        stem_channels = table["stem"]
         norm = {"bn_eps": bn_eps, "norm_layer": norm_layer, "padding": check_padding(padding)}
-        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act="relu6", **norm)
         blocks = []
-        in_channels = stem_channels
+        in_channels = table["stem"]
         for row in table["rows"]:
-            block = InvertedResidual(
-                in_channels, row["exp"], row["c"], 3, row["s"], "relu6", **norm
-            )
-            blocks.append((block, row["s"], row["c"]))
-            in_channels = row["c"]
-        last_channels = table["last"]
+            blocks.append((block(row, in_channels, **norm), row["s"], row["out"]))
+            in_channels = row["out"]
+        last_conv, _, last_channels = head(table, in_channels, **norm)
         super().__init__(
-            stem=stem,
-            stem_channels=stem_channels,
+            stem=stem(table, in_chans, **norm),
+            stem_channels=table["stem"],
             blocks=blocks,
-            head=ConvNormAct(in_channels, last_channels, 1, act="relu6", **norm),
+            head=last_conv,
             num_features=last_channels,
             pre_logits=None,
             classifier_in=last_channels,

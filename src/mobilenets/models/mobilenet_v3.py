@@ -165,26 +165,49 @@ def v3_table(
     return {"stem": stem, "rows": resolved, "last": [last_conv, head], "head_nl": head_nl}
 
 
+# --- the pieces a V3 network is assembled from (NetAdapt's latency table builds the same) ----
+
+
+def stem(table: dict, in_chans: int = 3, **norm: object) -> nn.Module:
+    """The 3×3 stride-2 conv (16 channels, h-swish; ReLU when minimalistic)."""
+    return ConvNormAct(in_chans, table["stem"], 3, stride=2, act=table["head_nl"], **norm)
+
+
+def block(row: dict, in_channels: int, dilation: int = 1, **norm: object) -> nn.Module:
+    """One bneck of a table row: expansion, k×k depthwise, optional SE, linear projection."""
+    return InvertedResidual(
+        in_channels,
+        row["exp"],
+        row["out"],
+        row["k"],
+        row["s"],
+        row["nl"],
+        row["se"],
+        **norm,
+        dilation=dilation,
+    )
+
+
+def head(table: dict, in_channels: int, **norm: object) -> tuple[nn.Module, nn.Module, int]:
+    """The last 1×1 conv with BN (960/576), the pre-logits 1×1 conv without BN as a Linear
+    (1280/1024), and the classifier's input width."""
+    last_conv, head_channels = table["last"]
+    act = table["head_nl"]
+    pre_logits = nn.Sequential(nn.Linear(last_conv, head_channels), make_activation(act))
+    return ConvNormAct(in_channels, last_conv, 1, act=act, **norm), pre_logits, head_channels
+
+
 def _bnecks(
     rows: list[dict], in_channels: int, dilated: bool, norm: dict
 ) -> list[tuple[nn.Module, int, int]]:
-    """One InvertedResidual per table row: (block, stride, output channels)."""
+    """One bneck per table row: (block, stride, output channels)."""
     blocks = []
     last_stage = max(i for i, row in enumerate(rows) if row["s"] == 2)
     for i, row in enumerate(rows):
         dilation = 2 if dilated and i >= last_stage else 1  # output stride 16
-        block = InvertedResidual(
-            in_channels,
-            row["exp"],
-            row["out"],
-            row["k"],
-            row["s"],
-            row["nl"],
-            row["se"],
-            **norm,
-            dilation=dilation,
+        blocks.append(
+            (block(row, in_channels, dilation, **norm), 1 if dilation > 1 else row["s"], row["out"])
         )
-        blocks.append((block, 1 if dilation > 1 else row["s"], row["out"]))
         in_channels = row["out"]
     return blocks
 
@@ -247,19 +270,14 @@ class MobileNetV3(MobileNet):
                 rows, last_channels, width_mult, channel_rules, reduced_tail, minimalistic
             )
         table = check_table(table, "v3")
-        head_act = table["head_nl"]
-        stem_channels = table["stem"]
         norm = {"bn_eps": bn_eps, "norm_layer": norm_layer, "padding": check_padding(padding)}
-        stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act=head_act, **norm)
-
-        blocks = _bnecks(table["rows"], stem_channels, dilated, norm)
-        in_channels = blocks[-1][2]
-        last_conv, head_channels = table["last"]
-        blocks.append((ConvNormAct(in_channels, last_conv, 1, act=head_act, **norm), 1, last_conv))
-        pre_logits = nn.Sequential(nn.Linear(last_conv, head_channels), make_activation(head_act))
+        blocks = _bnecks(table["rows"], table["stem"], dilated, norm)
+        last, pre_logits, head_channels = head(table, blocks[-1][2], **norm)
+        last_conv = table["last"][0]
+        blocks.append((last, 1, last_conv))  # the last 1×1 conv is a feature level (timm)
         super().__init__(
-            stem=stem,
-            stem_channels=stem_channels,
+            stem=stem(table, in_chans, **norm),
+            stem_channels=table["stem"],
             blocks=blocks,
             head=None,
             num_features=last_conv,

@@ -6,8 +6,9 @@ channels, so ``create_model(name, table=t)`` builds any of them and the table is
 weights (it is one of the model's keywords) so a saved network rebuilds itself:
 
 - V1: ``{"stem": 32, "rows": [{"s": 1, "c": 64}, ...]}`` (Table 1, one row per separable layer);
-- V2: ``{"stem": 32, "rows": [{"exp": 32, "c": 16, "s": 1}, ...], "last": 1280}`` (Table 2
-  unrolled: one row per bottleneck, ``exp`` its expansion channels, ``exp == in`` for t = 1);
+- V2: ``{"stem": 32, "rows": [{"exp": 32, "out": 16, "s": 1}, ...], "last": 1280}`` (Table 2
+  unrolled: one row per bottleneck, ``exp`` its expansion channels, ``exp == in`` for t = 1;
+  tables written before V2 and V3 rows shared the name ``out`` call it ``c`` and still read);
 - V3: ``{"stem": 16, "rows": [{"k": 3, "exp": 16, "out": 16, "se": false, "nl": "RE", "s": 1},
   ...], "last": [960, 1280], "head_nl": "HS"}`` (Tables 1 and 2 with the expansion resolved).
 
@@ -28,7 +29,7 @@ MAX_CHANNELS = 16384
 #: The fields of one row, per family, and of the whole table.
 ROW_FIELDS = {
     "v1": ("s", "c"),
-    "v2": ("exp", "c", "s"),
+    "v2": ("exp", "out", "s"),
     "v3": ("k", "exp", "out", "se", "nl", "s"),
 }
 TABLE_FIELDS = {
@@ -86,6 +87,8 @@ def check_table(table: object, family: str) -> dict:
         raise ConfigError(f"{where}: 'rows' must be a non-empty list of rows, got {rows!r}")
     checked_rows = []
     for i, row in enumerate(rows):
+        if family == "v2" and isinstance(row, Mapping) and "c" in row and "out" not in row:
+            row = {("out" if k == "c" else k): v for k, v in row.items()}  # the older name
         row = _keys(row, ROW_FIELDS[family], f"{where}: rows[{i}]")
         checked_rows.append(
             {name: _field(name, row[name], f"{where}: rows[{i}].{name}") for name in row}

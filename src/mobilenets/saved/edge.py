@@ -23,7 +23,8 @@ import torch
 from mobilenets.errors import ConfigError, WeightsError, display
 from mobilenets.fileio import require_file
 from mobilenets.saved.info import NetworkInfo
-from mobilenets.schema import decode, validate
+from mobilenets.saved.onnx import named_outputs
+from mobilenets.schema import Text, decode, validate
 
 PTE_INFO_METHOD = "mobilenets_info"
 OPENVINO_INFO_KEY = ["mobilenets", "info"]
@@ -49,6 +50,9 @@ class ExportRecord(msgspec.Struct):
     exporter's notes and are ignored): the batch the program takes."""
 
     batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 1
+    outputs: Annotated[list[Text], msgspec.Meta(min_length=1, max_length=64)] = msgspec.field(
+        default_factory=lambda: ["logits"]
+    )
 
 
 def _decode_info(text: str | bytes, where: Path) -> tuple[NetworkInfo, dict]:
@@ -139,15 +143,22 @@ class PteProgram(torch.nn.Module):
                 f"ExecuTorch cannot load {display(self.path)}: {display(err)[:200]}"
             ) from err
         self.info, self.record = _pte_record(self.program, self.path)
-        self.batch = int(self.record.get("batch", 1))
+        extras = msgspec.convert(self.record, ExportRecord)
+        self.batch, self.output_names = extras.batch, extras.outputs
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         x = x.detach().cpu().float().contiguous()
         parts = [
-            self.method.execute([x[i : i + self.batch].contiguous()])[0]
+            self.method.execute([x[i : i + self.batch].contiguous()])
             for i in range(0, len(x), self.batch)
         ]
-        return torch.cat(parts)
+        if len(parts[0]) != len(self.output_names):
+            raise WeightsError(
+                f"{display(self.path)} returns {len(parts[0])} outputs but its record names "
+                f"{len(self.output_names)}"
+            )
+        joined = [torch.cat([part[i] for part in parts]) for i in range(len(self.output_names))]
+        return named_outputs(self.output_names, joined)
 
 
 class OpenVinoModel(torch.nn.Module):
@@ -172,7 +183,10 @@ class OpenVinoModel(torch.nn.Module):
         }
         self.compiled = ov.Core().compile_model(model, "CPU", config)
         self.precision = precision
+        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         array = np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
-        return torch.from_numpy(np.asarray(self.compiled(array)[0]).copy())
+        result = self.compiled(array)
+        values = [np.asarray(result[i]).copy() for i in range(len(self.output_names))]
+        return named_outputs(self.output_names, values)

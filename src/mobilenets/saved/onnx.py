@@ -71,7 +71,8 @@ def onnx_info(path: str | Path) -> NetworkInfo:
 
 
 class OnnxSession:
-    """An ONNX Runtime session on the CPU: ``session(batch)`` returns the logits (numpy).
+    """An ONNX Runtime session on the CPU: ``session.outputs(batch)`` returns every output by
+    the name it was exported under, ``session(batch)`` the first (a classifier's logits).
 
     ``threads`` defaults to every core, with the workers spinning between calls (ONNX Runtime's
     own default, set explicitly): at batch 1 on 2 cores that is 1.6–1.9× faster than 1 thread,
@@ -98,19 +99,38 @@ class OnnxSession:
                 f"ONNX Runtime cannot load {display(path)}: {display(err)[:200]}"
             ) from err
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _run(self, x: torch.Tensor | np.ndarray) -> list[np.ndarray]:
+        array = x.numpy() if isinstance(x, torch.Tensor) else x
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(array, np.float32)})
+
+    def outputs(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the model on ``x``, by name."""
+        return dict(zip(self.output_names, self._run(x), strict=True))
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        array = x.numpy() if isinstance(x, torch.Tensor) else x
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(array, np.float32)})[0]
+        return self._run(x)[0]
+
+
+def named_outputs(names: list[str], values: list) -> torch.Tensor | dict[str, torch.Tensor]:
+    """An exported network's outputs as its PyTorch module returns them: the tensor of a
+    single-output network, else a dict of every output by name (as torchvision's dense models)."""
+    tensors = [torch.as_tensor(np.asarray(v)) for v in values]
+    if len(tensors) == 1:
+        return tensors[0]
+    return dict(zip(names, tensors, strict=True))
 
 
 class OnnxModule(torch.nn.Module):
     """An ONNX Runtime session behind the ``nn.Module`` call interface (eval only), so the
-    evaluation loop and prediction run PyTorch and ONNX models alike."""
+    evaluation loop and prediction run PyTorch and ONNX models alike; a network with several
+    outputs returns them as a dict by name."""
 
     def __init__(self, session: OnnxSession) -> None:
         super().__init__()
         self.session = session
+        self.output_names = session.output_names
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session(x.detach().cpu().contiguous()))
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        return named_outputs(self.output_names, self.session._run(x.detach().cpu().contiguous()))

@@ -80,6 +80,20 @@ def meta(
     return {"help": help, "range": range, "choices": choices, "cli": cli, "sweep": sweep}
 
 
+def check_fields(config: object) -> None:
+    """Every field of a config dataclass checked by its own metadata (range or choices): a bad
+    value names the field and what is allowed. ``None`` passes where it is the default."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        choices, allowed = f.metadata.get("choices"), f.metadata.get("range")
+        if value is None and f.default is None:
+            continue
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{f.name} must be one of {choices}, got {value!r}")
+        if allowed is not None:
+            allowed.check(f.name, value)
+
+
 @dataclass
 class TrainConfig:
     """One training run.
@@ -262,15 +276,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Every setting checked before anything starts, by the fields' own ranges and choices:
         a bad value names the field and what is allowed."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            choices, allowed = f.metadata.get("choices"), f.metadata.get("range")
-            if value is None and f.default is None:
-                continue
-            if choices is not None and value not in choices:
-                raise ConfigError(f"{f.name} must be one of {choices}, got {value!r}")
-            if allowed is not None:
-                allowed.check(f.name, value)
+        check_fields(self)
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
         self._check_recipe()

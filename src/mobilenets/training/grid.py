@@ -20,8 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from mobilenets.catalog import MIN_INPUT_SIZE
-from mobilenets.complexity.latency import spread, time_interleaved
+from mobilenets.complexity.latency import WIDE_SPREAD, is_wide, spread, time_interleaved
 from mobilenets.errors import DamagedFileError, display
+from mobilenets.export.runtimes import prepare
 from mobilenets.fileio import check_writable_folder, new_figure, save_figure, write_text_atomic
 from mobilenets.schema import (
     Count,
@@ -91,10 +92,6 @@ def read_cell(path: Path, model: str, width_mult: float, resolution: int) -> dic
     return msgspec.structs.asdict(cell)
 
 
-#: A latency whose 10th–90th percentile range exceeds this share of its median is flagged.
-WIDE_SPREAD = 0.25
-
-
 @torch.inference_mode()
 def measure_latencies(
     models: dict[tuple[float, int], torch.nn.Module], runs: int = 30, channels_last: bool = True
@@ -103,16 +100,12 @@ def measure_latencies(
     resolution): model``, timed interleaved across the models
     (:func:`~mobilenets.complexity.latency.time_interleaved`: a warm-up round, then ``runs``
     rounds in rotating order) so that load on the machine falls on all alike."""
-    calls = {}
-    for (alpha, resolution), model in models.items():
-        x = torch.randn(1, 3, resolution, resolution)
-        model = model.eval()
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        calls[alpha, resolution] = (model, x)
-    fns = {key: (lambda m=model, x=x: m(x)) for key, (model, x) in calls.items()}
-    return {key: spread(t) for key, t in time_interleaved(fns, 1, runs).items()}
+    backend = "channels_last" if channels_last else "eager"
+    calls = {
+        key: prepare(model, backend, torch.randn(1, 3, key[1], key[1]))
+        for key, model in models.items()
+    }
+    return {key: spread(t) for key, t in time_interleaved(calls, 1, runs).items()}
 
 
 def latency_phase(config: SweepConfig, rows: list[dict], log: Callable[[str], None]) -> None:
@@ -139,7 +132,7 @@ def latency_phase(config: SweepConfig, rows: list[dict], log: Callable[[str], No
 
 def wide(row: dict) -> bool:
     """Whether a cell's latency spread (p10–p90) is wider than ``WIDE_SPREAD`` of its median."""
-    return (row["latency_p90_ms"] - row["latency_p10_ms"]) > WIDE_SPREAD * row["latency_ms"]
+    return is_wide(row["latency_ms"], row["latency_p10_ms"], row["latency_p90_ms"])
 
 
 def sweep(config: SweepConfig, log: Callable[[str], None] = log_to_stderr) -> list[dict]:

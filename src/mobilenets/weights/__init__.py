@@ -9,23 +9,28 @@ that reads a network goes through them.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from mobilenets.catalog import WEIGHT_SOURCES as SOURCES
-from mobilenets.errors import ConfigError, WeightsError, display
-from mobilenets.fileio import check_output_path, file_sha256
-from mobilenets.saved import loader
+from mobilenets.data.folder import load_rgb
+from mobilenets.errors import BadImageError, ConfigError, WeightsError, display
+from mobilenets.fileio import check_output_path
+from mobilenets.models.registry import check_arguments
+from mobilenets.models.registry import create_model as build
 from mobilenets.saved.info import NetworkInfo
-from mobilenets.saved.loader import Prediction
+from mobilenets.saved.loader import load_file
 from mobilenets.saved.safetensors import load_weights, read_weights, save_weights
 from mobilenets.weights.convert import (
     KERAS_WIDTHS,
     Target,
-    classifier_outputs,
     convert_state_dict,
+    convert_state_file,
+    default_classes,
+    imagenet_classes,
     keras_target,
     key_map,
     read_state_dict,
@@ -40,9 +45,12 @@ KERAS_MEAN = KERAS_STD = (0.5, 0.5, 0.5)
 
 __all__ = [
     "SOURCES",
+    "Prediction",
     "Target",
     "convert_file",
     "convert_state_dict",
+    "create_model",
+    "get_model",
     "imagenet_classes",
     "is_name",
     "key_map",
@@ -59,16 +67,83 @@ __all__ = [
 
 
 def load(spec: str | Path, *, num_classes: int | None = None) -> tuple[nn.Module, NetworkInfo]:
-    """:func:`mobilenets.saved.load` for a saved file or published weights by name."""
-    return loader.load(resolve(spec), num_classes=num_classes)
+    """The network saved at ``spec`` (eval mode) and its record: a checkpoint, a weights file,
+    an exported ``.onnx``/``.pte``/``.xml``, or published weights by name. ``num_classes``
+    different from a weights file's replaces the classifier (every other tensor must load)."""
+    return load_file(resolve(spec), num_classes=num_classes)
 
 
+def create_model(name: str, *, weights: str | Path | None = None, **kwargs: object) -> nn.Module:
+    """Build the registered variant ``name``; with ``weights`` (a mobilenets ``.safetensors``
+    file, or published weights by name) the network is the file's, and ``kwargs`` must agree
+    with it (a different ``num_classes`` replaces only the classifier)."""
+    if weights is None:
+        return build(name, **kwargs)
+    check_arguments(name, kwargs)
+    return load_weights(
+        resolve(weights), kwargs.get("num_classes"), expect_model=name, expect_kwargs=kwargs
+    )
+
+
+#: torchvision's name for the same call.
+get_model = create_model
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]  # (class name, probability), best first
+    error: str | None = None  # why the image was skipped (with ``skip_bad_images``)
+
+
+@torch.inference_mode()
 def predict(
-    network: str | Path | tuple[nn.Module, NetworkInfo], images: list, **kwargs: object
+    network: str | Path | tuple[nn.Module, NetworkInfo],
+    images: list[str | Path],
+    topk: int = 5,
+    batch_size: int = 16,
+    *,
+    skip_bad_images: bool = False,
 ) -> list[Prediction]:
-    """:func:`mobilenets.saved.predict` for a saved file or published weights by name."""
-    network = network if isinstance(network, tuple) else load(network)
-    return loader.predict(network, images, **kwargs)
+    """Top-k classes of image files, with any saved network (``.pt``, ``.safetensors``,
+    ``.onnx``, ``.pte``, ``.xml``, published weights by name, or a loaded ``(network, info)``):
+    one preprocessing (``info.eval_transform()``), one softmax and top-k for every runtime.
+
+    An unreadable image raises :class:`BadImageError` naming it, or with ``skip_bad_images``
+    gets a :class:`Prediction` with ``error`` set and no classes.
+    """
+    for name, value in (("topk", topk), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {display(repr(value))}")
+    model, info = load(network) if not isinstance(network, tuple) else network
+    if info.num_classes == 0:
+        raise ConfigError(
+            f"{display(network if not isinstance(network, tuple) else info.model)} has no "
+            "classifier (num_classes=0): it outputs pooled features, not class probabilities"
+        )
+    transform = info.eval_transform()
+    results: dict[str, Prediction] = {}
+    paths = [str(p) for p in images]
+    for start in range(0, len(paths), batch_size):
+        chunk, tensors = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                tensors.append(transform(load_rgb(path)))
+                chunk.append(path)
+            except BadImageError as err:
+                if not skip_bad_images:
+                    raise
+                results[path] = Prediction(path, [], str(err))
+        if not tensors:
+            continue
+        probs = model(torch.stack(tensors)).float().softmax(1)
+        classes = info.classes or tuple(str(i) for i in range(probs.shape[1]))
+        values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
+        for path, vals, idxs in zip(chunk, values.tolist(), indices.tolist(), strict=True):
+            results[path] = Prediction(
+                path, [(classes[i], v) for i, v in zip(idxs, vals, strict=True)]
+            )
+    return [results[p] for p in paths]
 
 
 def convert_keras(
@@ -106,33 +181,6 @@ def convert_keras(
         f"{display(path)} holds a Keras {family} that fits {tried}; "
         + (errors[0] if len(errors) == 1 else f"first: {errors[0]}")
     )
-
-
-def default_classes(num_classes: int) -> list[str]:
-    """ImageNet's class names for a 1,000-way classifier, else the indices as names."""
-    return imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
-
-
-def imagenet_classes() -> list[str]:
-    """The 1,000 ImageNet class names (shipped with torchvision, no download)."""
-    from torchvision.models import MobileNet_V2_Weights
-
-    return list(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-def torchvision_eval_resize(name: str, path: str | Path) -> int | None:
-    """The eval resize torchvision publishes for one of its weights files, recognised by the
-    file name (232 for ``mobilenet_v2-7ebf99e0.pth``, ``IMAGENET1K_V2``), else ``None``."""
-    from torchvision.models import get_model_weights
-
-    try:
-        entries = list(get_model_weights(name))
-    except ValueError:
-        return None
-    for entry in entries:
-        if Path(entry.url).name == Path(path).name:
-            return int(entry.transforms().resize_size[0])
-    return None
 
 
 def convert_file(
@@ -179,7 +227,7 @@ def convert_file(
         save_weights(net, out, info)
         return info
     if source == "checkpoint":
-        net, info = loader.load(path)
+        net, info = load_file(path)
         info = replace(info, resize=eval_resize or info.resize)
         save_weights(net, out, info)
         return info
@@ -190,25 +238,12 @@ def convert_file(
         info = replace(info, resize=eval_resize)
         save_weights(net, out, info)
         return info
-    state = read_state_dict(path)
-    width_mult = width_mult or 1.0
-    if source == "torchvision":
-        torchvision_target(model)  # checks the name first
-        num_classes = classifier_outputs(state, source, model)
-        target = torchvision_target(model, width_mult, num_classes, reduced_tail)
-        eval_resize = eval_resize or torchvision_eval_resize(model, path)
-    else:
-        target = timm_target(model)  # checks the name before the state dict is read for it
-        num_classes = classifier_outputs(state, source, target.model)
-        target = timm_target(model, num_classes)
-    net = convert_state_dict(state, target, source)
-    classes = default_classes(num_classes)
-    info = NetworkInfo(
-        target.model,
-        target.kwargs,
-        resize=eval_resize,
-        classes=tuple(classes),
-        source=f"{source}:{model} ({Path(path).name}, sha256 {file_sha256(path)})",
+    return convert_state_file(
+        source,
+        path,
+        out,
+        model=model,
+        width_mult=width_mult,
+        reduced_tail=reduced_tail,
+        eval_resize=eval_resize,
     )
-    save_weights(net, out, info)
-    return info

@@ -23,12 +23,14 @@ import torch
 from torch import nn
 
 from mobilenets.errors import ConfigError, WeightsError, display, listed
-from mobilenets.fileio import nonfinite_tensors, require_file
+from mobilenets.fileio import file_sha256, nonfinite_tensors, require_file
 from mobilenets.layers import ConvNormAct, SqueezeExcite
 from mobilenets.models.mobilenet_v1 import V1_TABLE_1
 from mobilenets.models.mobilenet_v2 import V2_TABLE_2
 from mobilenets.models.mobilenet_v3 import V3_LARGE_TABLE_1, V3_SMALL_TABLE_2
 from mobilenets.models.registry import create_model
+from mobilenets.saved.info import NetworkInfo
+from mobilenets.saved.safetensors import save_weights
 
 TORCHVISION_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 _TIMM_NAME = re.compile(
@@ -420,3 +422,65 @@ def classifier_outputs(state: dict[str, torch.Tensor], source: str, model: str) 
         key = "classifier.3.weight" if model.startswith("mobilenet_v3") else "classifier.1.weight"
     weight = state.get(key)
     return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else 1000
+
+
+def default_classes(num_classes: int) -> list[str]:
+    """ImageNet's class names for a 1,000-way classifier, else the indices as names."""
+    return imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+
+
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet class names (shipped with torchvision, no download)."""
+    from torchvision.models import MobileNet_V2_Weights
+
+    return list(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def torchvision_eval_resize(name: str, path: str | Path) -> int | None:
+    """The eval resize torchvision publishes for one of its weights files, recognised by the
+    file name (232 for ``mobilenet_v2-7ebf99e0.pth``, ``IMAGENET1K_V2``), else ``None``."""
+    from torchvision.models import get_model_weights
+
+    try:
+        entries = list(get_model_weights(name))
+    except ValueError:
+        return None
+    for entry in entries:
+        if Path(entry.url).name == Path(path).name:
+            return int(entry.transforms().resize_size[0])
+    return None
+
+
+def convert_state_file(
+    source: str,
+    path: str | Path,
+    out: str | Path,
+    *,
+    model: str,
+    width_mult: float | None = None,
+    reduced_tail: bool = False,
+    eval_resize: int | None = None,
+) -> NetworkInfo:
+    """A torchvision or timm state dict file converted to our weights at ``out``, its record
+    naming the source file and its sha256 (how the hub cache proves what it holds)."""
+    state = read_state_dict(path)
+    width_mult = width_mult or 1.0
+    if source == "torchvision":
+        torchvision_target(model)  # checks the name first
+        num_classes = classifier_outputs(state, source, model)
+        target = torchvision_target(model, width_mult, num_classes, reduced_tail)
+        eval_resize = eval_resize or torchvision_eval_resize(model, path)
+    else:
+        target = timm_target(model)  # checks the name before the state dict is read for it
+        num_classes = classifier_outputs(state, source, target.model)
+        target = timm_target(model, num_classes)
+    net = convert_state_dict(state, target, source)
+    info = NetworkInfo(
+        target.model,
+        target.kwargs,
+        resize=eval_resize,
+        classes=tuple(default_classes(num_classes)),
+        source=f"{source}:{model} ({Path(path).name}, sha256 {file_sha256(path)})",
+    )
+    save_weights(net, out, info)
+    return info

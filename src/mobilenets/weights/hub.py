@@ -249,8 +249,8 @@ def resolve(spec: str | Path) -> Path:
         notice(f"the converted {pub.name} at {display(pub.cached)} {reason}; converting again")
     source = find(pub) or download(pub)
     verify(pub, source)
-    from mobilenets.weights import convert_file
+    from mobilenets.weights.convert import convert_state_file
 
     hub_checkpoints().mkdir(parents=True, exist_ok=True)
-    convert_file(pub.source, source, pub.cached, model=pub.model, eval_resize=pub.eval_resize)
+    convert_state_file(pub.source, source, pub.cached, model=pub.model, eval_resize=pub.eval_resize)
     return pub.cached
