@@ -89,12 +89,13 @@ class RunLockedError(MobilenetsError, FileExistsError):
     """A run folder another live process is writing to."""
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # newline and tab included: one line
 
 
 def display(value: object) -> str:
-    """``value`` as text that is safe to print: control characters and bytes that are not
-    UTF-8 (file names from ``os.fsdecode``) are shown as escapes, never written raw."""
+    """``value`` as text that is safe to print on one line: control characters (newline and
+    tab included, so a file name cannot forge a line) and bytes that are not UTF-8 (file names
+    from ``os.fsdecode``) are shown as escapes, never written raw."""
     text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
     try:
         raw = text.encode("utf-8", "surrogateescape")

@@ -287,3 +287,23 @@ def test_a_killed_exports_temporary_folder_is_removed_by_the_next_export(tmp_pat
     with temporary_folder(tmp_path / "m.xml") as folder:
         assert folder.is_dir() and not left.exists()
     assert not folder.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_file_name_with_a_newline_cannot_forge_a_line(ws, tmp_path, capsys) -> None:
+    """Issue 23, item 6: names are printed as data, control characters escaped: eval's CSV has
+    one line per image and predict's table one line per name, whatever the names hold."""
+    root = write_folder(tmp_path / "d")
+    forged = "0\ncircle,square,0.9999,.png"
+    os.rename(root / "val" / "circle" / "0.png", root / "val" / "circle" / forged)
+    csv_path = tmp_path / "pred.csv"
+    argv = ["eval", "--checkpoint", str(ws.checkpoint), "--data", str(root)]
+    assert main([*argv, "--predictions", str(csv_path)]) == 0
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 1 + 9  # the header and one line per held-out image
+    assert sum("0\\ncircle,square,0.9999,.png" in line for line in lines) == 1
+    capsys.readouterr()
+    assert (
+        main(["predict", "--weights", str(ws.weights), str(root / "val" / "circle" / forged)]) == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("0\\ncircle,square,0.9999,.png") and len(out) == 1 + 3
