@@ -289,3 +289,18 @@ def test_the_dynamo_exporter_gives_the_same_network(tmp_path, randomize_bn) -> N
     assert onnx_metadata(path)["model"] == "mobilenet_v3_small"
     with pytest.raises(ConfigError, match="exporter must be one of"):
         export_onnx(model, tmp_path / "x.onnx", 64, exporter="tflite")
+
+
+def test_json_output_is_only_json_whatever_onnx_runtime_prints(trained, tmp_path, capsys) -> None:
+    """Issue 30, item 4: ONNX Runtime's calibrators print on stdout ("Collecting tensor data and
+    making histogram ..."); while a command runs that goes to stderr, so ``--json | jq`` works."""
+    checkpoint = str(trained["mobilenet_v1"] / "checkpoint.pt")
+    assert main(["export", checkpoint, "--out", str(tmp_path / "m.onnx")]) == 0
+    capsys.readouterr()
+    argv = ["quantize", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "q.onnx")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main([*argv, "--calib-images", "32", "--calib-method", "percentile", "--json"])
+    out, err = capsys.readouterr()
+    report = json.loads(out)  # stdout is the report and nothing else
+    assert report["calibration"] == "percentile" and "Collecting tensor data" in err

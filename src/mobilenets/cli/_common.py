@@ -8,17 +8,45 @@ what is allowed, before anything runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 from mobilenets.catalog import MIN_INPUT_SIZE
 from mobilenets.training.config import MAX_RESOLUTION, MAX_WIDTH_MULT, Range
 
+_RESULTS: list[TextIO] = []
+
+
+def results() -> TextIO:
+    """Where a command's results (tables, JSON) go: the real stdout, also while
+    :func:`results_only_on_stdout` sends everything else printed there to stderr."""
+    return _RESULTS[-1] if _RESULTS else sys.stdout
+
+
+def emit(*values: object, **kwargs: object) -> None:
+    """Print a result (a table row, JSON) on stdout."""
+    print(*values, file=results(), **kwargs)
+
+
+@contextlib.contextmanager
+def results_only_on_stdout() -> Iterator[None]:
+    """While a command runs, whatever a library prints on stdout (ONNX Runtime's calibration
+    messages, ...) goes to stderr: stdout carries the command's results only, so ``--json``
+    output always parses (``| jq``)."""
+    _RESULTS.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _RESULTS.pop()
+
 
 def print_json(payload: object) -> None:
-    json.dump(payload, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    json.dump(payload, results(), indent=2, default=str)
+    results().write("\n")
 
 
 def in_range(allowed: Range) -> Callable[[str], float | int]:

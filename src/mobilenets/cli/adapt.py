@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         cli_types.print_json(result["comparison"])
         return 0
-    print(f"{'network':<10} {'measured ms':>12} {'top-1 %':>22} {'M mult-adds':>12}")
+    cli_types.emit(f"{'network':<10} {'measured ms':>12} {'top-1 %':>22} {'M mult-adds':>12}")
     for row in result["comparison"]:
         top1 = f"{row['top1_mean']:.2f} ({row['top1_min']:.2f}–{row['top1_max']:.2f})"
-        print(
+        cli_types.emit(
             f"{row['network']:<10} {row['measured_ms']:>12.3f} {top1:>22} "
             f"{row['macs'] / 1e6:>12.2f}"
         )

@@ -62,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
     from mobilenets.export.recommend import record_fastest
 
     record_fastest(result)  # export and quantize recommend from it
-    print(format_bench(result))
+    cli_types.emit(format_bench(result))
     print(f"wrote {out}/bench.md, bench.csv, bench.json, bench.png", file=sys.stderr)
     return 0

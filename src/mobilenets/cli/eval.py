@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        cli_types.emit(json.dumps(result.to_dict(), indent=2))
         return 0
-    print(
+    cli_types.emit(
         f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  "
         f"on {result.images:,} images" + (f" ({result.skipped} skipped)" if result.skipped else "")
     )

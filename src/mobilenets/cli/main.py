@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mobilenets import __version__
+from mobilenets.cli._common import results_only_on_stdout
 from mobilenets.errors import MobilenetsError, display
 from mobilenets.malloc import reexec_with_malloc_tuning, should_reexec
 
@@ -145,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help (0) or a bad flag (2, argparse printed why)
         return done.code if isinstance(done.code, int) else EXIT_USER_ERROR
     try:
-        return command_module(args.command).run(args)
+        with results_only_on_stdout():
+            return command_module(args.command).run(args)
     except KeyboardInterrupt:
         print(f"mobilenets {args.command}: interrupted", file=sys.stderr)
         return 130

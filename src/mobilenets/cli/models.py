@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.cli._common import print_json
 from mobilenets.errors import ConfigError, display
 
@@ -32,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json([asdict(r) for r in rows])
         return 0
-    print(
+    cli_types.emit(
         f"{'model':<22} {'params':>11} {'paper params':>13} {'mult-adds':>14} {'input':>6}  paper"
     )
     for r in rows:
-        print(
+        cli_types.emit(
             f"{r.name:<22} {r.params:>11,} {r.paper_params:>13,} {r.macs:>14,} "
             f"{r.input_size:>6}  {r.paper}"
         )

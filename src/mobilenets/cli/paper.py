@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mobilenets.cli import _common as cli_types
 from mobilenets.cli._common import print_json
 
 EXAMPLES = """\
@@ -23,5 +24,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json([r.to_dict() for r in rows])
     else:
-        print(format_comparison(rows))
+        cli_types.emit(format_comparison(rows))
     return 0

@@ -46,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
     for result in failed:
         print(f"mobilenets predict: skipped: {display(result.error)}", file=sys.stderr)
     if args.json:
-        print(json.dumps([asdict(r) for r in results], indent=2))
+        cli_types.emit(json.dumps([asdict(r) for r in results], indent=2))
     else:
         for result in results:
             if result.error:
                 continue
-            print(display(result.path))
+            cli_types.emit(display(result.path))
             for name, prob in result.top:
-                print(f"  {100 * prob:6.2f}%  {display(name)}")
+                cli_types.emit(f"  {100 * prob:6.2f}%  {display(name)}")
     return 1 if failed else 0

@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
             }
         print_json(payload)
         return 0
-    print(result.format(args.by))
+    cli_types.emit(result.format(args.by))
     if timing is not None:
-        print()
-        print(timing.format())
+        cli_types.emit()
+        cli_types.emit(timing.format())
     return 0

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             keep_fp32=args.keep_fp32,
             **common,
         )
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    cli_types.emit(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     from mobilenets.export.recommend import recommend
     from mobilenets.saved.loader import exported_info
 

@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     )
     rows = sweep(config)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        cli_types.emit(json.dumps(rows, indent=2))
     else:
         with open(f"{args.out}/sweep.md") as f:
-            print(f.read())
+            cli_types.emit(f.read())
     print(f"wrote {args.out}/sweep.csv, sweep.md, sweep.png ({len(rows)} cells)", file=sys.stderr)
     return 0

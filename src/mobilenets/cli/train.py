@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     s = result.summary
     if args.json:
-        print(json.dumps(s, indent=2))
+        cli_types.emit(json.dumps(s, indent=2))
     else:
-        print(
+        cli_types.emit(
             f"{s['model']} α={s['width_mult']} {s['resolution']} px: top-1 {s['val_top1']:.2f}%, "
             f"top-5 {s['val_top5']:.2f}% on {s['data']} ({s['train_seconds']:.1f} s of training)"
         )
