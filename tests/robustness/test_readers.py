@@ -41,7 +41,7 @@ from mobilenets.saved.info import NetworkInfo
 from mobilenets.schema import pack_cache
 
 FUZZ = settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -253,7 +253,7 @@ def _adapt_state(tmp_path: Path) -> tuple[object, dict]:
     return config, {"config": config.to_dict(), "history": [step]}
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_a_damaged_netadapt_state_is_refused_naming_the_field(data, tmp_path) -> None:
     """The seen cases: ``[]``, ``{}`` and missing keys gave KeyError/TypeError tracebacks."""
