@@ -22,3 +22,6 @@ MODEL_NAMES = (
 MIN_INPUT_SIZE = 32
 #: Where ``mobilenets convert`` reads weights from.
 WEIGHT_SOURCES = ("torchvision", "timm", "keras")
+#: Data specs that name a data set rather than a folder (``photos:large``, ``imagenette:320px``
+#: are sizes of one): ``mobilenets.data.parse_spec`` reads them, the output policy skips them.
+DATA_SETS = ("digits", "cifar10", "photos", "imagenette")

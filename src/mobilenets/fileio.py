@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import shutil
 import socket
@@ -23,6 +24,7 @@ from typing import TypeVar
 
 import msgspec
 
+from mobilenets.catalog import DATA_SETS
 from mobilenets.errors import (
     ConfigError,
     DamagedFileError,
@@ -163,8 +165,6 @@ def write_cache(path: str | Path, value: object, key: str) -> None:
 
 def file_sha256(path: str | Path) -> str:
     """The sha256 of a file's bytes, in hex."""
-    import hashlib
-
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -246,9 +246,6 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-#: Data specs that name a data set rather than a folder (``mobilenets.data.parse_spec``).
-EMBEDDED_DATA = ("digits", "cifar10", "photos", "photos:large", "imagenette")
-
 #: Files a format writes beside the one it is named by (OpenVINO's IR: FILE.xml and FILE.bin).
 COMPANIONS = {".xml": (".bin",)}
 
@@ -263,7 +260,7 @@ def _data_splits(spec: str | Path | None) -> list[Path]:
     """The split folders (``train/``, ``val/``) of the image folder a data spec reads, where
     every file below a class folder is data; none for the embedded sets and for what is not a
     data folder (its own error comes later)."""
-    if spec is None or str(spec) in EMBEDDED_DATA:
+    if spec is None or str(spec).partition(":")[0] in DATA_SETS:
         return []
     folder = Path(spec).expanduser()
     return [(folder / s).resolve() for s in ("train", "val") if (folder / s).is_dir()]

@@ -208,10 +208,10 @@ class Search:
         """The whole search (resumed where it stopped); the kept steps, seed first."""
         self.classes = data.classes
         config = self.config
-        seed = self.history[0]["table"] if self.history else None
-        if seed is None:
-            seed = create_model(config.model, width_mult=config.width_mult).table
-        start = self.predict(seed)
+        if self.history:  # resumed: the seed's prediction is kept with it
+            start = self.history[0]["predicted_ms"]
+        else:  # predicted before the seed is trained: a target already met trains nothing
+            start = self.predict(create_model(config.model, width_mult=config.width_mult).table)
         if config.target_ms is not None and start <= config.target_ms:
             raise ConfigError(
                 f"the seed {config.model} α={config.width_mult:g} is predicted at {start:.3f} ms "

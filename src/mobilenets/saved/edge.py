@@ -142,9 +142,9 @@ class PteProgram(torch.nn.Module):
             raise WeightsError(
                 f"ExecuTorch cannot load {display(self.path)}: {display(err)[:200]}"
             ) from err
-        self.info, self.record = _pte_record(self.program, self.path)
-        extras = msgspec.convert(self.record, ExportRecord)
-        self.batch, self.output_names = extras.batch, extras.outputs
+        self.info, self.record = _pte_record(self.program, self.path)  # ExportRecord-checked
+        self.batch = self.record.get("batch", 1)
+        self.output_names = self.record.get("outputs", ["logits"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         x = x.detach().cpu().float().contiguous()
