@@ -205,6 +205,7 @@ class DepthwiseSeparable(nn.Module):
         bn_eps: float = 1e-5,
         norm_layer: Callable[[int], nn.Module] | None = None,
         padding: str = "symmetric",
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         norm = {"bn_eps": bn_eps, "norm_layer": norm_layer}
@@ -216,6 +217,7 @@ class DepthwiseSeparable(nn.Module):
             groups=in_channels,
             act=act,
             padding=padding,
+            dilation=dilation,
             **norm,
         )
         self.pointwise = ConvNormAct(in_channels, out_channels, 1, act=act, **norm)

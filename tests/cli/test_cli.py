@@ -189,7 +189,8 @@ def test_cached_model_counts_equal_fresh_counts_and_a_corrupt_cache_is_recounted
     cached = summary.cache_dir() / "models.json"
     cached.write_text('[{"name": "mobilenet_v1", "params": "torn')
     assert summary.summarize_models("mobilenet_v1*") == fresh
-    assert json.loads(cached.read_text())["payload"][0]["params"] == 4_231_976
+    payload = {row["name"]: row for row in json.loads(cached.read_text())["payload"]}
+    assert payload["mobilenet_v1"]["params"] == 4_231_976
 
 
 def test_a_reader_that_leaves_is_not_an_error() -> None:

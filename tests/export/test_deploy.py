@@ -31,7 +31,7 @@ def randomized(randomize_bn):
     return build
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(task="classification"))
 def test_folded_equals_unfolded_and_keeps_the_mult_adds(name: str, randomized) -> None:
     model = randomized(name)
     folded = fold_bn(model)
@@ -44,7 +44,7 @@ def test_folded_equals_unfolded_and_keeps_the_mult_adds(name: str, randomized) -
     assert model.training is False and isinstance(model.stem.bn, nn.BatchNorm2d)  # untouched
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(task="classification"))
 @pytest.mark.parametrize("resolution", [224, 97])
 def test_onnx_runtime_equals_pytorch(tmp_path, name: str, resolution: int, randomized) -> None:
     model = randomized(name)

@@ -35,7 +35,7 @@ def assert_fp32_equal(path, name: str, size: int) -> None:
 
 
 @pytest.mark.parametrize("format", ["pte", "openvino"])
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(task="classification"))
 def test_fp32_exports_equal_pytorch(tmp_path, name, format) -> None:
     """Every registered model (random weights, BN folded on export) at 64 px; V2 and V3-Small
     also at an odd size (97 px), where TF-style and symmetric padding part ways."""

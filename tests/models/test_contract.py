@@ -20,7 +20,7 @@ from mobilenets import create_model, list_models
 from mobilenets.errors import ConfigError
 from mobilenets.models import get_model
 
-NAMES = list_models()
+NAMES = list_models(task="classification")
 
 
 def small(name: str, **kwargs) -> nn.Module:

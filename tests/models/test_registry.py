@@ -6,7 +6,7 @@ from torch import nn
 
 from mobilenets import create_model, list_models
 
-ALL = list_models()
+ALL = list_models(task="classification")
 
 
 def n_params(model: nn.Module) -> int:

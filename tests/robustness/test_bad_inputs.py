@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _workspace import Workspace, snapshot, write_folder
@@ -702,7 +703,7 @@ CASES = [
         "export-unknown-source",
         lambda ws, t: ["export", "mobilenet_v5", "--out", str(t / "m")],
         r"mobilenet_v5 is neither a checkpoint, a \.safetensors file, a weights name .* nor a "
-        r"model name; model names: mobilenet_v1",
+        r"model name; model names: .*mobilenet_v1",
     ),
     Case(
         "export-truncated-checkpoint",
@@ -968,6 +969,67 @@ ISSUE_23 = [
 ]
 
 CASES += ISSUE_23
+
+
+# --- issue 25: segmentation data and networks ----------------------------------------------
+
+
+def seg_folder(tmp: Path, *, mask_size=(40, 48), value=1, drop_mask=False) -> Path:
+    """A segmentation folder (classes.txt, train/ and val/ with images/ and masks/) with one
+    defect: a mask of another size, a value outside the classes, or a missing mask."""
+    root = tmp / "segdata"
+    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("background\nthing\n")
+    for split in ("train", "val"):
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(4):
+            Image.fromarray(np.full((40, 48, 3), 60 * i, np.uint8)).save(
+                root / split / "images" / f"{i}.png"
+            )
+            mask = np.zeros(mask_size if i == 0 else (40, 48), np.uint8)
+            mask[10:20, 10:20] = value if i == 0 else 1
+            if not (drop_mask and i == 0):
+                Image.fromarray(mask).save(root / split / "masks" / f"{i}.png")
+    return root
+
+
+SEG_TRAIN = ["train", "--model", "lraspp_mobilenet_v3_small", "--width-mult", "0.5"]
+SEG_TRAIN += ["--resolution", "32", "--epochs", "1", "--batch-size", "2", "--no-progress"]
+
+
+def seg_train(tmp: Path, **defect) -> list[str]:
+    return [*SEG_TRAIN, "--data", str(seg_folder(tmp, **defect)), "--out", str(tmp / "run")]
+
+
+ISSUE_25 = [
+    Case(
+        "seg-mask-size-differs",
+        lambda ws, t: seg_train(t, mask_size=(20, 48)),
+        r"0\.png is 48×20 px but its image is 48×40: a mask must have its image's size",
+    ),
+    Case(
+        "seg-mask-value-outside-classes",
+        lambda ws, t: seg_train(t, value=7),
+        r"0\.png holds values 7 outside the 2 classes \(0–1, or 255 = ignore\)",
+    ),
+    Case(
+        "seg-mask-missing",
+        lambda ws, t: seg_train(t, drop_mask=True),
+        r"masks lacks the masks of 1 image\(s\) \(0\.png\); each image needs a PNG mask",
+    ),
+    Case(
+        "seg-eval-of-a-classifier",
+        lambda ws, t: ["eval", "--checkpoint", str(ws.checkpoint), "--data", "nuclei"],
+        r"holds mobilenet_v1, a classification network, but nuclei is segmentation data",
+    ),
+    Case(
+        "seg-weights-of-another-family",
+        lambda ws, t: [*seg_train(t), "--weights", str(ws.weights)],
+        r"hold mobilenet_v1, but lraspp_mobilenet_v3_small's backbone is mobilenet_v3_small",
+    ),
+]
+CASES += ISSUE_25
 
 
 if not torch.cuda.is_available():  # the machine CI runs on

@@ -7,6 +7,7 @@ import json
 import sys
 
 from mobilenets.cli import _common as cli_types
+from mobilenets.errors import display
 
 EXAMPLES = """\
   mobilenets eval --checkpoint runs/v1/checkpoint.pt
@@ -57,6 +58,17 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
     )
+    if hasattr(result, "miou"):  # a segmenter: the IoU table
+        if args.json:
+            cli_types.emit(json.dumps(result.to_dict(result.classes), indent=2))
+            return 0
+        for name, iou in zip(result.classes, result.iou, strict=True):
+            cli_types.emit(f"IoU {display(name):<24} {iou:6.2f}%")
+        cli_types.emit(
+            f"mIoU {result.miou:.2f}%  pixel accuracy {result.pixel_acc:.2f}%  loss "
+            f"{result.loss:.4f}  on {result.images:,} images ({result.pixels:,} pixels)"
+        )
+        return 0
     if args.json:
         cli_types.emit(json.dumps(result.to_dict(), indent=2))
         return 0

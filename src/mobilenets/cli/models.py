@@ -34,11 +34,12 @@ def run(args: argparse.Namespace) -> int:
         print_json([asdict(r) for r in rows])
         return 0
     cli_types.emit(
-        f"{'model':<22} {'params':>11} {'paper params':>13} {'mult-adds':>14} {'input':>6}  paper"
+        f"{'model':<28} {'task':<14} {'params':>11} {'paper params':>13} {'mult-adds':>15} "
+        f"{'input':>6}  paper"
     )
     for r in rows:
         cli_types.emit(
-            f"{r.name:<22} {r.params:>11,} {r.paper_params:>13,} {r.macs:>14,} "
+            f"{r.name:<28} {r.task:<14} {r.params:>11,} {r.paper_params:>13,} {r.macs:>15,} "
             f"{r.input_size:>6}  {r.paper}"
         )
     return 0

@@ -7,6 +7,7 @@ import json
 import sys
 
 from mobilenets.cli import _common as cli_types
+from mobilenets.errors import display
 from mobilenets.training.config import SWEEP_EPOCHS, TrainConfig
 
 EXAMPLES = """\
@@ -59,9 +60,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         cli_types.emit(json.dumps(s, indent=2))
     else:
+        if s.get("task") == "segmentation":
+            ious = ", ".join(
+                f"{c} {v:.2f}%" for c, v in zip(s["classes"], s["val_iou"], strict=True)
+            )
+            scores = f"mIoU {s['val_miou']:.2f}% (IoU {ious}), pixel acc {s['val_pixel_acc']:.2f}%"
+        else:
+            scores = f"top-1 {s['val_top1']:.2f}%, top-5 {s['val_top5']:.2f}%"
         cli_types.emit(
-            f"{s['model']} α={s['width_mult']} {s['resolution']} px: top-1 {s['val_top1']:.2f}%, "
-            f"top-5 {s['val_top5']:.2f}% on {s['data']} ({s['train_seconds']:.1f} s of training)"
+            f"{s['model']} α={s['width_mult']} {s['resolution']} px: {scores} on "
+            f"{display(s['data'])} ({s['train_seconds']:.1f} s of training)"
         )
     print(
         f"wrote {result.out}/summary.json, metrics.csv, curves.png, checkpoint.pt",

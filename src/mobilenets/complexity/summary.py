@@ -38,6 +38,7 @@ class ModelSummary(Record, frozen=True):
     macs: Count
     input_size: PositiveInt
     paper: Text
+    task: Text = "classification"
 
 
 def count_models(names: list[str]) -> list[ModelSummary]:
@@ -51,7 +52,13 @@ def count_models(names: list[str]) -> list[ModelSummary]:
         prof = profile(create_model(name), entry.input_size)
         out.append(
             ModelSummary(
-                name, prof.total_params, prof.paper_params, prof.macs, entry.input_size, entry.paper
+                name,
+                prof.total_params,
+                prof.paper_params,
+                prof.macs,
+                entry.input_size,
+                entry.paper,
+                entry.task,
             )
         )
     return out

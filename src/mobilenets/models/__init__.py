@@ -1,6 +1,11 @@
 """Model families. Importing this package registers every variant."""
 
-from mobilenets.models import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (registers)
+from mobilenets.models import (  # noqa: F401  (registers)
+    mobilenet_v1,
+    mobilenet_v2,
+    mobilenet_v3,
+    segmentation,
+)
 from mobilenets.models.base import FeatureInfo, MobileNet
 from mobilenets.models.mobilenet_v1 import MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
@@ -10,6 +15,7 @@ from mobilenets.models.registry import (
     get_model,
     get_model_entry,
     list_models,
+    model_task,
     register_model,
 )
 
@@ -23,5 +29,6 @@ __all__ = [
     "get_model",
     "get_model_entry",
     "list_models",
+    "model_task",
     "register_model",
 ]

@@ -82,6 +82,24 @@ def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
 torch.fx.wrap("check_image_batch")  # FX records the call instead of tracing into it
 
 
+def atrous_schedule(strides: Sequence[int], output_stride: int) -> list[tuple[int, int]]:
+    """(stride, dilation) of each stage after the stride-2 stem for ``output_stride`` 8, 16 or
+    32, by TensorFlow DeepLab's rule (the V2 paper's Section 6.3): once the output stride is
+    reached, a stage that would stride keeps the resolution at the current rate and every later
+    one multiplies the rate by that stride (atrous convolution, Chen et al. 2017)."""
+    if isinstance(output_stride, bool) or output_stride not in (8, 16, 32):
+        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+    schedule, current, rate = [], 2, 1
+    for stride in strides:
+        if current == output_stride and stride > 1:
+            schedule.append((1, rate))
+            rate *= stride
+        else:
+            schedule.append((stride, rate))
+            current *= stride
+    return schedule
+
+
 def check_width_mult(width_mult: float) -> float:
     """Validate the width multiplier α (V1 paper, Section 3.3): any finite number > 0."""
     if isinstance(width_mult, bool) or not isinstance(width_mult, int | float):
@@ -151,6 +169,11 @@ class MobileNet(nn.Module):
         for i, (_, stride, channels) in enumerate(blocks):
             reduction *= stride
             taps[reduction] = (i + 1, FeatureInfo(f"blocks.{i}", channels, reduction))
+        # the output stride and channels after each stage (the stem, then each block)
+        self.stage_reductions, self.stage_channels = [2], [stem_channels]
+        for _, stride, channels in blocks:
+            self.stage_reductions.append(self.stage_reductions[-1] * stride)
+            self.stage_channels.append(channels)
         positions, all_info = zip(*(taps[r] for r in sorted(taps)), strict=True)
         self._tap_positions = list(positions)
         self._all_feature_info = FeatureInfoList(all_info)
@@ -208,6 +231,14 @@ class MobileNet(nn.Module):
                 if i + 1 in positions:
                     maps.append(x)
         return x, maps
+
+    def forward_stages(self, x: torch.Tensor, positions: list[int]) -> list[torch.Tensor]:
+        """The maps after the stages at ``positions`` (0: the stem, i + 1: ``blocks.i``), in
+        that order: the taps the dense heads take (e.g. torchvision's LR-ASPP takes the first
+        stride-8 block)."""
+        if not torch.jit.is_scripting():
+            check_image_batch(x, self.in_chans)
+        return self._stages(x, positions, max(positions))[1]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, blocks and the head conv (V2's 1×1 → 1280): the last, stride-32 map, as

@@ -14,7 +14,7 @@ from torch import nn
 
 from mobilenets.errors import ConfigError
 from mobilenets.layers import ConvNormAct, DepthwiseSeparable, check_padding, make_divisible
-from mobilenets.models.base import MobileNet, check_width_mult
+from mobilenets.models.base import MobileNet, atrous_schedule, check_width_mult
 from mobilenets.models.registry import register_model
 from mobilenets.models.table import check_table, refuse_with_table
 
@@ -86,6 +86,8 @@ class MobileNetV1(MobileNet):
             ``(0, 1), (0, 1)`` before each stride-2 depthwise conv, whatever the input size.
         bn_eps: BatchNorm epsilon.
         norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
+        output_stride: 32, or 16 or 8 with atrous convolution in the later layers (the
+            DeepLabv3 backbone of the V2 paper's Table 7, "MNet V1").
         features_only: return multi-scale feature maps (see ``feature_info``).
         out_indices: which feature maps ``features_only`` returns.
         table: every layer's channels (:func:`v1_table`'s form) instead of α's; kept as
@@ -107,6 +109,7 @@ class MobileNetV1(MobileNet):
         padding: str = "symmetric",
         bn_eps: float = 1e-5,
         norm_layer: Callable[[int], nn.Module] | None = None,
+        output_stride: int = 32,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
     ) -> None:
@@ -129,14 +132,15 @@ class MobileNetV1(MobileNet):
         stem = ConvNormAct(in_chans, stem_channels, 3, 2, act=act, padding=stem_padding, **norm)
         blocks = []
         in_channels = stem_channels
-        for row in table["rows"]:
+        schedule = atrous_schedule([row["s"] for row in table["rows"]], output_stride)
+        for row, (stride, dilation) in zip(table["rows"], schedule, strict=True):
             out_channels = row["c"]
-            layer = {"act": act, "padding": block_padding, **norm}
+            layer = {"act": act, "padding": block_padding, "dilation": dilation, **norm}
             if full_conv:
-                block = ConvNormAct(in_channels, out_channels, 3, row["s"], **layer)
+                block = ConvNormAct(in_channels, out_channels, 3, stride, **layer)
             else:
-                block = DepthwiseSeparable(in_channels, out_channels, row["s"], **layer)
-            blocks.append((block, row["s"], out_channels))
+                block = DepthwiseSeparable(in_channels, out_channels, stride, **layer)
+            blocks.append((block, stride, out_channels))
             in_channels = out_channels
         super().__init__(
             stem=stem,

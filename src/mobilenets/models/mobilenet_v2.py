@@ -12,7 +12,7 @@ from typing import NamedTuple
 from torch import nn
 
 from mobilenets.layers import ConvNormAct, InvertedResidual, check_padding, make_divisible
-from mobilenets.models.base import MobileNet, check_width_mult
+from mobilenets.models.base import MobileNet, atrous_schedule, check_width_mult
 from mobilenets.models.registry import register_model
 from mobilenets.models.table import check_table, refuse_with_table
 
@@ -62,9 +62,15 @@ def stem(table: dict, in_chans: int = 3, **norm: object) -> nn.Module:
     return ConvNormAct(in_chans, table["stem"], 3, stride=2, act="relu6", **norm)
 
 
-def block(row: dict, in_channels: int, **norm: object) -> nn.Module:
-    """One bottleneck of a table row: 1×1 expansion, 3×3 depthwise, linear 1×1 projection."""
-    return InvertedResidual(in_channels, row["exp"], row["out"], 3, row["s"], "relu6", **norm)
+def block(
+    row: dict, in_channels: int, stride: int | None = None, dilation: int = 1, **norm: object
+) -> nn.Module:
+    """One bottleneck of a table row: 1×1 expansion, 3×3 depthwise, linear 1×1 projection
+    (``stride`` and ``dilation`` other than the row's for an atrous backbone)."""
+    stride = row["s"] if stride is None else stride
+    return InvertedResidual(
+        in_channels, row["exp"], row["out"], 3, stride, "relu6", **norm, dilation=dilation
+    )
 
 
 def head(table: dict, in_channels: int, **norm: object) -> tuple[nn.Module, None, int]:
@@ -84,6 +90,8 @@ class MobileNetV2(MobileNet):
             as in Keras applications' MobileNetV2).
         bn_eps: BatchNorm epsilon (1e-3 in the TF reference and Keras).
         norm_layer: replaces BatchNorm (a callable of the channel count, torchvision's keyword).
+        output_stride: 32, or 16 or 8 with atrous convolution in the later blocks (the
+            DeepLabv3 backbone of Section 6.3; :func:`~mobilenets.models.base.atrous_schedule`).
         features_only: return multi-scale feature maps (see ``feature_info``).
         out_indices: which feature maps ``features_only`` returns.
         table: every block's channels (:func:`v2_table`'s form) instead of α's; kept as
@@ -104,6 +112,7 @@ class MobileNetV2(MobileNet):
         padding: str = "symmetric",
         bn_eps: float = 1e-5,
         norm_layer: Callable[[int], nn.Module] | None = None,
+        output_stride: int = 32,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
     ) -> None:
@@ -112,8 +121,9 @@ class MobileNetV2(MobileNet):
         norm = {"bn_eps": bn_eps, "norm_layer": norm_layer, "padding": check_padding(padding)}
         blocks = []
         in_channels = table["stem"]
-        for row in table["rows"]:
-            blocks.append((block(row, in_channels, **norm), row["s"], row["out"]))
+        schedule = atrous_schedule([row["s"] for row in table["rows"]], output_stride)
+        for row, (stride, dilation) in zip(table["rows"], schedule, strict=True):
+            blocks.append((block(row, in_channels, stride, dilation, **norm), stride, row["out"]))
             in_channels = row["out"]
         last_conv, _, last_channels = head(table, in_channels, **norm)
         super().__init__(

@@ -103,11 +103,21 @@ V3_SMALL_TABLE_2 = [
 V3_SMALL_LAST = (576, 1024)  # the later arXiv version; the first one ended in 1280
 
 
-def _reduce_tail(rows: list[V3Row], last: tuple[int, int]) -> tuple[list[V3Row], tuple[int, int]]:
-    """Halve the channels of the last (stride-32) stage and the head (Section 6.3)."""
+#: ``reduced_tail``'s settings: "detection" (``True``) halves the last stage's outputs and the
+#: head, the first block keeping its expansion (TF-slim's ``V3_LARGE_DETECTION``, torchvision);
+#: "deeplab" also halves that expansion (672 → 336 for Large), as TF DeepLab's
+#: ``mobilenet_v3_large_seg`` does: the backbone of the paper's Table 7 ("RF2").
+REDUCED_TAILS = (False, True, "detection", "deeplab")
+
+
+def _reduce_tail(
+    rows: list[V3Row], last: tuple[int, int], mode: bool | str = True
+) -> tuple[list[V3Row], tuple[int, int]]:
+    """Halve the channels of the last (stride-32) stage and the head (Sections 6.3–6.4)."""
     start = max(i for i, row in enumerate(rows) if row.s == 2)
+    keep_first = mode != "deeplab"
     tail = [
-        row._replace(exp=row.exp if i == start else row.exp // 2, out=row.out // 2)
+        row._replace(exp=row.exp if i == start and keep_first else row.exp // 2, out=row.out // 2)
         for i, row in enumerate(rows[start:], start)
     ]
     return rows[:start] + tail, (last[0] // 2, last[1] // 2)
@@ -123,7 +133,7 @@ def v3_table(
     last_channels: tuple[int, int],
     width_mult: float = 1.0,
     channel_rules: str = "paper",
-    reduced_tail: bool = False,
+    reduced_tail: bool | str = False,
     minimalistic: bool = False,
 ) -> dict:
     """Table 1 or 2 with α, the reduced tail and the minimalistic changes applied: every block's
@@ -134,8 +144,12 @@ def v3_table(
             f"channel_rules must be one of {tuple(CHANNEL_RULES)}, got {channel_rules!r}"
         )
     rules = CHANNEL_RULES[channel_rules]
+    if reduced_tail not in REDUCED_TAILS or (
+        isinstance(reduced_tail, int | float) and not isinstance(reduced_tail, bool)
+    ):
+        raise ConfigError(f"reduced_tail must be one of {REDUCED_TAILS}, got {reduced_tail!r}")
     if reduced_tail:
-        rows, last_channels = _reduce_tail(rows, last_channels)
+        rows, last_channels = _reduce_tail(rows, last_channels, reduced_tail)
     if minimalistic:
         rows = _minimalize(rows)
 
@@ -222,7 +236,9 @@ class MobileNetV3(MobileNet):
         num_classes: classifier outputs (0: no classifier).
         in_chans: input image channels.
         dropout: dropout before the classifier.
-        reduced_tail: halve the last stage and the head (for detection/segmentation).
+        reduced_tail: halve the last stage and the head (for detection/segmentation):
+            ``True`` or ``"detection"`` as torchvision and TF-slim, ``"deeplab"`` as the paper's
+            segmentation backbone (:data:`REDUCED_TAILS`).
         minimalistic: no SE, no h-swish, 3×3 kernels only.
         channel_rules: ``"paper"``, ``"timm"``, ``"torchvision"`` or ``"keras"`` (see the module
             docstring).
@@ -248,7 +264,7 @@ class MobileNetV3(MobileNet):
         num_classes: int = 1000,
         in_chans: int = 3,
         dropout: float = 0.2,
-        reduced_tail: bool = False,
+        reduced_tail: bool | str = False,
         minimalistic: bool = False,
         channel_rules: str = "paper",
         padding: str = "symmetric",

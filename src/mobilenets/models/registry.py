@@ -40,16 +40,20 @@ _ORDINARY = {"num_classes": 100_000, "in_chans": 64, "width_mult": 4.0}
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered variant: its class, the keywords the variant fixes, and its paper table."""
+    """A registered variant: its class, the keywords the variant fixes, its paper table, and
+    the task it does (:data:`TASKS`)."""
 
     name: str
     cls: type[nn.Module]
     paper: str
     preset: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     input_size: int = 224
+    task: str = "classification"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+#: What a network does; the training loop, the metrics and ``predict`` follow it.
+TASKS = ("classification", "segmentation")
 
 
 def register_model(
@@ -59,19 +63,31 @@ def register_model(
     paper: str,
     preset: dict | None = None,
     input_size: int = 224,
+    task: str = "classification",
 ) -> ModelEntry:
     """Register ``cls`` (with its keywords ``preset`` fixed) under ``name``."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
-    entry = ModelEntry(name, cls, paper, MappingProxyType(dict(preset or {})), input_size)
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    preset = MappingProxyType(dict(preset or {}))
+    entry = ModelEntry(name, cls, paper, preset, input_size, task)
     _REGISTRY[name] = entry
     return entry
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Registered names, sorted, optionally filtered by a shell-style ``pattern``."""
-    names = sorted(_REGISTRY)
+def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
+    """Registered names, sorted, optionally filtered by a shell-style ``pattern`` and by
+    ``task`` (``"classification"``, ``"segmentation"``; torchvision filters by module)."""
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
+    names = sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def model_task(name: str) -> str:
+    """The task the registered variant ``name`` does."""
+    return get_model_entry(name).task
 
 
 def get_model_entry(name: str) -> ModelEntry:

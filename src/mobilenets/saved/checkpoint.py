@@ -38,12 +38,14 @@ class EpochRow(msgspec.Struct):
     """One row of a checkpoint's metric history (what the summary and plots read)."""
 
     epoch: Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCHS)]
-    val_top1: Percent
-    val_top5: Percent
     val_loss: NonNegative
     val_images: Count
     epoch_seconds: NonNegative
     images_per_second: NonNegative
+    val_top1: Percent | None = None  # classification
+    val_top5: Percent | None = None
+    val_miou: Percent | None = None  # segmentation
+    val_pixel_acc: Percent | None = None
 
 
 class CheckpointRecord(msgspec.Struct):

@@ -18,7 +18,13 @@ from torch import nn
 from mobilenets.catalog import MIN_INPUT_SIZE
 from mobilenets.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from mobilenets.errors import ConfigError, WeightsError, display
-from mobilenets.models.registry import check_bounds, create_model, list_models, model_arguments
+from mobilenets.models.registry import (
+    check_bounds,
+    create_model,
+    list_models,
+    model_arguments,
+    model_task,
+)
 from mobilenets.schema import Finite, Positive, Text, validate
 
 MAX_INPUT_SIZE = 4096
@@ -68,6 +74,11 @@ class NetworkInfo:
     @property
     def num_classes(self) -> int:
         return int(self.kwargs.get("num_classes", 1000))
+
+    @property
+    def task(self) -> str:
+        """What the network does (``classification``, ``segmentation``): its registry entry's."""
+        return model_task(self.model)
 
     def build(self) -> nn.Module:
         """A fresh network of this architecture (random weights)."""

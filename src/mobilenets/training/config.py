@@ -15,7 +15,7 @@ from mobilenets.catalog import MIN_INPUT_SIZE, MODEL_NAMES
 from mobilenets.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
-SCHEDULES = ("cosine", "step", "exponential")
+SCHEDULES = ("cosine", "step", "exponential", "poly")
 DEFAULT_LR = {"sgd": 0.05, "rmsprop": 0.01, "adamw": 2e-3}
 #: From weights: the from-scratch rates ÷ 25. Measured for SGD on the photos task (V2 from
 #: torchvision's ImageNet weights, 10 epochs, benchmarks/finetune.py): 0.002 reached 89.6% with a

@@ -32,7 +32,8 @@ def progress_off(progress: bool) -> bool | None:
 def log_to_stderr(message: str) -> None:
     """The default log of training: stderr, so stdout carries only results (tables, JSON); one
     line per message, whatever names it holds (control characters escaped)."""
-    print(display(message), file=sys.stderr, flush=True)
+    for line in message.split("\n"):  # the message's own lines; names inside are escaped
+        print(display(line), file=sys.stderr, flush=True)
 
 
 class WithIndex(Dataset):
@@ -70,15 +71,16 @@ def make_loader(
     generator: torch.Generator | None = None,
     sampler: Sampler | None = None,
     drop_last: bool = False,
+    collate: Callable[[list], tuple] = collate_skipping_bad,
 ) -> DataLoader:
-    """A DataLoader over ``WithIndex(dataset)`` with the skipping collate."""
+    """A DataLoader over ``WithIndex(dataset)`` with the skipping collate (or the task's)."""
     return DataLoader(
         WithIndex(dataset),
         batch_size=batch_size,
         shuffle=shuffle if sampler is None else False,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_skipping_bad,
+        collate_fn=collate,
         generator=generator,
         drop_last=drop_last,
         persistent_workers=False,
@@ -119,6 +121,11 @@ def _all_reduce(values: list[float], device: torch.device, op: str = "sum") -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def top1_score(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+    """(correct, counted) of a classification batch."""
+    return int((logits.argmax(1) == targets).sum()), len(targets)
 
 
 def _grad_norm(model: nn.Module) -> float:
@@ -163,6 +170,7 @@ def train_one_epoch(
     description: str = "train",
     train_mode: Callable[[nn.Module], None] | None = None,
     teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    score: Callable[[object, torch.Tensor], tuple[int, int]] | None = None,
 ) -> EpochStats:
     """One pass over ``loader``, stepping the scheduler every batch; loss and top-1 are over
     every process's samples under DDP.
@@ -174,13 +182,12 @@ def train_one_epoch(
 
     ``train_mode`` runs after ``model.train()`` (e.g. BatchNorm kept in eval mode); with a
     ``teacher`` (images, dataset indices → logits) the loss is ``criterion(logits, targets,
-    teacher_logits)``.
-    """
+    teacher_logits)``; ``score`` (outputs, targets → correct, counted) makes ``top1``."""
     model.train()
     if train_mode is not None:
         train_mode(model)
     loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = images = skipped = steps = dropped = 0
+    correct = counted = images = skipped = steps = dropped = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=description, leave=False, disable=progress_off(progress), unit="batch")
     for x, y, idx, n_skipped in bar:
@@ -209,16 +216,16 @@ def train_one_epoch(
         if ema is not None:
             ema.update_parameters(model)
         loss_sum += loss.detach().double().cpu() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
-        images += len(y)
+        hits, count = (score or top1_score)(logits, y)
+        correct, counted, images = correct + hits, counted + count, images + len(y)
         bar.set_postfix(loss=f"{value:.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
     seconds = time.perf_counter() - start
-    loss_total, correct, images, skipped, dropped = _all_reduce(
-        [float(loss_sum), correct, images, skipped, dropped], device
+    loss_total, correct, counted, images, skipped, dropped = _all_reduce(
+        [float(loss_sum), correct, counted, images, skipped, dropped], device
     )
     return EpochStats(
         loss_total / max(images, 1),
-        100 * correct / max(images, 1),
+        100 * correct / max(counted, 1),
         int(images),
         seconds,
         int(skipped),

@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from mobilenets.data import build_dataset, check_classes, sample_name
+from mobilenets.data.segmentation import build_segmentation_dataset
 from mobilenets.errors import ConfigError, ZeroWorkError, display, printable
 from mobilenets.fileio import check_output_path, new_figure, save_figure, write_text_atomic
 from mobilenets.training import distributed
 from mobilenets.training.engine import EvalResult, evaluate, log_to_stderr, make_loader
+from mobilenets.training.tasks import TASKS
+from mobilenets.training.tasks.segmentation import SegmentationResult, evaluate_segmentation
 from mobilenets.weights import load
 
 
@@ -42,6 +45,13 @@ def evaluate_checkpoint(
     data = data or info.data
     if not data:
         raise ConfigError(f"--data is required to evaluate {display(checkpoint)}")
+    check_task(checkpoint, info.model, info.task, data)
+    if info.task == "segmentation":
+        if predictions is not None:
+            raise ConfigError("--predictions writes a classifier's CSV; use predict for masks")
+        return evaluate_segmenter(
+            model, info, data, batch_size=batch_size, progress=progress, device=device, log=log
+        )
     if predictions is not None:
         for path in (Path(predictions), Path(predictions).with_suffix(".confusion.png")):
             check_output_path(path, checkpoint, flag="--predictions", data=[data])
@@ -134,3 +144,60 @@ def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: st
     ax.set(xlabel="prediction", ylabel="label", title=f"confusion matrix: {title}")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def is_segmentation_data(data: str) -> bool:
+    """``nuclei`` or a folder with ``classes.txt`` (a segmentation folder)."""
+    return data == "nuclei" or (Path(data).expanduser() / "classes.txt").is_file()
+
+
+def check_task(checkpoint: str | Path, model: str, task: str, data: str) -> None:
+    """The network's task is the data's: one line when a classifier meets masks or the
+    other way round."""
+    data_task = "segmentation" if is_segmentation_data(data) else "classification"
+    if task != data_task:
+        raise ConfigError(
+            f"{display(checkpoint)} holds {model}, a {task} network, but {display(data)} is "
+            f"{data_task} data: evaluate a "
+            + (
+                "segmentation model (lraspp_*, deeplabv3_*)"
+                if data_task == "segmentation"
+                else "classifier"
+            )
+            + " on it"
+        )
+
+
+def evaluate_segmenter(
+    model: object,
+    info: object,
+    data: str,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+    device: str = "cpu",
+    log: Callable[[str], None] = log_to_stderr,
+) -> SegmentationResult:
+    """mIoU, IoU per class and pixel accuracy of a segmenter on ``data``'s val split, with the
+    normalisation it was trained with; the IoU table is logged."""
+    task = TASKS["segmentation"]
+    dataset = build_segmentation_dataset(
+        data, "val", info.input_size, mean_std=(info.mean, info.std)
+    )
+    check_classes(
+        list(info.classes),
+        [str(c) for c in dataset.classes],
+        expected_from=display(info.source),
+        found_in=f"{display(data)} val/",
+    )
+    target = distributed.pick_device(device, distributed.DistEnv())
+    loader = make_loader(dataset, batch_size, shuffle=False, collate=task.collate)
+    result = evaluate_segmentation(
+        model.to(target), loader, info.num_classes, device=target, progress=progress
+    )
+    result.classes = tuple(info.classes)
+    log(
+        f"mIoU {result.miou:.2f}%  pixel accuracy {result.pixel_acc:.2f}% on {result.images:,} "
+        f"images ({result.pixels:,} labelled pixels)"
+    )
+    return result

@@ -20,6 +20,7 @@ from torch import nn
 
 from mobilenets.data import check_classes
 from mobilenets.errors import ConfigError, WeightsError, display
+from mobilenets.models.registry import get_model_entry, model_task
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.training.config import TrainConfig
 from mobilenets.weights import load
@@ -37,10 +38,20 @@ def load_network(spec: str, flag: str) -> tuple[nn.Module, NetworkInfo]:
     return load(spec)
 
 
+#: Tensors of a classifier that a dense model's backbone has no place for (the pooled head).
+CLASSIFIER_ONLY = ("classifier.", "pre_logits.", "head.")
+
+
 def start_from(config: TrainConfig) -> tuple[TrainConfig, nn.Module, NetworkInfo]:
     """``config`` with the network of its ``weights`` (name, width, keywords), and that
-    network with its record. A ``model`` or ``width_mult`` also given must agree."""
+    network with its record. A ``model`` or ``width_mult`` also given must agree.
+
+    A dense model (``--model lraspp_mobilenet_v2``) given a classifier's weights (its
+    backbone's family) starts its backbone from them: see :func:`backbone_start`.
+    """
     network, info = load_network(config.weights, "--weights")
+    if config.model and model_task(config.model) != "classification" == info.task:
+        return backbone_start(config, info), network, info
     width = info.kwargs.get("width_mult", 1.0)
     for name, asked, found in (
         ("model", config.model, info.model),
@@ -178,3 +189,46 @@ class Teacher:
             for k, row in zip(keys, logits.cpu(), strict=True):
                 self.cache[k] = row
         return logits
+
+
+def backbone_start(config: TrainConfig, info: NetworkInfo) -> TrainConfig:
+    """``config`` for a dense model whose backbone starts from the classifier of ``info``: the
+    same family, width and keywords (``backbone_kwargs``)."""
+    family = get_model_entry(config.model).preset.get("backbone_name")
+    if family != info.model:
+        raise ConfigError(
+            f"--weights {display(config.weights)} hold {info.model}, but {config.model}'s "
+            f"backbone is {family}: give {family} weights (or that model's own checkpoint)"
+        )
+    width = info.kwargs.get("width_mult", 1.0)
+    if config.width_mult is not None and config.width_mult != width:
+        raise ConfigError(
+            f"--width-mult {config.width_mult} disagrees with --weights "
+            f"{display(config.weights)} (α={width}): leave --width-mult out"
+        )
+    own = ("width_mult", "num_classes", "dropout", "features_only", "out_indices")
+    backbone_kwargs = {k: v for k, v in info.kwargs.items() if k not in own}
+    kwargs = {**config.model_kwargs}
+    if backbone_kwargs:
+        kwargs["backbone_kwargs"] = {**backbone_kwargs, **kwargs.get("backbone_kwargs", {})}
+    return replace(config, width_mult=width, model_kwargs=kwargs)
+
+
+def load_backbone_weights(model: nn.Module, source: nn.Module, log: Callable[[str], None]) -> None:
+    """Copy a classifier's tensors into ``model.backbone``: every backbone tensor must load;
+    the classifier's pooled head (classifier, pre-logits, V2's 1280 conv) is left out."""
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith(CLASSIFIER_ONLY)}
+    try:
+        missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a tensor of another shape (another width or tail)
+        first = str(error).strip().splitlines()[-1].strip()
+        raise WeightsError(f"the weights do not fit the backbone: {first}") from None
+    if missing or unexpected:
+        raise WeightsError(
+            "the weights do not fit the backbone: "
+            f"missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
+    log(
+        f"fine-tuning: the backbone starts from the weights ({len(state)} tensors); the "
+        "segmentation head starts afresh"
+    )

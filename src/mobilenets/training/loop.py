@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mobilenets.complexity import profile
-from mobilenets.data import build_dataset, check_classes, parse_spec
+from mobilenets.data import check_classes
 from mobilenets.errors import (
     CheckpointError,
     ConfigError,
@@ -39,9 +39,7 @@ from mobilenets.fileio import (
     RunLock,
     check_writable_folder,
     clean_orphans,
-    new_figure,
     nonfinite_tensors,
-    save_figure,
     write_text_atomic,
 )
 from mobilenets.malloc import malloc_tuned
@@ -52,7 +50,6 @@ from mobilenets.training.config import TrainConfig
 from mobilenets.training.engine import (
     EpochStats,
     EvalResult,
-    evaluate,
     log_to_stderr,
     make_loader,
     train_one_epoch,
@@ -60,6 +57,7 @@ from mobilenets.training.engine import (
 from mobilenets.training.finetune import (
     Teacher,
     distillation_loss,
+    load_backbone_weights,
     load_initial_weights,
     load_network,
     set_frozen,
@@ -75,24 +73,13 @@ from mobilenets.training.state import (
     parameter_groups,
     warmup_epochs,
 )
+from mobilenets.training.tasks import Task, task_for
 
 #: What a training checkpoint must hold to be resumed.
 CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "rng", "history")
 
-METRIC_FIELDS = [
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_top1",
-    "val_loss",
-    "val_top1",
-    "val_top5",
-    "epoch_seconds",
-    "images_per_second",
-    "skipped_images",
-    "dropped_images",
-    "val_images",
-]
+#: The classification run's ``metrics.csv`` columns (each task has its own: ``Task.fields``).
+METRIC_FIELDS = task_for(None).fields
 
 
 @dataclass
@@ -105,6 +92,10 @@ class FitResult:
     def top1(self) -> float:
         return self.summary["val_top1"]
 
+    @property
+    def miou(self) -> float:
+        return self.summary["val_miou"]
+
 
 def _seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
     """Per-epoch seeds: a resumed run draws the same shuffles and augmentations."""
@@ -115,32 +106,17 @@ def _seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
     generator.manual_seed(epoch_seed)
 
 
-def write_metrics(path: Path, history: list[dict]) -> None:
+def write_metrics(path: Path, history: list[dict], fields: list[str] = METRIC_FIELDS) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
     write_text_atomic(path, buffer.getvalue())
 
 
 def plot_curves(path: Path, history: list[dict], title: str) -> None:
-    """Loss and top-1 against epoch, train and validation."""
-    epochs = [h["epoch"] for h in history]
-    fig = new_figure(figsize=(10, 4))
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.plot(epochs, [h["train_top1"] for h in history], "o-", label="train")
-    ax_acc.plot(epochs, [h["val_top1"] for h in history], "s-", label="validation top-1")
-    ax_acc.plot(epochs, [h["val_top5"] for h in history], "^--", label="validation top-5")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
+    """Loss and top-1 against epoch, train and validation (a classification run's curves)."""
+    task_for(None).plot(path, history, title)
 
 
 def fit(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> FitResult:
@@ -282,13 +258,19 @@ def _fit(
     source = start_from(config) if config.weights and saved is None else None
     if source is not None:
         config = source[0]
-    data = RunData.build(config, env, *_start_record(config, saved, source))
+    task = task_for(config.model)
+    if config.teacher and task.name != "classification":
+        raise ConfigError(f"--teacher distils a classifier; {config.model} is a {task.name} model")
+    data = RunData.build(config, env, task, *_start_record(config, saved, source))
     initialize = None
     if source is not None:
         _, network, source_info = source
 
         def initialize(model: nn.Module) -> None:
-            load_initial_weights(model, network, source_info.classes, data.info.classes, say)
+            if source_info.task != task.name:  # a classifier's weights start the backbone
+                load_backbone_weights(model, network, say)
+            else:
+                load_initial_weights(model, network, source_info.classes, data.info.classes, say)
 
     state = TrainingState.create(config, data.info, device, env, len(data.train_loader), initialize)
     teacher = _teacher(config, data.info, device)
@@ -305,28 +287,29 @@ def _fit(
             frozen = epoch < config.freeze_epochs
             set_frozen(state.model, frozen)
             train_model = _wrap(state.model, device, env)
-        row = _train_epoch(state, train_model, data, epoch, device, env, say, frozen, teacher)
+        row = _train_epoch(state, train_model, data, epoch, device, env, say, frozen, teacher, task)
         state.history.append(row)
         state.epoch = epoch + 1
         if env.is_main:
             save_checkpoint(state.state_dict(), checkpoint_path)
-            write_metrics(out / "metrics.csv", state.history)
-            for key in METRIC_FIELDS[1:] if writer is not None else ():
+            write_metrics(out / "metrics.csv", state.history, task.fields)
+            for key in task.fields[1:] if writer is not None else ():
                 writer.add_scalar(key, row[key], epoch + 1)
         if (epoch + 1) % config.log_every == 0 or epoch + 1 == config.epochs:
             say(
-                f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  train top-1 "
-                f"{row['train_top1']:.2f}%  val top-1 {row['val_top1']:.2f}%  top-5 "
-                f"{row['val_top5']:.2f}%  {row['images_per_second']:.0f} img/s"
+                f"epoch {epoch + 1}/{config.epochs}  {task.log_line(row)}  "
+                f"{row['images_per_second']:.0f} img/s"
             )
         distributed.barrier()
     if not state.history:
         raise CheckpointError(f"{display(checkpoint_path)} holds no finished epoch")
-    summary = _summary(state, device, env)
+    summary = _summary(state, device, env, task)
     if env.is_main:
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
         title = f"{config.model} α={config.width_mult} {config.resolution} px on {config.data}"
-        plot_curves(out / "curves.png", state.history, title)
+        task.plot(out / "curves.png", state.history, title)
+        mean_std = (data.info.mean, data.info.std)
+        task.picture(out / "predictions.png", state.eval_model, data.val_set, mean_std, device)
         if writer is not None:
             writer.close()
     return FitResult(out, summary, state.eval_model)
@@ -349,6 +332,7 @@ class RunData:
         cls,
         config: TrainConfig,
         env: distributed.DistEnv,
+        task: Task,
         norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
         origin: str | None = None,
     ) -> RunData:
@@ -363,9 +347,8 @@ class RunData:
                 f"--batch-size ≥ {2 * env.world_size}"
             )
         torch.manual_seed(config.seed)
-        spec = parse_spec(config.data)
-        mean, std = spec.mean_std
-        if norm is not None and spec.kind != "digits":
+        mean, std = task.data_mean_std(config.data)
+        if norm is not None and not task.keeps_own_normalization(config.data):
             mean, std = norm
         info = NetworkInfo(
             config.model,
@@ -375,18 +358,8 @@ class RunData:
             source=origin or f"mobilenets training run {config.out}",
             data=config.data,
         )
-        common = {
-            "mean_std": (mean, std),
-            "root": config.data_root,
-            "cache_in_memory": config.cache_in_memory,
-            "skip_bad_images": config.skip_bad_images,
-        }
-        train_set = build_dataset(
-            config.data, "train", config.resolution, augment=config.augment, **common
-        )
-        val_set = build_dataset(
-            config.data, "val", config.resolution, preprocess=info.eval_transform(), **common
-        )
+        preprocess = info.eval_transform() if task.name == "classification" else None
+        train_set, val_set = task.datasets(config, (mean, std), preprocess)
         classes = [str(c) for c in train_set.classes]
         check_train_classes(classes, [str(c) for c in val_set.classes], config.data)
         if len(val_set) == 0:
@@ -407,6 +380,7 @@ class RunData:
             generator=generator,
             sampler=sampler,
             drop_last=True,
+            collate=task.collate,
         )
         # every validation sample on exactly one rank, no padding: exact all-reduced counts
         val_loader = make_loader(
@@ -414,6 +388,7 @@ class RunData:
             per_rank_batch,
             shuffle=False,
             workers=config.workers,
+            collate=task.collate,
         )
         if len(train_loader) == 0:
             raise ZeroWorkError(
@@ -434,6 +409,7 @@ def _train_epoch(
     say: Callable[[str], None],
     frozen: bool = False,
     teacher: Teacher | None = None,
+    task: Task | None = None,
 ) -> dict:
     """Train one epoch (only the classifier when ``frozen``; distilled from ``teacher``),
     evaluate, and return its row of ``metrics.csv``."""
@@ -442,7 +418,8 @@ def _train_epoch(
     data.sampler.set_epoch(epoch)
     lr = state.scheduler.get_last_lr()[0]
     progress = config.progress and env.is_main
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    task = task or task_for(config.model)
+    criterion = task.criterion(config)
     if teacher is not None:
         criterion = functools.partial(
             distillation_loss,
@@ -465,24 +442,22 @@ def _train_epoch(
         description=f"epoch {epoch + 1}/{config.epochs}" + (" (head only)" if frozen else ""),
         train_mode=train_modes(frozen, config.freeze_bn),
         teacher=teacher,
+        score=task.score,
     )
     _check_work(stats, epoch, say)
-    result = evaluate(
+    result = task.evaluate(
         state.eval_model,
         data.val_loader,
         device=device,
         amp=config.amp,
         channels_last=config.channels_last,
         progress=progress,
+        num_classes=data.info.num_classes,
     )
     return {
         "epoch": epoch + 1,
         "lr": lr,
-        "train_loss": stats.loss,
-        "train_top1": stats.top1,
-        "val_loss": result.loss,
-        "val_top1": result.top1,
-        "val_top5": result.top5,
+        **task.row(stats, result),
         "epoch_seconds": stats.seconds,
         "images_per_second": stats.images_per_second,
         "skipped_images": stats.skipped + result.skipped,
@@ -549,7 +524,8 @@ def _announcement(
     steps = recipe(config)
     bn = "frozen" if config.freeze_bn else "trained"
     start = (
-        f"fine-tuning from {config.weights} ({source.source if source else 'resumed'}): lr "
+        f"fine-tuning from {display(config.weights)} "
+        f"({display(source.source) if source else 'resumed'}): lr "
         f"{steps['lr']:g}, warmup {steps['warmup_epochs']:g} epochs, head only for "
         f"{config.freeze_epochs} epochs, BN statistics {bn}\n"
         if config.weights
@@ -557,7 +533,7 @@ def _announcement(
     )
     if config.teacher:
         start += (
-            f"distilling from {config.teacher}: T={config.distill_temperature:g}, "
+            f"distilling from {display(config.teacher)}: T={config.distill_temperature:g}, "
             f"W={config.distill_weight:g}\n"
         )
     warning = (
@@ -571,7 +547,8 @@ def _announcement(
         + start
         + (
             f"training {config.model} (α={config.width_mult}, {config.resolution} px) on "
-            f"{config.data}: {len(data.train_set):,} train / {len(data.val_set):,} val images, "
+            f"{display(config.data)}: {len(data.train_set):,} train / "
+            f"{len(data.val_set):,} val images, "
             f"{data.info.num_classes} classes, {device}, world size {env.world_size}\n"
             f"memory: glibc malloc tunables {tuned}; channels_last "
             f"{'on' if config.channels_last else 'off'}; amp {'on' if config.amp else 'off'}"
@@ -593,21 +570,21 @@ class _Shard(torch.utils.data.Dataset):
         return self.dataset[self.indices[index]]
 
 
-def _summary(state: TrainingState, device: torch.device, env: distributed.DistEnv) -> dict:
+def _summary(
+    state: TrainingState, device: torch.device, env: distributed.DistEnv, task: Task
+) -> dict:
     """The run's results and the trained network's complexity (profiled on that network)."""
     config, history, last = state.config, state.history, state.history[-1]
     prof = profile(state.eval_model, config.resolution)
     return {
         "model": config.model,
+        "task": task.name,
         "width_mult": config.width_mult,
         "resolution": config.resolution,
         "data": config.data,
         "classes": list(state.info.classes),
         "epochs": len(history),
-        "val_top1": last["val_top1"],
-        "val_top5": last["val_top5"],
-        "val_loss": last["val_loss"],
-        "best_val_top1": max(h["val_top1"] for h in history),
+        **task.summary(history),
         "val_images": last["val_images"],
         "params": prof.total_params,
         "macs": prof.macs,

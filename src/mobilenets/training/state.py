@@ -76,8 +76,9 @@ def warmup_epochs(config: TrainConfig) -> float:
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Linear warmup from 1% of the peak, then cosine to 0, step (×0.1 at ½ and ¾), or
-    exponential (×0.98 per epoch, the V2 paper's schedule).
+    """Linear warmup from 1% of the peak, then cosine to 0, step (×0.1 at ½ and ¾),
+    exponential (×0.98 per epoch, the V2 paper's schedule) or poly ((1 − progress)^0.9,
+    torchvision's segmentation reference and DeepLab's).
 
     A finished run extended with more epochs (``extended_from``) restarts the cosine or step
     schedule from the peak over the added epochs, without warmup (a warm restart, as SGDR);
@@ -94,6 +95,8 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
             progress = (step - start) / max(1, total - start)
             if config.schedule == "cosine":
                 return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            if config.schedule == "poly":
+                return (1 - min(progress, 1.0)) ** 0.9
             return 0.1 ** sum(progress >= m for m in (0.5, 0.75))
         if step < warmup:
             return 0.01 + 0.99 * step / warmup
@@ -102,6 +105,8 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
             return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         if config.schedule == "step":
             return 0.1 ** sum(progress >= m for m in (0.5, 0.75))
+        if config.schedule == "poly":
+            return (1 - min(progress, 1.0)) ** 0.9
         return 0.98 ** (step / steps_per_epoch)
 
     return factor

@@ -32,7 +32,18 @@ from mobilenets.models.registry import create_model
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.safetensors import save_weights
 
-TORCHVISION_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+TORCHVISION_MODELS = (
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "lraspp_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large",
+)
+#: torchvision's segmenters: the classifier key each one's class count is read from.
+_TORCHVISION_SEGMENTERS = {
+    "lraspp_mobilenet_v3_large": "classifier.low_classifier.weight",
+    "deeplabv3_mobilenet_v3_large": "classifier.4.weight",
+}
 _TIMM_NAME = re.compile(
     r"^(?P<tf>tf_)?mobilenetv(?P<family>1|2|3_large|3_small)(?P<minimal>_minimal)?_(?P<w>\d{3})$"
 )
@@ -48,16 +59,27 @@ class Target:
 
 
 def torchvision_target(
-    name: str, width_mult: float = 1.0, num_classes: int = 1000, reduced_tail: bool = False
+    name: str,
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    reduced_tail: bool = False,
+    aux_loss: bool = False,
 ) -> Target:
-    """Our equivalent of ``torchvision.models.<name>(width_mult=..., ...)``."""
+    """Our equivalent of ``torchvision.models.<name>(width_mult=..., ...)`` (or of
+    ``torchvision.models.segmentation.<name>(num_classes=..., aux_loss=...)``)."""
     if name not in TORCHVISION_MODELS:
         raise ConfigError(
             f"torchvision has no MobileNet named {name!r}; supported: "
             f"{', '.join(TORCHVISION_MODELS)} (torchvision has no MobileNetV1)"
         )
     kwargs: dict = {"width_mult": width_mult, "num_classes": num_classes}
-    if name.startswith("mobilenet_v3"):
+    if name in _TORCHVISION_SEGMENTERS:  # its backbone: torchvision's V3-Large, atrous
+        kwargs["backbone_kwargs"] = {"channel_rules": "torchvision"}
+        if aux_loss:
+            kwargs["aux_loss"] = True
+        if reduced_tail:
+            kwargs["reduced_tail"] = True
+    elif name.startswith("mobilenet_v3"):
         kwargs.update(channel_rules="torchvision", bn_eps=1e-3, reduced_tail=reduced_tail)
     return Target(name, kwargs, "torchvision")
 
@@ -282,7 +304,20 @@ _SOURCE_LOOKS = {
 
 def key_map(source_name: str, model: nn.Module) -> dict[str, str]:
     """Our state-dict key -> the source's key, by module path (``source_name``: torchvision or
-    timm). Derived from our network's own structure, so it holds for every width and variant."""
+    timm). Derived from our network's own structure, so it holds for every width and variant.
+
+    A segmenter's heads carry torchvision's names already; its backbone maps as the family's
+    ``features`` does, under torchvision's ``backbone.`` (``IntermediateLayerGetter``)."""
+    if hasattr(model, "backbone"):
+        if source_name != "torchvision":
+            raise WeightsError(f"{source_name} has no segmentation models to convert")
+        inner = key_map(source_name, model.backbone)
+        mapping = {
+            f"backbone.{k}": "backbone." + v.removeprefix("features.") for k, v in inner.items()
+        }
+        for key in model.state_dict():
+            mapping.setdefault(key, key)
+        return mapping
     layout = _Layout.of(model)
     module_name = _SOURCE_MODULE[source_name]
     mapping = {}
@@ -418,9 +453,13 @@ def classifier_outputs(state: dict[str, torch.Tensor], source: str, model: str) 
     there is none: the key-map check then names every key that does not fit)."""
     if source == "timm":
         key = "classifier.weight"
+    elif model in _TORCHVISION_SEGMENTERS:
+        key = _TORCHVISION_SEGMENTERS[model]
     else:
         key = "classifier.3.weight" if model.startswith("mobilenet_v3") else "classifier.1.weight"
     weight = state.get(key)
+    if weight is not None and weight.dim() == 4 and weight.shape[2:] == (1, 1):  # a 1×1 conv
+        return int(weight.shape[0])
     return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else 1000
 
 
@@ -468,7 +507,8 @@ def convert_state_file(
     if source == "torchvision":
         torchvision_target(model)  # checks the name first
         num_classes = classifier_outputs(state, source, model)
-        target = torchvision_target(model, width_mult, num_classes, reduced_tail)
+        aux = any(k.startswith("aux_classifier.") for k in state)
+        target = torchvision_target(model, width_mult, num_classes, reduced_tail, aux)
         eval_resize = eval_resize or torchvision_eval_resize(model, path)
     else:
         target = timm_target(model)  # checks the name before the state dict is read for it

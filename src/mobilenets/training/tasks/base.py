@@ -1,0 +1,107 @@
+"""The interface every task implements (see :mod:`mobilenets.training.tasks`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mobilenets.fileio import new_figure, save_figure
+
+#: Columns every task's ``metrics.csv`` has, around its own.
+COMMON_FIELDS = [
+    "epoch_seconds",
+    "images_per_second",
+    "skipped_images",
+    "dropped_images",
+    "val_images",
+]
+
+
+class Task:
+    """One task's part of training: override every method."""
+
+    name: str = ""
+    #: ``metrics.csv`` columns after ``epoch`` and ``lr``, before :data:`COMMON_FIELDS`.
+    metric_fields: tuple[str, ...] = ()
+    #: the summary's headline figure (``val_top1``, ``val_miou``)
+    headline: str = ""
+
+    @property
+    def fields(self) -> list[str]:
+        return ["epoch", "lr", *self.metric_fields, *COMMON_FIELDS]
+
+    def collate(self, samples: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        raise NotImplementedError
+
+    def datasets(
+        self, config: object, mean_std: tuple, eval_preprocess: Callable | None
+    ) -> tuple[Dataset, Dataset]:
+        raise NotImplementedError
+
+    def data_mean_std(self, data: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        raise NotImplementedError
+
+    def criterion(self, config: object) -> Callable:
+        raise NotImplementedError
+
+    def score(self, outputs: object, targets: torch.Tensor) -> tuple[int, int]:
+        """(correct, counted) of a training batch: images or pixels."""
+        raise NotImplementedError
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        *,
+        device: torch.device,
+        amp: bool,
+        channels_last: bool,
+        progress: bool,
+        num_classes: int,
+    ) -> object:
+        raise NotImplementedError
+
+    def row(self, train: object, result: object) -> dict:
+        """This task's columns of one ``metrics.csv`` row."""
+        raise NotImplementedError
+
+    def log_line(self, row: dict) -> str:
+        raise NotImplementedError
+
+    #: ``curves.png``: the loss's label, then the right panel's title, its y label and its
+    #: series as (column, marker style, label).
+    loss_label: str = "cross-entropy"
+    curves: tuple[str, str, tuple[tuple[str, str, str], ...]] = ("", "", ())
+
+    def plot(self, path: Path, history: list[dict], title: str) -> None:
+        """Loss (train and validation), then the task's figures, against epoch."""
+        epochs = [h["epoch"] for h in history]
+        fig = new_figure(figsize=(10, 4))
+        ax_loss, ax_figures = fig.subplots(1, 2)
+        ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+        ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
+        ax_loss.set(xlabel="epoch", ylabel=self.loss_label, title="loss")
+        panel, ylabel, series = self.curves
+        for key, style, label in series:
+            ax_figures.plot(epochs, [h[key] for h in history], style, label=label)
+        ax_figures.set(xlabel="epoch", ylabel=ylabel, title=panel)
+        for ax in (ax_loss, ax_figures):
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(title)
+        fig.tight_layout()
+        save_figure(fig, path)
+
+    def summary(self, history: list[dict], result: object | None = None) -> dict:
+        raise NotImplementedError
+
+    def picture(
+        self, path: Path, model: nn.Module, dataset: Dataset, mean_std: tuple, device: torch.device
+    ) -> bool:
+        """Draw predictions beside the truth at ``path`` when the task has a picture to show;
+        ``False`` when it has none."""
+        return False
