@@ -84,3 +84,20 @@ def test_count_params_rejects_unknown_convention(rows: dict) -> None:
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/reference is beside the repo only")
 def test_package_copy_equals_the_shared_reference() -> None:
     assert load_figures() == json.loads(SHARED.read_text())
+
+
+def test_dense_tables_params_match_and_mult_adds_are_explained(rows: dict) -> None:
+    """V2 Table 7 and V3 Table 7: every parameter figure to the printed digit (V3 with TF
+    DeepLab's reduced tail); every mult-add figure counted at the paper's input, with its
+    reason."""
+    dense = [r for r in rows.values() if r.source in ("V2 Table 7", "V3 Table 7")]
+    assert len(dense) == 10
+    for r in dense:
+        if r.metric == P:
+            assert r.status == "match", r
+        else:
+            assert r.metric == "mult-adds (B)" and r.status == "differs" and r.reason, r
+    v2_reduced = rows[("V2 Table 7", "MNet V2* OS16", "mult-adds (B)")]
+    assert round(v2_reduced.ours, 3) == 2.741  # the 2.75 B "without ASPP", at 513×513
+    v3 = rows[("V3 Table 7", "V3 RF2 LR-ASPP F=128", "mult-adds (B)")]
+    assert abs(v3.difference) / v3.published < 0.05

@@ -20,7 +20,22 @@ from mobilenets.errors import ConfigError
 from mobilenets.layers import ConvNormAct, DepthwiseSeparable
 from mobilenets.models.registry import create_model
 
-_MA, _P = "mult-adds (M)", "params (M)"
+_MA, _P, _MB = "mult-adds (M)", "params (M)", "mult-adds (B)"
+DEEPLAB_CROP = 513  # TF DeepLab's PASCAL crop, where the V2 paper's Table 7 counts
+CITYSCAPES = (1024, 2048)
+_DEEPLAB_V2 = (
+    "counted at TF DeepLab's 513×513 crop (the 512×512 count is lower still); "
+    "the paper does not say what else it counted"
+)
+_LRASPP_MA = (
+    "TF DeepLab's LR-ASPP reads its stride-8 features from the depthwise output of the last "
+    "stride-8 block ({low} channels, +{extra} B over the first stride-8 block's); the rest is "
+    "not among Figure 10's layers and the paper does not say what else it counted"
+)
+_LRASPP_P = (
+    "with TF DeepLab's reduced tail (the last stage's first block halves its expansion); "
+    "torchvision's tail keeps it: {kept:.2f} M"
+)
 _V3_GAP = (
     "the paper's V3 count is 1.1–1.4% above conv+FC mult-adds; torchvision (0.217 G) and "
     "timm agree with ours; the paper does not say what else it counted"
@@ -58,6 +73,17 @@ REASONS: dict[tuple[str, str, str], str] = {
     ),
     ("V3 Table 3", "large 1.0", _MA): _V3_GAP,
     ("V3 Table 3", "small 0.75", _MA): _V3_GAP,
+    ("V2 Table 7", "MNet V1 OS16 ASPP", _MB): _DEEPLAB_V2,
+    ("V2 Table 7", "MNet V2* OS16 ASPP", _MB): (
+        "counted at TF DeepLab's 513×513 crop; V2's unused last 1×1 conv (320→1280) on the "
+        "33×33 map would add 0.446 B (5.81 B), but the row without ASPP cannot include it"
+    ),
+    ("V2 Table 7", "MNet V2* OS16", _MB): (
+        "counted at TF DeepLab's 513×513 crop (at 512×512: 2.60 B): 0.3% below, unexplained"
+    ),
+    ("V3 Table 7", "V3 RF2 LR-ASPP F=128", _MB): _LRASPP_MA.format(low=120, extra=0.05),
+    ("V3 Table 7", "V3-Small RF2 LR-ASPP F=128", _MB): _LRASPP_MA.format(low=88, extra=0.04),
+    ("V3 Table 7", "V3 RF2 LR-ASPP F=128", _P): _LRASPP_P.format(kept=1.75),
     ("V3 minimalistic", "small 1.0", _MA): (
         "TF-slim's 65 M cannot be this network: 3×3 kernels and no SE only remove mult-adds "
         "from the full Small's 56.5 M"
@@ -129,9 +155,10 @@ class Comparison:
         }
 
 
-def load_figures() -> dict:
-    """The papers' published figures, as shipped with the package."""
-    text = resources.files("mobilenets.complexity").joinpath("paper_figures.json").read_text()
+def load_figures(name: str = "paper_figures.json") -> dict:
+    """The papers' published figures, as shipped with the package (``paper_figures_dense.json``:
+    the dense-prediction tables)."""
+    text = resources.files("mobilenets.complexity").joinpath(name).read_text()
     return json.loads(text)
 
 
@@ -171,6 +198,7 @@ def compare() -> list[Comparison]:
     _compare_v1_tables_2_to_5(rows, figures["mobilenet_v1"])
     _compare_v1_grids(rows, figures["mobilenet_v1"])
     _compare_v2_v3(rows, figures["mobilenet_v2"], figures["mobilenet_v3"])
+    _compare_dense(rows, load_figures("paper_figures_dense.json"))
     for fig in figures["torchvision"]["rows"]:
         prof = _count(fig["model"], 224)
         rows.add("torchvision", fig["model"], "params", fig["num_params"], prof.total_params, "all")
@@ -249,6 +277,23 @@ def _compare_v2_v3(rows: _Rows, v2: dict, v3: dict) -> None:
     for fig in v3["minimalistic_tf_slim"]:
         prof = _count(f"mobilenet_v3_{fig['model']}", 224, minimalistic=True, num_classes=1001)
         rows.add_net("V3 minimalistic", f"{fig['model']} {fig['alpha']}", fig, prof)
+
+
+def _compare_dense(rows: _Rows, dense: dict) -> None:
+    """V2 Table 7 (Mobile DeepLabv3, PASCAL VOC) and V3 Table 7 (LR-ASPP, Cityscapes):
+    parameters (every tensor, as these tables round) and mult-adds (B) at the paper's input."""
+    for fig in dense["v2_table7"]:
+        kwargs = {"num_classes": 21, "output_stride": fig["output_stride"], "aspp": fig["aspp"]}
+        prof = _count(fig["model"], DEEPLAB_CROP, **kwargs)
+        label = f"{fig['network']} OS{fig['output_stride']}" + (" ASPP" if fig["aspp"] else "")
+        rows.add("V2 Table 7", label, _P, fig["params"], _mega(prof.total_params), "all")
+        rows.add("V2 Table 7", label, _MB, fig["mult_adds_b"], prof.macs / 1e9, "conv+FC")
+    for fig in dense["v3_table7"]:
+        kwargs = {"num_classes": 19, "reduced_tail": "deeplab", "filters": fig["filters"]}
+        prof = _count(fig["model"], CITYSCAPES, **kwargs)
+        label = f"{fig['backbone']} RF2 LR-ASPP F={fig['filters']}"
+        rows.add("V3 Table 7", label, _P, fig["params"], _mega(prof.total_params), "all")
+        rows.add("V3 Table 7", label, _MB, fig["mult_adds_b"], prof.macs / 1e9, "conv+FC")
 
 
 def format_comparison(rows: list[Comparison]) -> str:
