@@ -33,15 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="report unreadable images and go on with the others (exit status 1)",
     )
+    parser.add_argument(
+        "--out",
+        help="a segmenter's output folder: NAME.mask.png (class index per pixel) and "
+        "NAME.overlay.png per image (required for segmentation networks)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mobilenets.weights import predict
+    from mobilenets.weights import load, predict
 
-    results = predict(
-        args.weights, args.images, topk=args.topk, skip_bad_images=args.skip_bad_images
-    )
+    network = load(args.weights)
+    if network[1].task == "segmentation":
+        return _segment(args, network)
+    results = predict(network, args.images, topk=args.topk, skip_bad_images=args.skip_bad_images)
     failed = [r for r in results if r.error]
     for result in failed:
         print(f"mobilenets predict: skipped: {display(result.error)}", file=sys.stderr)
@@ -54,4 +60,27 @@ def run(args: argparse.Namespace) -> int:
             cli_types.emit(display(result.path))
             for name, prob in result.top:
                 cli_types.emit(f"  {100 * prob:6.2f}%  {display(name)}")
+    return 1 if failed else 0
+
+
+def _segment(args: argparse.Namespace, network: tuple) -> int:
+    from mobilenets.errors import ConfigError
+    from mobilenets.training.tasks.segmentation import predict_masks
+
+    if not args.out:
+        raise ConfigError(
+            f"{display(args.weights)} is a segmentation network: give --out FOLDER for its "
+            "masks and overlays"
+        )
+    results = predict_masks(network, args.images, args.out, skip_bad_images=args.skip_bad_images)
+    failed = [r for r in results if r.error]
+    for result in failed:
+        print(f"mobilenets predict: skipped: {display(result.error)}", file=sys.stderr)
+    if args.json:
+        cli_types.emit(json.dumps([asdict(r) for r in results], indent=2))
+        return 1 if failed else 0
+    for result in results:
+        if not result.error:
+            shares = ", ".join(f"{display(c)} {100 * v:.1f}%" for c, v in result.shares.items())
+            cli_types.emit(f"{display(result.path)} → {display(result.mask)} ({shares})")
     return 1 if failed else 0

@@ -115,9 +115,10 @@ class OnnxSession:
 
 def named_outputs(names: list[str], values: list) -> torch.Tensor | dict[str, torch.Tensor]:
     """An exported network's outputs as its PyTorch module returns them: the tensor of a
-    single-output network, else a dict of every output by name (as torchvision's dense models)."""
+    classifier (one output, ``logits``), else a dict of every output by name (as torchvision's
+    dense models: ``{"out"}`` or ``{"out", "aux"}``)."""
     tensors = [torch.as_tensor(np.asarray(v)) for v in values]
-    if len(tensors) == 1:
+    if list(names) == ["logits"]:
         return tensors[0]
     return dict(zip(names, tensors, strict=True))
 

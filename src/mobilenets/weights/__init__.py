@@ -116,6 +116,11 @@ def predict(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {display(repr(value))}")
     model, info = load(network) if not isinstance(network, tuple) else network
+    if info.task != "classification":
+        raise ConfigError(
+            f"{info.model} is a {info.task} network: it predicts masks "
+            "(mobilenets predict --out FOLDER, or training.tasks.segmentation.predict_masks)"
+        )
     if info.num_classes == 0:
         raise ConfigError(
             f"{display(network if not isinstance(network, tuple) else info.model)} has no "

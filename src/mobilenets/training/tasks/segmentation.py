@@ -5,26 +5,38 @@ accuracy, all-reduced under DDP (exact: integer counts).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
 from torchvision.utils import draw_segmentation_masks
 from tqdm.auto import tqdm
 
+from mobilenets.data.folder import BadImageError, load_rgb
 from mobilenets.data.segmentation import (
     IGNORE_INDEX,
     build_segmentation_dataset,
     collate_padded,
+    joint_eval_transform,
     nuclei_mean_std,
 )
 from mobilenets.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from mobilenets.fileio import new_figure, save_figure
+from mobilenets.fileio import (
+    check_output_path,
+    check_writable_folder,
+    new_figure,
+    save_figure,
+    write_bytes_atomic,
+)
 from mobilenets.training.engine import _to, autocast, progress_off
 from mobilenets.training.tasks.base import Task
 
@@ -261,3 +273,61 @@ def overlay(image: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torc
     colors = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0"]
     palette = [colors[i % len(colors)] for i in range(num_classes - 1)]
     return draw_segmentation_masks(image, masks, alpha=0.5, colors=palette)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A PNG of an H×W (one channel) or H×W×3 uint8 array."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class MaskPrediction:
+    """One image segmented: its mask and overlay files, and the share of its pixels each class
+    got (``error`` instead, for an unreadable image skipped)."""
+
+    path: str
+    mask: str = ""
+    overlay: str = ""
+    shares: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+@torch.no_grad()
+def predict_masks(
+    network: tuple[nn.Module, object],
+    images: list[str | Path],
+    out: str | Path,
+    *,
+    skip_bad_images: bool = False,
+) -> list[MaskPrediction]:
+    """Segment whole images with the network's normalisation (no resizing): ``out/NAME.mask.png``
+    holds each pixel's class index, ``out/NAME.overlay.png`` the classes drawn on the image
+    (``draw_segmentation_masks``). Nothing is written over an input or inside a data folder."""
+    model, info = network
+    out = check_writable_folder(out)
+    normalize = joint_eval_transform(info.mean, info.std)
+    classes = list(info.classes) or [str(i) for i in range(info.num_classes)]
+    results = []
+    for path in map(str, images):
+        try:
+            pixels = np.asarray(load_rgb(path))
+        except BadImageError as err:
+            if not skip_bad_images:
+                raise
+            results.append(MaskPrediction(path, error=str(err)))
+            continue
+        image = tv_tensors.Image(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+        stem = Path(path).stem
+        mask_path, overlay_path = out / f"{stem}.mask.png", out / f"{stem}.overlay.png"
+        for target in (mask_path, overlay_path):
+            check_output_path(target, *images, flag="--out")
+        labels = model(normalize(image)[None])["out"][0].argmax(0)
+        counts = torch.bincount(labels.flatten(), minlength=len(classes)).tolist()
+        shares = {c: n / labels.numel() for c, n in zip(classes, counts, strict=False)}
+        write_bytes_atomic(mask_path, png_bytes(labels.to(torch.uint8).numpy()))
+        drawn = overlay(image.as_subclass(torch.Tensor), labels, len(classes))
+        write_bytes_atomic(overlay_path, png_bytes(drawn.permute(1, 2, 0).numpy()))
+        results.append(MaskPrediction(path, str(mask_path), str(overlay_path), shares))
+    return results
