@@ -82,3 +82,29 @@ def test_a_segmenter_without_out_and_a_classifier_api_call_are_one_clear_line(
 
     with pytest.raises(ConfigError, match="lraspp_mobilenet_v3_small is a segmentation network"):
         predict(segmenter, [str(tmp_path / "x.png")])
+
+
+def test_bench_references_are_torchvisions_segmenters_where_it_has_them() -> None:
+    from mobilenets.export.references import reference_model
+
+    library, reference = reference_model("lraspp_mobilenet_v3_large")
+    assert library == "torchvision" and type(reference).__name__ == "LRASPP"
+    assert reference_model("lraspp_mobilenet_v3_small") is None  # torchvision has none
+
+
+def test_int8_of_a_segmenter_is_judged_by_miou_per_pixel(nuclei_run, tmp_path) -> None:
+    """The ONNX export takes any image size; int8 is calibrated on the twelve training tiles
+    and judged on the 65,536 held-out pixels by mIoU (the data's classes are the model's).
+    Measured on a 2-core Xeon with AVX-512 VNNI: mIoU fp32 86.50%, int8 86.21%, pixel
+    agreement 98.30%. ONNX Runtime's u8×s8 kernels saturate on AVX2-only CPUs (issue 30), not
+    measured there yet: hence the floors, 5 points and 93%, below the VNNI figures' margin."""
+    from mobilenets.export.quantize import quantize_onnx
+
+    fp32 = export_model(str(nuclei_run.out / "checkpoint.pt"), tmp_path / "m.onnx")
+    report = quantize_onnx(fp32, tmp_path / "m.int8.onnx", "nuclei", margin=5.0)
+    assert (report.guard, report.metric, report.unit) == ("accuracy", "mIoU", "pixels")
+    assert report.images == 4 * 128 * 128 and report.calib_images == 12
+    assert report.ok and report.int8_top1 >= report.fp32_top1 - 5.0
+    assert report.fp32_top1 == pytest.approx(nuclei_run.miou, abs=1e-6)
+    assert report.agreement >= 93.0
+    assert "mIoU fp32" in report.format() and "pixels" in report.format()

@@ -10,8 +10,6 @@ import torch
 
 from mobilenets.cli.main import main
 from mobilenets.data.segmentation import IGNORE_INDEX, build_segmentation_dataset
-from mobilenets.training.config import TrainConfig
-from mobilenets.training.loop import fit
 from mobilenets.training.tasks import task_for
 from mobilenets.training.tasks.segmentation import (
     SegmentationResult,
@@ -65,24 +63,13 @@ def test_the_nuclei_are_real_and_their_parts_disjoint() -> None:
     assert 0.1 < foreground < 0.3  # nuclei cover about a fifth of the image
 
 
-def test_lraspp_learns_the_nuclei_and_eval_prints_its_iou_table(tmp_path, capsys) -> None:
+def test_lraspp_learns_the_nuclei_and_eval_prints_its_iou_table(nuclei_run, capsys) -> None:
     """LR-ASPP on V3-Small from scratch, 8 epochs of 64-px crops: the held-out mIoU is far
     above the 39% of predicting background everywhere (measured 86.5%, nucleus IoU 79.5%, on
     a 2-core Xeon with AVX-512 VNNI; not yet measured on the AVX2-only kind, hence a floor 16
     points below). The run folder holds the curves, the predictions beside the truth and a
     summary naming the task; ``eval`` reproduces the figure and prints IoU per class."""
-    out = tmp_path / "run"
-    config = TrainConfig(
-        model="lraspp_mobilenet_v3_small",
-        data="nuclei",
-        out=str(out),
-        epochs=8,
-        batch_size=16,
-        resolution=64,
-        schedule="poly",
-        progress=False,
-    )
-    result = fit(config)
+    result, out = nuclei_run, nuclei_run.out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "segmentation" and summary["classes"] == ["background", "nucleus"]
     assert result.miou >= 70.0

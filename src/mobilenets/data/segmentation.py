@@ -114,29 +114,34 @@ def read_nuclei() -> tuple[np.ndarray, np.ndarray]:
 
 
 class NucleiDataset(Dataset):
-    """``nuclei``: random crops of the top 384 rows (train) or the four 128×128 tiles of the
-    bottom 128 rows (val)."""
+    """``nuclei``: random crops of the top 384 rows (training, ``crops``), else the 128×128
+    tiles of its part: twelve of the top 384 rows (train), four of the bottom 128 (val)."""
 
     classes: ClassVar[list[str]] = list(NUCLEI_CLASSES)
+    task = "segmentation"
 
-    def __init__(self, split: str, resolution: int, transform: v2.Transform) -> None:
+    def __init__(
+        self, split: str, resolution: int, transform: v2.Transform, crops: bool = False
+    ) -> None:
         image, mask = read_nuclei()
         cut = image.shape[0] - NUCLEI_VAL_ROWS
         rows = slice(0, cut) if split == "train" else slice(cut, None)
         self.image = tv_tensors.Image(torch.from_numpy(image[rows]).permute(2, 0, 1))
         self.mask = tv_tensors.Mask(torch.from_numpy(mask[rows]).long())
-        self.split, self.transform = split, transform
-        width = image.shape[1]
-        self.tiles = [(0, x) for x in range(0, width, NUCLEI_TILE)]
+        self.split, self.transform, self.crops = split, transform, crops
+        height, width = self.mask.shape
+        self.tiles = [
+            (y, x) for y in range(0, height, NUCLEI_TILE) for x in range(0, width, NUCLEI_TILE)
+        ]
 
     def __len__(self) -> int:
-        return NUCLEI_TRAIN_CROPS if self.split == "train" else len(self.tiles)
+        return NUCLEI_TRAIN_CROPS if self.crops else len(self.tiles)
 
     def sample_name(self, index: int) -> str:
         return f"nuclei/{self.split}/{index}"
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.split == "train":
+        if self.crops:  # the transform crops at random
             image, mask = self.image, self.mask
         else:
             top, left = self.tiles[index]
@@ -173,6 +178,8 @@ def read_classes(root: Path) -> list[str]:
 class SegmentationFolder(Dataset):
     """``split/images/NAME.*`` with ``split/masks/NAME.png`` (class index per pixel, 255 =
     ignore). Each pair is checked when read: same size, values within the classes."""
+
+    task = "segmentation"
 
     def __init__(self, root: str | Path, split: str, transform: v2.Transform) -> None:
         root = Path(root)
@@ -251,7 +258,7 @@ def build_segmentation_dataset(
     else:
         transform = joint_eval_transform(mean, std)
     if spec == "nuclei":
-        return NucleiDataset(split, resolution, transform)
+        return NucleiDataset(split, resolution, transform, crops=augment)
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise MissingDataError(

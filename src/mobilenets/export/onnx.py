@@ -81,6 +81,11 @@ def export_onnx(
     )
     outputs = output_names(model, x)
     axes = {name: {0: "batch"} for name in [INPUT, *outputs]} if dynamic_batch else None
+    if getattr(model, "task", "") == "segmentation":  # any image size, as in PyTorch
+        axes = {
+            name: {**(axes or {}).get(name, {}), 2: "height", 3: "width"}
+            for name in [INPUT, *outputs]
+        }
     with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice

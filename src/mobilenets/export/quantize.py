@@ -50,9 +50,9 @@ class QuantReport:
     """int8 against fp32 on held-out images, and the guard that judged it."""
 
     guard: str  # "accuracy" (the data's classes are the model's) or "agreement"
-    fp32_top1: float | None  # None under the agreement guard (labels mean nothing)
+    fp32_top1: float | None  # the task's metric (top-1; a segmenter's mIoU); None: agreement
     int8_top1: float | None
-    agreement: float  # % of images where int8's top-1 is fp32's
+    agreement: float  # % of images (a segmenter: pixels) where int8's top-1 is fp32's
     confident_agreement: float | None  # the same where fp32 is confident (None: no such image)
     confident_images: int
     images: int
@@ -67,6 +67,8 @@ class QuantReport:
     why: str = ""  # why the agreement guard was used
     fp32_classes: int = 0  # distinct top-1 classes fp32 predicts on the held-out images
     path: str = ""  # where the int8 file is: --out when it passed, its .rejected sibling if not
+    unit: str = "images"  # what agreement counts: images, or a segmenter's pixels
+    metric: str = "top-1"  # what fp32_top1 and int8_top1 hold: top-1 or mIoU
 
     @property
     def informative(self) -> bool:
@@ -100,20 +102,22 @@ class QuantReport:
         size = f"{self.fp32_bytes / 1e6:.2f} MB → {self.int8_bytes / 1e6:.2f} MB"
         confident = (
             f"{self.confident_agreement:.2f}% where fp32 is ≥ {CONFIDENT:.0%} confident "
-            f"({self.confident_images} images)"
+            f"({self.confident_images} {self.unit})"
             if self.confident_agreement is not None
-            else "no image where fp32 is confident"
+            else f"no {self.unit[:-1]} where fp32 is confident"
         )
         lines = [
             f"top-1 agreement int8 vs fp32: {self.agreement:.2f}% of {self.images} held-out "
-            f"images, {confident}",
+            f"{self.unit}, {confident}",
             f"size {size} ({self.fp32_bytes / self.int8_bytes:.1f}× smaller); calibration "
             f"{self.calibration} on {self.calib_images} images; kept in fp32: "
             + self.kept_modules(),
         ]
         if self.guard == "accuracy":
-            lines.insert(0, f"top-1 fp32 {self.fp32_top1:.2f}%  int8 {self.int8_top1:.2f}%")
-            lines.append(f"guard: accuracy (int8 top-1 at most {self.margin:g} points below fp32)")
+            lines.insert(0, f"{self.metric} fp32 {self.fp32_top1:.2f}%  int8 {self.int8_top1:.2f}%")
+            lines.append(
+                f"guard: accuracy (int8 {self.metric} at most {self.margin:g} points below fp32)"
+            )
         else:
             lines.append(
                 f"guard: agreement (≥ {self.min_agreement:g}% overall, ≥ "
@@ -142,6 +146,8 @@ def stratified_sample(dataset: Dataset, count: int, seed: int = 0) -> list[int]:
     """``count`` indices drawn at random (seeded), the same number from every class (one class
     after another, round-robin), so calibration sees every class, not the first folders."""
     labels = getattr(dataset, "targets", None)
+    if labels is None and getattr(dataset, "task", "") == "segmentation":  # masks: no strata
+        labels = [0] * len(dataset)
     if labels is None:
         labels = [dataset[i][1] for i in range(len(dataset))]
     labels = np.asarray(labels)
@@ -210,18 +216,41 @@ def calibration_batches(
 
 
 def _batches(dataset: Dataset, batch: int = 64) -> tuple[list[torch.Tensor], np.ndarray]:
-    """The held-out images decoded once, in batches, and their labels."""
+    """The held-out images decoded once, in batches, and their labels (a segmenter's: every
+    pixel's, flattened)."""
     images, labels = [], []
     for start in range(0, len(dataset), batch):
         samples = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
         images.append(torch.stack([s[0] for s in samples]))
-        labels += [s[1] for s in samples]
-    return images, np.array(labels)
+        labels += [np.asarray(s[1]).reshape(-1) for s in samples]
+    return images, np.concatenate(labels)
 
 
 @torch.inference_mode()
 def _probabilities(network: torch.nn.Module, batches: list[torch.Tensor]) -> np.ndarray:
-    return np.concatenate([network(x).float().softmax(1).numpy() for x in batches])
+    """Class probabilities, one row per image (a segmenter's ``out``: one row per pixel)."""
+    rows = []
+    for x in batches:
+        out = network(x)
+        out = out["out"] if isinstance(out, dict) else out
+        probs = out.float().softmax(1)
+        if probs.dim() == 4:
+            probs = probs.permute(0, 2, 3, 1).reshape(-1, probs.shape[1])
+        rows.append(probs.numpy())
+    return np.concatenate(rows)
+
+
+def _score(predicted: np.ndarray, labels: np.ndarray, segmentation: bool) -> float:
+    """top-1 (%), or a segmenter's mIoU (%) over the labelled pixels (255 = ignore)."""
+    if not segmentation:
+        return 100 * float((predicted == labels).mean())
+    from mobilenets.training.tasks.segmentation import SegmentationResult
+
+    keep = labels != 255
+    classes = int(max(predicted.max(), labels[keep].max(initial=0))) + 1
+    index = torch.from_numpy(labels[keep] * classes + predicted[keep])
+    matrix = torch.bincount(index, minlength=classes**2).reshape(classes, classes)
+    return SegmentationResult(0.0, matrix, 0).miou
 
 
 def quantize_qdq(
@@ -464,14 +493,17 @@ def _compare(
 ) -> dict:
     """Both networks on the held-out images: agreement, and top-1s when labels mean something."""
     batches, labels = _batches(val)
+    dense = getattr(val, "task", "") == "segmentation"
     fp32 = _probabilities(fp32_network, batches)
     int8 = _probabilities(int8_network, batches)
     same = fp32.argmax(1) == int8.argmax(1)
     confident = fp32.max(1) >= CONFIDENT
     return {
         "guard": "agreement" if why else "accuracy",
-        "fp32_top1": None if why else 100 * float((fp32.argmax(1) == labels).mean()),
-        "int8_top1": None if why else 100 * float((int8.argmax(1) == labels).mean()),
+        "fp32_top1": None if why else _score(fp32.argmax(1), labels, dense),
+        "int8_top1": None if why else _score(int8.argmax(1), labels, dense),
+        "unit": "pixels" if dense else "images",
+        "metric": "mIoU" if dense else "top-1",
         "agreement": 100 * float(same.mean()),
         "confident_agreement": 100 * float(same[confident].mean()) if confident.any() else None,
         "confident_images": int(confident.sum()),
@@ -485,6 +517,8 @@ def _datasets(
 ) -> tuple[Dataset, Dataset, str]:
     """The calibration and held-out splits, preprocessed as the network's record says, and why
     the agreement guard applies ("" when the data's classes are the model's)."""
+    if info.task == "segmentation":
+        return _segmentation_datasets(model_path, info, calib_data)
     preprocess = info.eval_transform()
     common = {"root": data_root, "preprocess": preprocess}
     calib = build_dataset(calib_data, "train", info.input_size, augment=False, **common)
@@ -502,4 +536,23 @@ def _datasets(
             )
         except DataError as err:
             why = why or str(err)
+    return calib, val, why
+
+
+def _segmentation_datasets(
+    model_path: str | Path, info: object, calib_data: str
+) -> tuple[Dataset, Dataset, str]:
+    """A segmenter's calibration images (the train split's fixed tiles or whole images) and
+    held-out ones, normalised as it was trained; the agreement guard when the classes differ."""
+    from mobilenets.data.segmentation import build_segmentation_dataset
+
+    common = {"mean_std": (info.mean, info.std), "augment": False}
+    calib = build_segmentation_dataset(calib_data, "train", info.input_size, **common)
+    val = build_segmentation_dataset(calib_data, "val", info.input_size, **common)
+    why = ""
+    if list(info.classes) != list(val.classes):
+        why = (
+            f"the classes of {display(calib_data)} ({listed(val.classes, 5)}) are not those of "
+            f"{display(model_path)} ({listed(info.classes, 5)})"
+        )
     return calib, val, why

@@ -28,7 +28,7 @@ from mobilenets.layers import ConvNormAct, SqueezeExcite
 from mobilenets.models.mobilenet_v1 import V1_TABLE_1
 from mobilenets.models.mobilenet_v2 import V2_TABLE_2
 from mobilenets.models.mobilenet_v3 import V3_LARGE_TABLE_1, V3_SMALL_TABLE_2
-from mobilenets.models.registry import create_model
+from mobilenets.models.registry import create_model, get_model_entry
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.safetensors import save_weights
 
@@ -518,6 +518,7 @@ def convert_state_file(
     info = NetworkInfo(
         target.model,
         target.kwargs,
+        input_size=get_model_entry(target.model).input_size,
         resize=eval_resize,
         classes=tuple(default_classes(num_classes)),
         source=f"{source}:{model} ({Path(path).name}, sha256 {file_sha256(path)})",
