@@ -291,3 +291,22 @@ def collate_padded(samples: list) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
     indices = torch.tensor([s[2] for s in good])
     return images, masks, indices, skipped
+
+
+def iou_per_class(confusion: torch.Tensor) -> list[float]:
+    """IoU (%) of each class from a ``[true, predicted]`` pixel-count matrix; ``nan`` for a
+    class absent from both truth and prediction."""
+    matrix = confusion.double()
+    true_positive = matrix.diag()
+    union = matrix.sum(0) + matrix.sum(1) - true_positive
+    return [
+        100 * float(tp / u) if u > 0 else float("nan")
+        for tp, u in zip(true_positive, union, strict=True)
+    ]
+
+
+def mean_iou(confusion: torch.Tensor) -> float:
+    """mIoU (%): the mean over the classes present in truth or prediction (as torchmetrics'
+    ``JaccardIndex`` and torchvision's reference leave absent classes out)."""
+    present = [v for v in iou_per_class(confusion) if v == v]
+    return sum(present) / len(present) if present else 0.0

@@ -244,13 +244,12 @@ def _score(predicted: np.ndarray, labels: np.ndarray, segmentation: bool) -> flo
     """top-1 (%), or a segmenter's mIoU (%) over the labelled pixels (255 = ignore)."""
     if not segmentation:
         return 100 * float((predicted == labels).mean())
-    from mobilenets.training.tasks.segmentation import SegmentationResult
+    from mobilenets.data.segmentation import IGNORE_INDEX, mean_iou
 
-    keep = labels != 255
+    keep = labels != IGNORE_INDEX
     classes = int(max(predicted.max(), labels[keep].max(initial=0))) + 1
     index = torch.from_numpy(labels[keep] * classes + predicted[keep])
-    matrix = torch.bincount(index, minlength=classes**2).reshape(classes, classes)
-    return SegmentationResult(0.0, matrix, 0).miou
+    return mean_iou(torch.bincount(index, minlength=classes**2).reshape(classes, classes))
 
 
 def quantize_qdq(

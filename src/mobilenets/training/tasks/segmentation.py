@@ -26,7 +26,9 @@ from mobilenets.data.segmentation import (
     IGNORE_INDEX,
     build_segmentation_dataset,
     collate_padded,
+    iou_per_class,
     joint_eval_transform,
+    mean_iou,
     nuclei_mean_std,
 )
 from mobilenets.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -77,18 +79,11 @@ class SegmentationResult:
 
     @property
     def iou(self) -> list[float]:
-        matrix = self.confusion.double()
-        true_positive = matrix.diag()
-        union = matrix.sum(0) + matrix.sum(1) - true_positive
-        return [
-            100 * float(tp / u) if u > 0 else float("nan")
-            for tp, u in zip(true_positive, union, strict=True)
-        ]
+        return iou_per_class(self.confusion)
 
     @property
     def miou(self) -> float:
-        present = [v for v in self.iou if v == v]
-        return sum(present) / len(present) if present else 0.0
+        return mean_iou(self.confusion)
 
     @property
     def pixel_acc(self) -> float:
