@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +22,8 @@ COMMON_FIELDS = [
 ]
 
 
-class Task:
-    """One task's part of training: override every method."""
+class Task(ABC):
+    """One task's part of training: each subclass implements every abstract method."""
 
     name: str = ""
     #: ``metrics.csv`` columns after ``epoch`` and ``lr``, before :data:`COMMON_FIELDS`.
@@ -34,24 +35,33 @@ class Task:
     def fields(self) -> list[str]:
         return ["epoch", "lr", *self.metric_fields, *COMMON_FIELDS]
 
+    @abstractmethod
     def collate(self, samples: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        raise NotImplementedError
+        """Batch ``(sample, target, index)`` triples: (inputs, targets, indices, skipped)."""
 
+    @abstractmethod
     def datasets(
         self, config: object, mean_std: tuple, eval_preprocess: Callable | None
     ) -> tuple[Dataset, Dataset]:
-        raise NotImplementedError
+        """The run's train and val datasets, normalised by ``mean_std``."""
 
+    @abstractmethod
     def data_mean_std(self, data: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        raise NotImplementedError
+        """The data's own normalisation (mean, std per channel)."""
 
+    @abstractmethod
+    def keeps_own_normalization(self, data: str) -> bool:
+        """Whether ``data`` keeps its own normalisation even when the run starts from weights."""
+
+    @abstractmethod
     def criterion(self, config: object) -> Callable:
-        raise NotImplementedError
+        """The training loss: (outputs, targets) → a scalar."""
 
+    @abstractmethod
     def score(self, outputs: object, targets: torch.Tensor) -> tuple[int, int]:
         """(correct, counted) of a training batch: images or pixels."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(
         self,
         model: nn.Module,
@@ -63,14 +73,15 @@ class Task:
         progress: bool,
         num_classes: int,
     ) -> object:
-        raise NotImplementedError
+        """The exact evaluation over ``loader`` (all-reduced under DDP)."""
 
+    @abstractmethod
     def row(self, train: object, result: object) -> dict:
         """This task's columns of one ``metrics.csv`` row."""
-        raise NotImplementedError
 
+    @abstractmethod
     def log_line(self, row: dict) -> str:
-        raise NotImplementedError
+        """The figures of one epoch's row, for the log."""
 
     #: ``curves.png``: the loss's label, then the right panel's title, its y label and its
     #: series as (column, marker style, label).
@@ -96,8 +107,9 @@ class Task:
         fig.tight_layout()
         save_figure(fig, path)
 
+    @abstractmethod
     def summary(self, history: list[dict], result: object | None = None) -> dict:
-        raise NotImplementedError
+        """The figures ``summary.json`` reports from the metric history."""
 
     def picture(
         self, path: Path, model: nn.Module, dataset: Dataset, mean_std: tuple, device: torch.device
