@@ -95,3 +95,60 @@ def test_cifar10_uses_torchvisions_download(tmp_path, monkeypatch, serve_directo
     ds = build_dataset("cifar10", "train", 32, root=tmp_path / "data")
     assert len(ds) == 20 and ds.classes[9] == "truck"
     assert ds[0][0].shape == (3, 32, 32)
+
+
+@pytest.fixture
+def voc_archive(tmp_path, monkeypatch, serve_directory):
+    """A VOC 2012-shaped tar (two images per split, palette masks with 0, 15 and 255) served
+    over HTTP in place of the real 2 GB archive, with its own md5."""
+    from torchvision.datasets import voc
+
+    archive = tmp_path / "serve" / "VOCtrainval_11-May-2012.tar"
+    archive.parent.mkdir()
+    base = "VOCdevkit/VOC2012"
+    with tarfile.open(archive, "w") as tar:
+        for split in ("train", "val"):
+            names = [f"2012_{split}_{i}" for i in range(2)]
+            _add(tar, f"{base}/ImageSets/Segmentation/{split}.txt", "\n".join(names).encode())
+            for name in names:
+                buffer = io.BytesIO()
+                Image.new("RGB", (48, 40), (200, 30, 60)).save(buffer, "JPEG")
+                _add(tar, f"{base}/JPEGImages/{name}.jpg", buffer.getvalue())
+                mask = np.zeros((40, 48), np.uint8)
+                mask[10:30, 10:30], mask[10, 10:30] = 15, 255  # a person, its boundary
+                png = Image.fromarray(mask, mode="P")
+                png.putpalette([0, 0, 0] * 256)
+                buffer = io.BytesIO()
+                png.save(buffer, "PNG")
+                _add(tar, f"{base}/SegmentationClass/{name}.png", buffer.getvalue())
+    entry = {**voc.DATASET_YEAR_DICT["2012"], "md5": _md5(archive)}
+    entry["url"] = serve_directory(archive.parent)(archive.name)
+    monkeypatch.setitem(voc.DATASET_YEAR_DICT, "2012", entry)
+    return archive
+
+
+def test_voc_downloads_through_torchvision_checks_and_extracts_once(voc_archive, tmp_path):
+    from mobilenets.data.segmentation import build_segmentation_dataset
+
+    root = tmp_path / "voc"
+    val = build_segmentation_dataset("voc", "val", 32, root=root)
+    assert len(val) == 2 and val.classes[15] == "person" and len(val.classes) == 21
+    image, mask = val[0]
+    assert image.shape == (3, 40, 48) and set(mask.unique().tolist()) == {0, 15, 255}
+    voc_archive.unlink()  # a second use must not download (nor extract) again
+    train = build_segmentation_dataset("voc", "train", 32, root=root)
+    assert train[0][0].shape == (3, 32, 32)  # a training crop
+
+
+def test_voc_checksum_mismatch_is_one_clear_error(voc_archive, tmp_path, monkeypatch):
+    from torchvision.datasets import voc
+
+    from mobilenets.data.segmentation import build_segmentation_dataset
+
+    monkeypatch.setitem(
+        voc.DATASET_YEAR_DICT, "2012", {**voc.DATASET_YEAR_DICT["2012"], "md5": "0" * 32}
+    )
+    with pytest.raises(
+        DataError, match=r"could not download .*VOCtrainval_11-May-2012\.tar .*corrupted"
+    ):
+        build_segmentation_dataset("voc", "val", 32, root=tmp_path / "voc")

@@ -1,4 +1,5 @@
-"""CIFAR-10 (torchvision's own dataset and download) and Imagenette (the fast.ai archives).
+"""CIFAR-10 and PASCAL VOC 2012 (torchvision's own datasets and downloads) and Imagenette (the
+fast.ai archives).
 
 Imagenette is downloaded once, checked against its md5, extracted, marked complete (an
 interrupted extraction is redone), then read as an image folder.
@@ -12,7 +13,8 @@ import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
-from torchvision.datasets import CIFAR10
+from torchvision.datasets import CIFAR10, VOCSegmentation
+from torchvision.datasets import voc as torchvision_voc
 from torchvision.datasets.utils import download_and_extract_archive
 
 from mobilenets.errors import DataError, display
@@ -80,3 +82,27 @@ def _download_errors(url: str, root: str | Path) -> Iterator[None]:
             f"could not download {url} into {display(root)}: {display(reason)}. Without a "
             f"network, download the archive elsewhere and place it in {display(root)}"
         ) from err
+
+
+#: PASCAL VOC's 21 segmentation classes, in the order of the mask values (255: boundaries).
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+
+def voc2012(root: str | Path, split: str, transforms: object) -> VOCSegmentation:
+    """torchvision's VOC 2012 segmentation (``train`` or ``val``): its archive downloaded and
+    md5-checked by torchvision on first use, extracted once (a marker, as Imagenette's)."""
+    entry = torchvision_voc.DATASET_YEAR_DICT["2012"]
+    root = Path(root)
+    marker = root / ".VOC2012.complete"
+    download = not marker.exists()
+    with _download_errors(entry["url"], root):
+        dataset = VOCSegmentation(
+            str(root), year="2012", image_set=split, download=download, transforms=transforms
+        )
+    if download:
+        write_text_atomic(marker, entry["md5"])
+    return dataset

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from mobilenets.data.downloads import VOC_CLASSES, voc2012
 from mobilenets.errors import DataError, MissingDataError, display, listed
 
 IGNORE_INDEX = 255
@@ -241,6 +242,33 @@ class SegmentationFolder(Dataset):
         return result[0].as_subclass(torch.Tensor), result[1].as_subclass(torch.Tensor)
 
 
+class VOCDataset(Dataset):
+    """torchvision's ``VOCSegmentation`` with the joint ``tv_tensors`` transforms: image and
+    index mask (255 on object boundaries, ignored) as tensors."""
+
+    classes: ClassVar[list[str]] = list(VOC_CLASSES)
+    task = "segmentation"
+
+    def __init__(self, root: Path, split: str, transform: v2.Transform) -> None:
+        self.transform = transform
+        self.voc = voc2012(root, split, self._joint)
+
+    def _joint(self, image: Image.Image, mask: Image.Image) -> tuple:
+        pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+        labels = torch.from_numpy(np.asarray(mask).astype(np.int64))
+        return self.transform(tv_tensors.Image(pixels), tv_tensors.Mask(labels))
+
+    def __len__(self) -> int:
+        return len(self.voc)
+
+    def sample_name(self, index: int) -> str:
+        return self.voc.images[index]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.voc[index]
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+
 def build_segmentation_dataset(
     spec: str,
     split: str,
@@ -248,9 +276,11 @@ def build_segmentation_dataset(
     *,
     augment: bool | None = None,
     mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    root: str | Path | None = None,
 ) -> Dataset:
-    """The ``split`` of ``nuclei`` or a segmentation folder, training crops of ``resolution``
-    px (evaluation: whole images or tiles)."""
+    """The ``split`` of ``nuclei``, ``voc`` (PASCAL VOC 2012, downloaded once into ``root``,
+    default ``$MOBILENETS_DATA``) or a segmentation folder, training crops of ``resolution`` px
+    (evaluation: whole images or tiles)."""
     augment = (split == "train") if augment is None else augment
     mean, std = mean_std or (nuclei_mean_std() if spec == "nuclei" else _imagenet())
     if augment:
@@ -259,10 +289,14 @@ def build_segmentation_dataset(
         transform = joint_eval_transform(mean, std)
     if spec == "nuclei":
         return NucleiDataset(split, resolution, transform, crops=augment)
+    if spec == "voc":
+        from mobilenets.data import default_data_root
+
+        return VOCDataset(Path(root) if root else default_data_root() / "voc", split, transform)
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise MissingDataError(
-            f"unknown segmentation data {display(spec)}: use nuclei or a folder with "
+            f"unknown segmentation data {display(spec)}: use nuclei, voc or a folder with "
             "classes.txt and train/ and val/ (images/ and masks/ in each)"
         )
     return SegmentationFolder(path, split, transform)

@@ -50,7 +50,14 @@ def evaluate_checkpoint(
         if predictions is not None:
             raise ConfigError("--predictions writes a classifier's CSV; use predict for masks")
         return evaluate_segmenter(
-            model, info, data, batch_size=batch_size, progress=progress, device=device, log=log
+            model,
+            info,
+            data,
+            batch_size=batch_size,
+            progress=progress,
+            device=device,
+            log=log,
+            data_root=data_root,
         )
     if predictions is not None:
         for path in (Path(predictions), Path(predictions).with_suffix(".confusion.png")):
@@ -147,8 +154,8 @@ def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: st
 
 
 def is_segmentation_data(data: str) -> bool:
-    """``nuclei`` or a folder with ``classes.txt`` (a segmentation folder)."""
-    return data == "nuclei" or (Path(data).expanduser() / "classes.txt").is_file()
+    """``nuclei``, ``voc`` or a folder with ``classes.txt`` (a segmentation folder)."""
+    return data in ("nuclei", "voc") or (Path(data).expanduser() / "classes.txt").is_file()
 
 
 def check_task(checkpoint: str | Path, model: str, task: str, data: str) -> None:
@@ -177,12 +184,13 @@ def evaluate_segmenter(
     progress: bool = True,
     device: str = "cpu",
     log: Callable[[str], None] = log_to_stderr,
+    data_root: str | None = None,
 ) -> SegmentationResult:
     """mIoU, IoU per class and pixel accuracy of a segmenter on ``data``'s val split, with the
     normalisation it was trained with; the IoU table is logged."""
     task = TASKS["segmentation"]
     dataset = build_segmentation_dataset(
-        data, "val", info.input_size, mean_std=(info.mean, info.std)
+        data, "val", info.input_size, mean_std=(info.mean, info.std), root=data_root
     )
     check_classes(
         list(info.classes),

@@ -174,7 +174,7 @@ class Segmentation(Task):
     def datasets(
         self, config: object, mean_std: tuple, eval_preprocess: Callable | None
     ) -> tuple[Dataset, Dataset]:
-        common = {"mean_std": mean_std}
+        common = {"mean_std": mean_std, "root": config.data_root}
         train = build_segmentation_dataset(
             config.data, "train", config.resolution, augment=config.augment, **common
         )
