@@ -78,9 +78,6 @@ from mobilenets.training.tasks import Task, task_for
 #: What a training checkpoint must hold to be resumed.
 CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "rng", "history")
 
-#: The classification run's ``metrics.csv`` columns (each task has its own: ``Task.fields``).
-METRIC_FIELDS = task_for(None).fields
-
 
 @dataclass
 class FitResult:
@@ -106,17 +103,13 @@ def _seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
     generator.manual_seed(epoch_seed)
 
 
-def write_metrics(path: Path, history: list[dict], fields: list[str] = METRIC_FIELDS) -> None:
+def write_metrics(path: Path, history: list[dict], fields: list[str]) -> None:
+    """``metrics.csv``: one row per epoch, the task's columns (``Task.fields``)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
     write_text_atomic(path, buffer.getvalue())
-
-
-def plot_curves(path: Path, history: list[dict], title: str) -> None:
-    """Loss and top-1 against epoch, train and validation (a classification run's curves)."""
-    task_for(None).plot(path, history, title)
 
 
 def fit(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> FitResult:
