@@ -32,4 +32,4 @@ MIN_INPUT_SIZE = 32
 WEIGHT_SOURCES = ("torchvision", "timm", "keras")
 #: Data specs that name a data set rather than a folder (``photos:large``, ``imagenette:320px``
 #: are sizes of one): ``mobilenets.data.parse_spec`` reads them, the output policy skips them.
-DATA_SETS = ("digits", "cifar10", "photos", "imagenette", "nuclei", "voc")
+DATA_SETS = ("digits", "cifar10", "photos", "imagenette", "nuclei", "voc", "cityscapes")

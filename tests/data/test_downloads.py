@@ -152,3 +152,29 @@ def test_voc_checksum_mismatch_is_one_clear_error(voc_archive, tmp_path, monkeyp
         DataError, match=r"could not download .*VOCtrainval_11-May-2012\.tar .*corrupted"
     ):
         build_segmentation_dataset("voc", "val", 32, root=tmp_path / "voc")
+
+
+def test_cityscapes_from_its_folder_maps_label_ids_to_the_19_classes(tmp_path) -> None:
+    """torchvision's Cityscapes layout (leftImg8bit/, gtFine/ *_labelIds.png): ids 7 (road)
+    and 26 (car) become classes 0 and 13, ids outside the benchmark (0, 4) become 255."""
+    from mobilenets.data.segmentation import build_segmentation_dataset
+    from mobilenets.errors import MissingDataError
+
+    city = "aachen"
+    for split in ("train", "val"):
+        images = tmp_path / "leftImg8bit" / split / city
+        targets = tmp_path / "gtFine" / split / city
+        images.mkdir(parents=True)
+        targets.mkdir(parents=True)
+        stem = f"{city}_000000_000019"
+        Image.new("RGB", (64, 32), (90, 90, 90)).save(images / f"{stem}_leftImg8bit.png")
+        ids = np.full((32, 64), 7, np.uint8)
+        ids[:, 32:], ids[0], ids[1] = 26, 0, 4
+        Image.fromarray(ids).save(targets / f"{stem}_gtFine_labelIds.png")
+    val = build_segmentation_dataset("cityscapes", "val", 32, root=tmp_path)
+    assert len(val.classes) == 19 and val.classes[0] == "road" and val.classes[13] == "car"
+    image, mask = val[0]
+    assert image.shape == (3, 32, 64)
+    assert mask[5, 0] == 0 and mask[5, 40] == 13 and mask[0, 0] == 255 and mask[1, 50] == 255
+    with pytest.raises(MissingDataError, match=r"Cityscapes not found in .*: put leftImg8bit/"):
+        build_segmentation_dataset("cityscapes", "val", 32, root=tmp_path / "empty")

@@ -269,6 +269,47 @@ class VOCDataset(Dataset):
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
+class CityscapesDataset(Dataset):
+    """torchvision's ``Cityscapes`` (fine annotations, from its folder or its two zip files;
+    the data need a login, so nothing is downloaded): the 34 label ids mapped to the 19
+    training classes of the benchmark (the V3 paper's Table 7), every other id 255 (ignored)."""
+
+    task = "segmentation"
+
+    def __init__(self, root: Path, split: str, transform: v2.Transform) -> None:
+        from torchvision.datasets import Cityscapes
+
+        trained = [c for c in Cityscapes.classes if c.train_id not in (255, -1)]
+        self.classes = [c.name for c in sorted(trained, key=lambda c: c.train_id)]
+        self.train_ids = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
+        for c in trained:
+            self.train_ids[c.id] = c.train_id
+        self.transform = transform
+        try:
+            self.cityscapes = Cityscapes(
+                str(root), split=split, mode="fine", target_type="semantic"
+            )
+        except (RuntimeError, ValueError) as err:
+            raise MissingDataError(
+                f"Cityscapes not found in {display(root)}: put leftImg8bit/ and gtFine/ there "
+                "(or leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip, from "
+                f"cityscapes-dataset.com); torchvision says: {display(err)[:120]}"
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self.cityscapes)
+
+    def sample_name(self, index: int) -> str:
+        return self.cityscapes.images[index]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, labels = self.cityscapes[index]
+        pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+        ids = torch.from_numpy(np.asarray(labels).astype(np.int64)).clamp(0, 255)
+        image, mask = self.transform(tv_tensors.Image(pixels), tv_tensors.Mask(self.train_ids[ids]))
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+
 def build_segmentation_dataset(
     spec: str,
     split: str,
@@ -279,7 +320,8 @@ def build_segmentation_dataset(
     root: str | Path | None = None,
 ) -> Dataset:
     """The ``split`` of ``nuclei``, ``voc`` (PASCAL VOC 2012, downloaded once into ``root``,
-    default ``$MOBILENETS_DATA``) or a segmentation folder, training crops of ``resolution`` px
+    default ``$MOBILENETS_DATA/voc``), ``cityscapes`` (its folder in ``root``, default
+    ``$MOBILENETS_DATA/cityscapes``) or a segmentation folder, training crops of ``resolution`` px
     (evaluation: whole images or tiles)."""
     augment = (split == "train") if augment is None else augment
     mean, std = mean_std or (nuclei_mean_std() if spec == "nuclei" else _imagenet())
@@ -289,15 +331,17 @@ def build_segmentation_dataset(
         transform = joint_eval_transform(mean, std)
     if spec == "nuclei":
         return NucleiDataset(split, resolution, transform, crops=augment)
-    if spec == "voc":
+    if spec in ("voc", "cityscapes"):
         from mobilenets.data import default_data_root
 
-        return VOCDataset(Path(root) if root else default_data_root() / "voc", split, transform)
+        folder = Path(root) if root else default_data_root() / spec
+        kind = VOCDataset if spec == "voc" else CityscapesDataset
+        return kind(folder, split, transform)
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise MissingDataError(
-            f"unknown segmentation data {display(spec)}: use nuclei, voc or a folder with "
-            "classes.txt and train/ and val/ (images/ and masks/ in each)"
+            f"unknown segmentation data {display(spec)}: use nuclei, voc, cityscapes or a "
+            "folder with classes.txt and train/ and val/ (images/ and masks/ in each)"
         )
     return SegmentationFolder(path, split, transform)
 

@@ -154,8 +154,11 @@ def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: st
 
 
 def is_segmentation_data(data: str) -> bool:
-    """``nuclei``, ``voc`` or a folder with ``classes.txt`` (a segmentation folder)."""
-    return data in ("nuclei", "voc") or (Path(data).expanduser() / "classes.txt").is_file()
+    """``nuclei``, ``voc``, ``cityscapes`` or a segmentation folder (``classes.txt``)."""
+    return (
+        data in ("nuclei", "voc", "cityscapes")
+        or (Path(data).expanduser() / "classes.txt").is_file()
+    )
 
 
 def check_task(checkpoint: str | Path, model: str, task: str, data: str) -> None:
