@@ -388,3 +388,21 @@ def mean_iou(confusion: torch.Tensor) -> float:
     ``JaccardIndex`` and torchvision's reference leave absent classes out)."""
     present = [v for v in iou_per_class(confusion) if v == v]
     return sum(present) / len(present) if present else 0.0
+
+
+def confusion_counts(
+    predicted: torch.Tensor, targets: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """``[true, predicted]`` pixel counts (int64) of class maps, over the pixels not marked 255."""
+    valid = targets != IGNORE_INDEX
+    index = targets[valid].long() * num_classes + predicted[valid].long()
+    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+#: The named segmentation data sets (``build_segmentation_dataset`` reads each).
+SEGMENTATION_DATA = ("nuclei", "voc", "cityscapes")
+
+
+def is_segmentation_data(data: str) -> bool:
+    """A named segmentation data set, or a segmentation folder (it holds ``classes.txt``)."""
+    return data in SEGMENTATION_DATA or (Path(data).expanduser() / "classes.txt").is_file()

@@ -244,12 +244,11 @@ def _score(predicted: np.ndarray, labels: np.ndarray, segmentation: bool) -> flo
     """top-1 (%), or a segmenter's mIoU (%) over the labelled pixels (255 = ignore)."""
     if not segmentation:
         return 100 * float((predicted == labels).mean())
-    from mobilenets.data.segmentation import IGNORE_INDEX, mean_iou
+    from mobilenets.data.segmentation import IGNORE_INDEX, confusion_counts, mean_iou
 
-    keep = labels != IGNORE_INDEX
-    classes = int(max(predicted.max(), labels[keep].max(initial=0))) + 1
-    index = torch.from_numpy(labels[keep] * classes + predicted[keep])
-    return mean_iou(torch.bincount(index, minlength=classes**2).reshape(classes, classes))
+    classes = int(max(predicted.max(), labels[labels != IGNORE_INDEX].max(initial=0))) + 1
+    counts = confusion_counts(torch.from_numpy(predicted), torch.from_numpy(labels), classes)
+    return mean_iou(counts)
 
 
 def quantize_qdq(

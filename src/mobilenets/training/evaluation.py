@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenets.data import build_dataset, check_classes, sample_name
-from mobilenets.data.segmentation import build_segmentation_dataset
+from mobilenets.data.segmentation import build_segmentation_dataset, is_segmentation_data
 from mobilenets.errors import ConfigError, ZeroWorkError, display, printable
 from mobilenets.fileio import check_output_path, new_figure, save_figure, write_text_atomic
 from mobilenets.training import distributed
@@ -151,14 +151,6 @@ def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: st
     ax.set(xlabel="prediction", ylabel="label", title=f"confusion matrix: {title}")
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def is_segmentation_data(data: str) -> bool:
-    """``nuclei``, ``voc``, ``cityscapes`` or a segmentation folder (``classes.txt``)."""
-    return (
-        data in ("nuclei", "voc", "cityscapes")
-        or (Path(data).expanduser() / "classes.txt").is_file()
-    )
 
 
 def check_task(checkpoint: str | Path, model: str, task: str, data: str) -> None:

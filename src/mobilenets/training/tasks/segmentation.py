@@ -26,6 +26,7 @@ from mobilenets.data.segmentation import (
     IGNORE_INDEX,
     build_segmentation_dataset,
     collate_padded,
+    confusion_counts,
     iou_per_class,
     joint_eval_transform,
     mean_iou,
@@ -56,10 +57,8 @@ def segmentation_loss(outputs: dict[str, torch.Tensor], targets: torch.Tensor) -
 
 
 def confusion_matrix(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``[true, predicted]`` pixel counts (int64) over the pixels not marked 255."""
-    valid = targets != IGNORE_INDEX
-    index = targets[valid] * num_classes + logits.argmax(1)[valid]
-    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+    """``[true, predicted]`` pixel counts (int64) of logits' argmax, 255 left out."""
+    return confusion_counts(logits.argmax(1), targets, num_classes)
 
 
 @dataclass
