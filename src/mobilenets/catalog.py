@@ -23,8 +23,13 @@ MODEL_NAMES = (
     "mobilenet_v2",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
+    "ssd300_mobilenet_v1",
+    "ssdlite_mobilenet_v1",
+    "ssdlite_mobilenet_v2",
+    "ssdlite_mobilenet_v3_large",
+    "ssdlite_mobilenet_v3_small",
 )
-#: The classifiers among them (the others are segmenters: ``list_models(task=...)``).
+#: The classifiers among them (the others are segmenters and detectors: ``list_models(task=...)``).
 CLASSIFIER_NAMES = tuple(n for n in MODEL_NAMES if n.startswith("mobilenet_"))
 #: The smallest input side: five stride-2 stages take 32 px to 1 px.
 MIN_INPUT_SIZE = 32
@@ -32,4 +37,4 @@ MIN_INPUT_SIZE = 32
 WEIGHT_SOURCES = ("torchvision", "timm", "keras")
 #: Data specs that name a data set rather than a folder (``photos:large``, ``imagenette:320px``
 #: are sizes of one): ``mobilenets.data.parse_spec`` reads them, the output policy skips them.
-DATA_SETS = ("digits", "cifar10", "photos", "imagenette", "nuclei", "voc", "cityscapes")
+DATA_SETS = ("digits", "cifar10", "photos", "imagenette", "nuclei", "voc", "cityscapes", "trees")

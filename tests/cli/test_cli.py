@@ -32,9 +32,9 @@ def test_profile_by_kind_with_width_and_resolution(capsys: pytest.CaptureFixture
 def test_paper_prints_every_figure(capsys: pytest.CaptureFixture) -> None:
     assert main(["paper"]) == 0
     out = capsys.readouterr().out
-    assert "misprint" in out and "158 figures" in out
+    assert "misprint" in out and "180 figures" in out
     assert main(["paper", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 158
+    assert len(json.loads(capsys.readouterr().out)) == 180
 
 
 def test_bad_width_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:

@@ -1032,6 +1032,87 @@ ISSUE_25 = [
 CASES += ISSUE_25
 
 
+def det_folder(tmp: Path, *, box=(10, 8, 30, 28), name="thing", coco_missing=False) -> Path:
+    """A box folder (classes.txt, train/ and val/ with images/ and annotations/ VOC XML, or a
+    COCO annotations.json naming an image that is not there) with one defect."""
+    root = tmp / "detdata"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("thing\n")
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "annotations").mkdir(exist_ok=True)
+        for i in range(4):
+            Image.fromarray(np.full((40, 48, 3), 60 * i, np.uint8)).save(
+                root / split / "images" / f"{i}.png"
+            )
+            x1, y1, x2, y2 = box if i == 0 else (10, 8, 30, 28)
+            label = name if i == 0 else "thing"
+            (root / split / "annotations" / f"{i}.xml").write_text(
+                f"<annotation><object><name>{label}</name><bndbox><xmin>{x1}</xmin>"
+                f"<ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+                "</annotation>"
+            )
+    if coco_missing:
+        coco = {
+            "images": [{"id": 1, "file_name": "0.png"}, {"id": 2, "file_name": "gone.png"}],
+            "annotations": [],
+            "categories": [{"id": 1, "name": "thing"}],
+        }
+        for split in ("train", "val"):
+            (root / split / "annotations.json").write_text(json.dumps(coco))
+    return root
+
+
+DET_TRAIN = ["train", "--model", "ssdlite_mobilenet_v3_small", "--width-mult", "0.5"]
+DET_TRAIN += ["--resolution", "64", "--epochs", "1", "--batch-size", "2", "--no-progress"]
+
+
+def det_train(tmp: Path, **defect) -> list[str]:
+    return [*DET_TRAIN, "--data", str(det_folder(tmp, **defect)), "--out", str(tmp / "run")]
+
+
+ISSUE_26 = [
+    Case(
+        "det-box-outside-the-image",
+        lambda ws, t: det_train(t, box=(30, 8, 60, 28)),
+        r"0\.xml: box \(30, 8, 60, 28\) lies outside the 48×40 image; boxes must be inside it",
+    ),
+    Case(
+        "det-box-without-area",
+        lambda ws, t: det_train(t, box=(10, 8, 10, 28)),
+        r"0\.xml: box \(10, 8, 10, 28\) has no area or is inverted; boxes are \(xmin, ymin, xmax",
+    ),
+    Case(
+        "det-box-inverted",
+        lambda ws, t: det_train(t, box=(30, 8, 10, 28)),
+        r"0\.xml: box \(30, 8, 10, 28\) has no area or is inverted",
+    ),
+    Case(
+        "det-class-not-in-the-names",
+        lambda ws, t: det_train(t, name="bicycle"),
+        r"0\.xml: class 'bicycle' is not among the classes \(thing\)",
+    ),
+    Case(
+        "det-coco-json-naming-missing-files",
+        lambda ws, t: det_train(t, coco_missing=True),
+        r"annotations\.json names images that are not in .*images: gone\.png",
+    ),
+    Case(
+        "det-eval-of-a-classifier",
+        lambda ws, t: ["eval", "--checkpoint", str(ws.checkpoint), "--data", "trees"],
+        r"holds mobilenet_v1, a classification network, but trees is detection data: give it "
+        r"a detector",
+    ),
+    Case(
+        "det-detector-on-masks",
+        lambda ws, t: [*DET_TRAIN, "--data", "nuclei", "--out", str(t / "run")],
+        r"ssdlite_mobilenet_v3_small, a detection network, but nuclei is segmentation data: "
+        r"give it a segmentation model",
+    ),
+]
+CASES += ISSUE_26
+
+
 if not torch.cuda.is_available():  # the machine CI runs on
     CASES.append(
         Case(

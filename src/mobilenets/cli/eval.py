@@ -58,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
     )
+    if hasattr(result, "ap50"):  # a detector: COCO box AP
+        if args.json:
+            cli_types.emit(json.dumps(result.to_dict(), indent=2))
+            return 0
+        cli_types.emit(
+            f"mAP {result.map:.2f}%  AP50 {result.ap50:.2f}%  AP75 {result.ap75:.2f}%  loss "
+            f"{result.loss:.4f}  on {result.images:,} images ({result.boxes:,} boxes)"
+        )
+        return 0
     if hasattr(result, "miou"):  # a segmenter: the IoU table
         if args.json:
             cli_types.emit(json.dumps(result.to_dict(result.classes), indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 
 from mobilenets.cli import _common as cli_types
@@ -35,8 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        help="a segmenter's output folder: NAME.mask.png (class index per pixel) and "
-        "NAME.overlay.png per image (required for segmentation networks)",
+        help="a segmenter's or detector's output folder (required for them): NAME.mask.png "
+        "(class index per pixel) and NAME.overlay.png, or NAME.boxes.json and NAME.boxes.png",
+    )
+    parser.add_argument(
+        "--min-score",
+        type=cli_types.number(0.0, 1.0),
+        default=0.3,
+        help="a detector's boxes: the lowest score listed and drawn",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -47,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     network = load(args.weights)
     if network[1].task == "segmentation":
         return _segment(args, network)
+    if network[1].task == "detection":
+        return _detect(args, network)
     results = predict(network, args.images, topk=args.topk, skip_bad_images=args.skip_bad_images)
     failed = [r for r in results if r.error]
     for result in failed:
@@ -73,14 +82,49 @@ def _segment(args: argparse.Namespace, network: tuple) -> int:
             "masks and overlays"
         )
     results = predict_masks(network, args.images, args.out, skip_bad_images=args.skip_bad_images)
+    return _report(
+        args,
+        results,
+        lambda r: (
+            f"{display(r.path)} → {display(r.mask)} ("
+            + ", ".join(f"{display(c)} {100 * v:.1f}%" for c, v in r.shares.items())
+            + ")"
+        ),
+    )
+
+
+def _detect(args: argparse.Namespace, network: tuple) -> int:
+    from mobilenets.errors import ConfigError
+    from mobilenets.training.tasks.detection import predict_boxes
+
+    if not args.out:
+        raise ConfigError(
+            f"{display(args.weights)} is a detector: give --out FOLDER for its boxes "
+            "(JSON) and pictures"
+        )
+    results = predict_boxes(
+        network,
+        args.images,
+        args.out,
+        min_score=args.min_score,
+        skip_bad_images=args.skip_bad_images,
+    )
+    return _report(
+        args,
+        results,
+        lambda r: f"{display(r.path)}: {len(r.boxes)} boxes → {display(r.picture)}",
+    )
+
+
+def _report(args: argparse.Namespace, results: list, line: Callable[[object], str]) -> int:
+    """A dense task's results: skipped images on stderr; JSON or one line per image."""
     failed = [r for r in results if r.error]
     for result in failed:
         print(f"mobilenets predict: skipped: {display(result.error)}", file=sys.stderr)
     if args.json:
         cli_types.emit(json.dumps([asdict(r) for r in results], indent=2))
-        return 1 if failed else 0
-    for result in results:
-        if not result.error:
-            shares = ", ".join(f"{display(c)} {100 * v:.1f}%" for c, v in result.shares.items())
-            cli_types.emit(f"{display(result.path)} → {display(result.mask)} ({shares})")
+    else:
+        for result in results:
+            if not result.error:
+                cli_types.emit(line(result))
     return 1 if failed else 0

@@ -60,13 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         cli_types.emit(json.dumps(s, indent=2))
     else:
-        if s.get("task") == "segmentation":
-            ious = ", ".join(
-                f"{c} {v:.2f}%" for c, v in zip(s["classes"], s["val_iou"], strict=True)
-            )
-            scores = f"mIoU {s['val_miou']:.2f}% (IoU {ious}), pixel acc {s['val_pixel_acc']:.2f}%"
-        else:
-            scores = f"top-1 {s['val_top1']:.2f}%, top-5 {s['val_top5']:.2f}%"
+        from mobilenets.training.tasks import TASKS
+
+        scores = TASKS[s.get("task", "classification")].scores_text(s)
         cli_types.emit(
             f"{s['model']} α={s['width_mult']} {s['resolution']} px: {scores} on "
             f"{display(s['data'])} ({s['train_seconds']:.1f} s of training)"

@@ -160,18 +160,28 @@ def nuclei_mean_std() -> tuple[tuple[float, ...], tuple[float, ...]]:
     return (float(part.mean()),) * 3, (float(part.std()),) * 3
 
 
-def read_classes(root: Path) -> list[str]:
+def read_classes(
+    root: Path, fewest: int = 2, most: int = IGNORE_INDEX, kind: str = "segmentation"
+) -> list[str]:
+    """The class names of a folder's ``classes.txt``, one per line (``fewest`` to ``most``)."""
     path = root / "classes.txt"
+    order = {
+        "segmentation": "in the order of the mask values 0, 1, 2, ...",
+        "detection": "the background not listed (it is class 0)",
+    }[kind]
     if not path.is_file():
         raise MissingDataError(
-            f"{display(root)} has no classes.txt: a segmentation folder names its classes, one "
-            "per line, in the order of the mask values 0, 1, 2, ..."
+            f"{display(root)} has no classes.txt: a {kind} folder names its classes, one per "
+            f"line, {order}"
         )
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (UnicodeDecodeError, OSError) as err:
+        raise DataError(f"{display(path)}: not a UTF-8 text file ({err})") from None
     names = [n for n in names if n]
-    if not 2 <= len(names) <= IGNORE_INDEX:
+    if not fewest <= len(names) <= most:
         raise DataError(
-            f"{display(path)} names {len(names)} classes; a segmentation folder needs 2 to 255"
+            f"{display(path)} names {len(names)} classes; a {kind} folder needs {fewest} to {most}"
         )
     return names
 

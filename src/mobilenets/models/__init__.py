@@ -1,6 +1,7 @@
 """Model families. Importing this package registers every variant."""
 
 from mobilenets.models import (  # noqa: F401  (registers)
+    detection,
     mobilenet_v1,
     mobilenet_v2,
     mobilenet_v3,

@@ -53,7 +53,7 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 #: What a network does; the training loop, the metrics and ``predict`` follow it.
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "detection")
 
 
 def register_model(

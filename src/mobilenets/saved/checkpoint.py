@@ -46,6 +46,9 @@ class EpochRow(msgspec.Struct):
     val_top5: Percent | None = None
     val_miou: Percent | None = None  # segmentation
     val_pixel_acc: Percent | None = None
+    val_map: Percent | None = None  # detection
+    val_ap50: Percent | None = None
+    val_ap75: Percent | None = None
 
 
 class CheckpointRecord(msgspec.Struct):

@@ -145,6 +145,14 @@ def _backward(loss: torch.Tensor, model: nn.Module, scaler: torch.amp.GradScaler
     return _grad_norm(model)
 
 
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is not None:  # fp16: the scaler skips steps with inf gradients
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def _check_finite(loss: float, norm: float, where: str, lr: float) -> None:
     if not (math.isfinite(loss) and math.isfinite(norm)):
         raise TrainingDivergedError(
@@ -171,18 +179,20 @@ def train_one_epoch(
     train_mode: Callable[[nn.Module], None] | None = None,
     teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     score: Callable[[object, torch.Tensor], tuple[int, int]] | None = None,
+    forward: Callable[[nn.Module, torch.Tensor, object], object] | None = None,
 ) -> EpochStats:
     """One pass over ``loader``, stepping the scheduler every batch; loss and top-1 are over
     every process's samples under DDP.
 
     Every process takes the same optimizer steps: a batch is trained only when every rank has
-    at least 2 readable images in it (BatchNorm needs 2), else every rank drops it together.
+    ≥ 2 readable images (BatchNorm needs 2), else every rank drops it.
     A non-finite loss or gradient norm raises :class:`TrainingDivergedError` before the
     optimizer steps, so the weights stay the last finite ones.
 
     ``train_mode`` runs after ``model.train()`` (e.g. BatchNorm kept in eval mode); with a
     ``teacher`` (images, dataset indices → logits) the loss is ``criterion(logits, targets,
-    teacher_logits)``; ``score`` (outputs, targets → correct, counted) makes ``top1``."""
+    teacher_logits)``; ``score`` (outputs, targets → correct, counted) makes ``top1``;
+    ``forward`` (model, inputs, targets → outputs: a detector's losses) replaces ``model``."""
     model.train()
     if train_mode is not None:
         train_mode(model)
@@ -198,7 +208,7 @@ def train_one_epoch(
             continue
         x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
         with autocast(device, amp):
-            logits = model(x)
+            logits = model(x) if forward is None else forward(model, x, y)
             loss = (
                 criterion(logits, y) if teacher is None else criterion(logits, y, teacher(x, idx))
             )
@@ -206,11 +216,7 @@ def train_one_epoch(
         norm = _backward(loss, model, scaler)
         value = loss.item()
         _check_finite(value, norm, f"{description}, step {steps + 1}", scheduler.get_last_lr()[0])
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        _optimizer_step(optimizer, scaler)
         scheduler.step()
         steps += 1
         if ema is not None:

@@ -11,13 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from mobilenets.data import build_dataset, check_classes, sample_name
-from mobilenets.data.segmentation import build_segmentation_dataset, is_segmentation_data
+from mobilenets.data.detection import build_detection_dataset
+from mobilenets.data.kinds import check_data_task
+from mobilenets.data.segmentation import build_segmentation_dataset
 from mobilenets.errors import ConfigError, ZeroWorkError, display, printable
 from mobilenets.fileio import check_output_path, new_figure, save_figure, write_text_atomic
 from mobilenets.training import distributed
 from mobilenets.training.engine import EvalResult, evaluate, log_to_stderr, make_loader
 from mobilenets.training.tasks import TASKS
-from mobilenets.training.tasks.segmentation import SegmentationResult, evaluate_segmentation
+from mobilenets.training.tasks.detection import DetectionResult
+from mobilenets.training.tasks.segmentation import SegmentationResult
 from mobilenets.weights import load
 
 
@@ -46,10 +49,12 @@ def evaluate_checkpoint(
     if not data:
         raise ConfigError(f"--data is required to evaluate {display(checkpoint)}")
     check_task(checkpoint, info.model, info.task, data)
-    if info.task == "segmentation":
+    if info.task != "classification":
         if predictions is not None:
-            raise ConfigError("--predictions writes a classifier's CSV; use predict for masks")
-        return evaluate_segmenter(
+            raise ConfigError(
+                "--predictions writes a classifier's CSV; use predict for masks and boxes"
+            )
+        return evaluate_dense(
             model,
             info,
             data,
@@ -154,23 +159,23 @@ def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: st
 
 
 def check_task(checkpoint: str | Path, model: str, task: str, data: str) -> None:
-    """The network's task is the data's: one line when a classifier meets masks or the
-    other way round."""
-    data_task = "segmentation" if is_segmentation_data(data) else "classification"
-    if task != data_task:
-        raise ConfigError(
-            f"{display(checkpoint)} holds {model}, a {task} network, but {display(data)} is "
-            f"{data_task} data: evaluate a "
-            + (
-                "segmentation model (lraspp_*, deeplabv3_*)"
-                if data_task == "segmentation"
-                else "classifier"
-            )
-            + " on it"
-        )
+    """The network's task is the data's: one line when a classifier meets masks or boxes, or
+    the other way round."""
+    check_data_task(data, model, task, holder=display(checkpoint))
 
 
-def evaluate_segmenter(
+#: The held-out split of a dense task's data, at the network's input and normalisation.
+_VAL_SPLITS: dict[str, Callable] = {
+    "segmentation": lambda data, info, root: build_segmentation_dataset(
+        data, "val", info.input_size, mean_std=(info.mean, info.std), root=root
+    ),
+    "detection": lambda data, info, root: build_detection_dataset(
+        data, "val", info.input_size, root=root
+    ),
+}
+
+
+def evaluate_dense(
     model: object,
     info: object,
     data: str,
@@ -180,13 +185,12 @@ def evaluate_segmenter(
     device: str = "cpu",
     log: Callable[[str], None] = log_to_stderr,
     data_root: str | None = None,
-) -> SegmentationResult:
-    """mIoU, IoU per class and pixel accuracy of a segmenter on ``data``'s val split, with the
-    normalisation it was trained with; the IoU table is logged."""
-    task = TASKS["segmentation"]
-    dataset = build_segmentation_dataset(
-        data, "val", info.input_size, mean_std=(info.mean, info.std), root=data_root
-    )
+) -> SegmentationResult | DetectionResult:
+    """A segmenter's mIoU, IoU per class and pixel accuracy, or a detector's COCO box AP, on
+    ``data``'s val split as it was trained (the task's own evaluation); the figures are
+    logged."""
+    task = TASKS[info.task]
+    dataset = _VAL_SPLITS[info.task](data, info, data_root)
     check_classes(
         list(info.classes),
         [str(c) for c in dataset.classes],
@@ -195,12 +199,15 @@ def evaluate_segmenter(
     )
     target = distributed.pick_device(device, distributed.DistEnv())
     loader = make_loader(dataset, batch_size, shuffle=False, collate=task.collate)
-    result = evaluate_segmentation(
-        model.to(target), loader, info.num_classes, device=target, progress=progress
+    result = task.evaluate(
+        model.to(target),
+        loader,
+        device=target,
+        amp=False,
+        channels_last=False,
+        progress=progress,
+        num_classes=info.num_classes,
     )
     result.classes = tuple(info.classes)
-    log(
-        f"mIoU {result.miou:.2f}%  pixel accuracy {result.pixel_acc:.2f}% on {result.images:,} "
-        f"images ({result.pixels:,} labelled pixels)"
-    )
+    log(result.line())
     return result

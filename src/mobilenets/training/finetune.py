@@ -40,6 +40,8 @@ def load_network(spec: str, flag: str) -> tuple[nn.Module, NetworkInfo]:
 
 #: Tensors of a classifier that a dense model's backbone has no place for (the pooled head).
 CLASSIFIER_ONLY = ("classifier.", "pre_logits.", "head.")
+#: A detector backbone's own layers, which no classifier holds: the SSD extra layers.
+DETECTOR_OWN = ("extra.",)
 
 
 def start_from(config: TrainConfig) -> tuple[TrainConfig, nn.Module, NetworkInfo]:
@@ -215,14 +217,22 @@ def backbone_start(config: TrainConfig, info: NetworkInfo) -> TrainConfig:
 
 
 def load_backbone_weights(model: nn.Module, source: nn.Module, log: Callable[[str], None]) -> None:
-    """Copy a classifier's tensors into ``model.backbone``: every backbone tensor must load;
-    the classifier's pooled head (classifier, pre-logits, V2's 1280 conv) is left out."""
-    state = {k: v for k, v in source.state_dict().items() if not k.startswith(CLASSIFIER_ONLY)}
+    """Copy a classifier's tensors into ``model.backbone``: every backbone tensor must load
+    but a detector's extra layers (its own); the classifier's pooled head (classifier,
+    pre-logits) is left out, and V2's 1280 conv unless the backbone keeps it (a detector's
+    last map, as the TF reference)."""
+    wanted = model.backbone.state_dict()
+    state = {
+        k: v
+        for k, v in source.state_dict().items()
+        if not k.startswith(CLASSIFIER_ONLY) or (k.startswith("head.") and k in wanted)
+    }
     try:
         missing, unexpected = model.backbone.load_state_dict(state, strict=False)
     except RuntimeError as error:  # a tensor of another shape (another width or tail)
         first = str(error).strip().splitlines()[-1].strip()
         raise WeightsError(f"the weights do not fit the backbone: {first}") from None
+    missing = [k for k in missing if not k.startswith(DETECTOR_OWN)]
     if missing or unexpected:
         raise WeightsError(
             "the weights do not fit the backbone: "
@@ -230,5 +240,5 @@ def load_backbone_weights(model: nn.Module, source: nn.Module, log: Callable[[st
         )
     log(
         f"fine-tuning: the backbone starts from the weights ({len(state)} tensors); the "
-        "segmentation head starts afresh"
+        f"{getattr(model, 'task', 'dense')} head starts afresh"
     )

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mobilenets.complexity import profile
 from mobilenets.data import check_classes
+from mobilenets.data.kinds import check_data_task
 from mobilenets.errors import (
     CheckpointError,
     ConfigError,
@@ -252,6 +253,7 @@ def _fit(
     if source is not None:
         config = source[0]
     task = task_for(config.model)
+    check_data_task(config.data, config.model or "mobilenet_v1", task.name)
     if config.teacher and task.name != "classification":
         raise ConfigError(f"--teacher distils a classifier; {config.model} is a {task.name} model")
     data = RunData.build(config, env, task, *_start_record(config, saved, source))
@@ -436,6 +438,7 @@ def _train_epoch(
         train_mode=train_modes(frozen, config.freeze_bn),
         teacher=teacher,
         score=task.score,
+        forward=task.forward,
     )
     _check_work(stats, epoch, say)
     result = task.evaluate(

@@ -26,8 +26,17 @@ CHECKPOINT_FORMAT = "mobilenets.checkpoint/1"
 
 
 def model_kwargs(config: TrainConfig, num_classes: int) -> dict:
-    """The ``create_model`` keywords of the network a config describes."""
-    return {"width_mult": config.width_mult, "num_classes": num_classes, **config.model_kwargs}
+    """The ``create_model`` keywords of the network a config describes (and those its task
+    takes from the run's settings: a detector's input size)."""
+    from mobilenets.training.tasks import task_for
+
+    task = task_for(config.model).model_kwargs(config)
+    return {
+        "width_mult": config.width_mult,
+        "num_classes": num_classes,
+        **task,
+        **config.model_kwargs,
+    }
 
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:

@@ -38,7 +38,10 @@ TORCHVISION_MODELS = (
     "mobilenet_v3_small",
     "lraspp_mobilenet_v3_large",
     "deeplabv3_mobilenet_v3_large",
+    "ssdlite320_mobilenet_v3_large",
 )
+#: torchvision's detector names → ours.
+_TORCHVISION_DETECTORS = {"ssdlite320_mobilenet_v3_large": "ssdlite_mobilenet_v3_large"}
 #: torchvision's segmenters: the classifier key each one's class count is read from.
 _TORCHVISION_SEGMENTERS = {
     "lraspp_mobilenet_v3_large": "classifier.low_classifier.weight",
@@ -73,6 +76,13 @@ def torchvision_target(
             f"{', '.join(TORCHVISION_MODELS)} (torchvision has no MobileNetV1)"
         )
     kwargs: dict = {"width_mult": width_mult, "num_classes": num_classes}
+    if name in _TORCHVISION_DETECTORS:  # its anchors, and V3-Large as torchvision rounds it
+        kwargs.update(
+            anchors="torchvision",
+            reduced_tail=reduced_tail,
+            backbone_kwargs={"channel_rules": "torchvision"},
+        )
+        return Target(_TORCHVISION_DETECTORS[name], kwargs, "torchvision")
     if name in _TORCHVISION_SEGMENTERS:  # its backbone: torchvision's V3-Large, atrous
         kwargs["backbone_kwargs"] = {"channel_rules": "torchvision"}
         if aux_loss:
@@ -308,6 +318,10 @@ def key_map(source_name: str, model: nn.Module) -> dict[str, str]:
 
     A segmenter's heads carry torchvision's names already; its backbone maps as the family's
     ``features`` does, under torchvision's ``backbone.`` (``IntermediateLayerGetter``)."""
+    if getattr(model, "task", "") == "detection":
+        if source_name != "torchvision":
+            raise WeightsError(f"{source_name} has no detection models to convert")
+        return _detector_key_map(model)
     if hasattr(model, "backbone"):
         if source_name != "torchvision":
             raise WeightsError(f"{source_name} has no segmentation models to convert")
@@ -324,6 +338,35 @@ def key_map(source_name: str, model: nn.Module) -> dict[str, str]:
     for key in model.state_dict():
         module, _, tensor = key.rpartition(".")
         mapping[key] = f"{module_name(module, layout)}.{tensor}"
+    return mapping
+
+
+def _detector_key_map(model: nn.Module) -> dict[str, str]:
+    """Our SSDLite's keys → torchvision's ``ssdlite320_mobilenet_v3_large``'s. torchvision cuts
+    the V3 ``features`` at C4: ``backbone.features.0`` holds the layers before the C4 block and
+    its expansion, ``backbone.features.1`` the rest of that block (``.0``, the block's own
+    indices kept) and the layers after it; its Conv2dNormActivation children are ``0``/``1``
+    where ours are ``conv``/``bn``."""
+    features = model.backbone
+    view = nn.Module()  # the family's classifier layout, for the family's key map
+    view.stem, view.blocks, view.head = features.stem, features.blocks, features.head
+    view.model_name = model.backbone_name
+    c4 = features.tap + 1  # torchvision's index of the C4 block in ``features``
+    mapping = {}
+    for ours, theirs in key_map("torchvision", view).items():
+        index, rest = theirs.removeprefix("features.").split(".", 1)
+        index = int(index)
+        if index < c4:
+            theirs = f"features.0.{index}.{rest}"
+        elif index == c4:
+            part, rest = rest.removeprefix("block.").split(".", 1)
+            theirs = f"features.0.{c4}.{rest}" if part == "0" else f"features.1.0.{part}.{rest}"
+        else:
+            theirs = f"features.1.{index - c4}.{rest}"
+        mapping[f"backbone.{ours}"] = f"backbone.{theirs}"
+    for key in model.state_dict():
+        if key not in mapping:  # extra layers and heads: torchvision's names, conv/bn as 0/1
+            mapping[key] = key.replace(".conv.", ".0.").replace(".bn.", ".1.")
     return mapping
 
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 from mobilenets.models.registry import model_task
 from mobilenets.training.tasks.base import Task
 from mobilenets.training.tasks.classification import Classification
+from mobilenets.training.tasks.detection import Detection
 from mobilenets.training.tasks.segmentation import Segmentation
 
-TASKS: dict[str, Task] = {"classification": Classification(), "segmentation": Segmentation()}
+TASKS: dict[str, Task] = {
+    "classification": Classification(),
+    "segmentation": Segmentation(),
+    "detection": Detection(),
+}
 
 
 def task_for(model: str | None) -> Task:
@@ -20,4 +25,4 @@ def task_for(model: str | None) -> Task:
     return TASKS[model_task(model)] if model else TASKS["classification"]
 
 
-__all__ = ["TASKS", "Classification", "Segmentation", "Task", "task_for"]
+__all__ = ["TASKS", "Classification", "Detection", "Segmentation", "Task", "task_for"]

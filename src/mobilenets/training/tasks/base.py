@@ -53,6 +53,16 @@ class Task(ABC):
     def keeps_own_normalization(self, data: str) -> bool:
         """Whether ``data`` keeps its own normalisation even when the run starts from weights."""
 
+    def model_kwargs(self, config: object) -> dict:
+        """Keywords the network of this task takes from the run's settings (a detector's
+        input size)."""
+        return {}
+
+    def forward(self, model: nn.Module, x: torch.Tensor, y: object) -> object:
+        """A training step's outputs, which :meth:`criterion` turns into the loss (a
+        detector computes its losses itself from the targets)."""
+        return model(x)
+
     @abstractmethod
     def criterion(self, config: object) -> Callable:
         """The training loss: (outputs, targets) → a scalar."""
@@ -110,6 +120,10 @@ class Task(ABC):
     @abstractmethod
     def summary(self, history: list[dict], result: object | None = None) -> dict:
         """The figures ``summary.json`` reports from the metric history."""
+
+    @abstractmethod
+    def scores_text(self, summary: dict) -> str:
+        """The summary's figures in words, for the line ``train`` prints."""
 
     def picture(
         self, path: Path, model: nn.Module, dataset: Dataset, mean_std: tuple, device: torch.device

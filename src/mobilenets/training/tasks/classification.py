@@ -98,3 +98,6 @@ class Classification(Task):
             "val_loss": last["val_loss"],
             "best_val_top1": max(h["val_top1"] for h in history),
         }
+
+    def scores_text(self, summary: dict) -> str:
+        return f"top-1 {summary['val_top1']:.2f}%, top-5 {summary['val_top5']:.2f}%"

@@ -93,6 +93,12 @@ class SegmentationResult:
     def pixels(self) -> int:
         return int(self.confusion.sum())
 
+    def line(self) -> str:
+        return (
+            f"mIoU {self.miou:.2f}%  pixel accuracy {self.pixel_acc:.2f}% on {self.images:,} "
+            f"images ({self.pixels:,} labelled pixels)"
+        )
+
     def to_dict(self, classes: list[str] | tuple[str, ...] = ()) -> dict:
         names = list(classes or self.classes) or [str(i) for i in range(len(self.iou))]
         return {
@@ -234,6 +240,15 @@ class Segmentation(Task):
             "val_loss": last["val_loss"],
             "best_val_miou": max(h["val_miou"] for h in history),
         }
+
+    def scores_text(self, summary: dict) -> str:
+        ious = ", ".join(
+            f"{c} {v:.2f}%" for c, v in zip(summary["classes"], summary["val_iou"], strict=True)
+        )
+        return (
+            f"mIoU {summary['val_miou']:.2f}% (IoU {ious}), "
+            f"pixel acc {summary['val_pixel_acc']:.2f}%"
+        )
 
     def picture(
         self, path: Path, model: nn.Module, dataset: Dataset, mean_std: tuple, device: torch.device
