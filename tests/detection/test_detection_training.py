@@ -12,9 +12,7 @@ import torch
 from mobilenets.cli.main import main
 from mobilenets.data.detection import build_detection_dataset, coco_metrics, read_trees
 from mobilenets.models import create_model
-from mobilenets.training.config import TrainConfig
 from mobilenets.training.evaluation import evaluate_checkpoint
-from mobilenets.training.loop import fit
 
 
 def test_a_detector_learns_real_tree_boxes() -> None:
@@ -40,21 +38,6 @@ def test_a_detector_learns_real_tree_boxes() -> None:
     with torch.no_grad():
         after = coco_metrics(model(list(images)), targets, 2)["ap50"]
     assert before < 5.0 and after >= 50.0, (before, after)
-
-
-@pytest.fixture(scope="module")
-def tree_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("trees") / "run"
-    config = TrainConfig(
-        model="ssdlite_mobilenet_v3_small",
-        data="trees",
-        out=str(out),
-        epochs=2,
-        batch_size=16,
-        resolution=128,
-        progress=False,
-    )
-    return fit(config)
 
 
 def test_the_training_loop_trains_a_detector(tree_run) -> None:

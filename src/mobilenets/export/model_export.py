@@ -45,6 +45,10 @@ def export_model(
             f"--format must be one of {tuple(FORMATS.values())} (or --out ending in "
             f"{', '.join(FORMATS)}), got {display(format or Path(out).suffix or str(out))}"
         )
+    if getattr(model, "task", "") == "detection":  # the network; decoding and NMS run after it
+        from mobilenets.models.detection import DetectorGraph
+
+        model = DetectorGraph(model)
     model = fold_bn(model) if fold else model.eval()
     if format == "pte":
         record = network_record(model, info, resolution)

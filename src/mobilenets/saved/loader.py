@@ -34,15 +34,27 @@ def load_file(path: str | Path, *, num_classes: int | None = None) -> tuple[nn.M
     must load), for fine-tuning.
     """
     path = Path(path)
-    if path.suffix == ".onnx":
-        return OnnxModule(OnnxSession(path)).eval(), onnx_info(path)
-    if path.suffix in (".pte", ".xml"):  # ExecuTorch (XNNPACK) or OpenVINO (fp32)
-        network = PteProgram(path) if path.suffix == ".pte" else OpenVinoModel(path)
-        return network.eval(), network.info
+    if path.suffix in (".onnx", ".pte", ".xml"):
+        return _load_exported(path)
     if path.suffix == ".safetensors":
         model = load_weights(path, num_classes)
         return model, model.network_info
     return _load_checkpoint(path)
+
+
+def _load_exported(path: Path) -> tuple[nn.Module, NetworkInfo]:
+    """An ONNX model, ExecuTorch program (XNNPACK) or OpenVINO IR; a detector's graph inside
+    its pre- and post-processing (:class:`~mobilenets.models.detection.ExportedDetector`)."""
+    if path.suffix == ".onnx":
+        network, info = OnnxModule(OnnxSession(path)), onnx_info(path)
+    else:
+        network = PteProgram(path) if path.suffix == ".pte" else OpenVinoModel(path)
+        info = network.info
+    if info.task == "detection":
+        from mobilenets.models.detection import ExportedDetector
+
+        network = ExportedDetector(network, info.model, dict(info.kwargs))
+    return network.eval(), info
 
 
 def exported_info(path: str | Path) -> NetworkInfo:

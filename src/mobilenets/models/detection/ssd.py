@@ -433,3 +433,50 @@ for _name, _family, _lite, _size, _paper in _VARIANTS:
     )
 
 __all__ = ["MobileNetSSD", "SSDFeatures", "SSDHead", "c4_block"]
+
+
+class DetectorGraph(nn.Module):
+    """What an exported detector computes: :meth:`MobileNetSSD.head_outputs`, from the
+    normalised, resized batch to ``bbox_regression`` and ``cls_logits`` (decoding and NMS run
+    after the graph, by the same code as in PyTorch: :class:`ExportedDetector`)."""
+
+    def __init__(self, detector: MobileNetSSD) -> None:
+        super().__init__()
+        self.detector = detector
+        self.task, self.in_chans = "detection", detector.in_chans
+        self.model_name = getattr(detector, "model_name", "")
+        self.model_kwargs = getattr(detector, "model_kwargs", {})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.detector.head_outputs(x)
+
+
+class ExportedDetector(nn.Module):
+    """An exported detector's graph (ONNX Runtime, ExecuTorch, OpenVINO) inside the detector it
+    came from: the same resize and normalisation before it, the same anchors, decoding and NMS
+    after it (torchvision's API: a list of images in, a dict of boxes per image out).
+
+    Args:
+        graph: the runtime's network, returning ``bbox_regression`` and ``cls_logits``.
+        model: the registry name; kwargs: its keywords (from the file's record).
+    """
+
+    def __init__(self, graph: nn.Module, model: str, kwargs: dict) -> None:
+        super().__init__()
+        self.graph = graph
+        self.detector = create_model(model, **kwargs).eval()  # its pre- and post-processing
+        self.task = "detection"
+        size, channels = self.detector.image_size, self.detector.in_chans
+        with torch.no_grad():
+            maps = self.detector.backbone(torch.zeros(1, channels, size, size)).values()
+        self.grid = [tuple(m.shape[-2:]) for m in maps]
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        detector = self.detector
+        sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+        batch, _ = detector.transform(images, None)
+        outputs = self.graph(batch.tensors)
+        maps = [torch.empty(1, 1, h, w) for h, w in self.grid]  # anchors need the grid only
+        anchors = detector.anchor_generator(batch, maps)
+        found = detector.postprocess_detections(outputs, anchors, batch.image_sizes)
+        return detector.transform.postprocess(found, batch.image_sizes, sizes)

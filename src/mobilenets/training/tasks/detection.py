@@ -118,7 +118,10 @@ def evaluate_detection(
             continue
         targets = y.to(device)
         with autocast(device, amp):
-            losses, detections = detector.losses_and_detections(list(x.to(device)), targets)
+            if hasattr(detector, "losses_and_detections"):
+                losses, detections = detector.losses_and_detections(list(x.to(device)), targets)
+            else:  # an exported detector: the detections alone
+                losses, detections = {"none": torch.tensor(float("nan"))}, detector(list(x))
         loss_sum += float(sum(losses.values())) * len(y)
         for i, truth, found in zip(idx.tolist(), targets, detections, strict=True):
             rows.append(
