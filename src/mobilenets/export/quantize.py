@@ -22,7 +22,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -410,6 +410,8 @@ def quantize_pte(
         torch.stack([calib[i][0] for i in indices[start : start + 16]])
         for start in range(0, len(indices), 16)
     ]
+    if record.task == "segmentation":  # a fixed-size program at the data's image size
+        record = replace(record, input_size=int(batches[0].shape[-1]))
     export_pte(model, staged, record, calibration=batches)
     with tempfile.TemporaryDirectory() as folder:
         fp32_bytes = export_pte(model, Path(folder) / "fp32.pte", record).stat().st_size
