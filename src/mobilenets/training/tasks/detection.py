@@ -23,7 +23,7 @@ from mobilenets.models.detection.ssd import SSD_MEAN, SSD_STD
 from mobilenets.training.engine import autocast, progress_off
 from mobilenets.training.tasks.base import Task
 
-#: Detections drawn in pictures: those at least this confident.
+#: The lowest score `predict` lists and draws by default.
 DRAW_SCORE = 0.3
 
 
@@ -245,8 +245,8 @@ class Detection(Task):
     def picture(
         self, path: Path, model: nn.Module, dataset: Dataset, mean_std: tuple, device: torch.device
     ) -> bool:
-        """Up to 4 held-out images: the true boxes (green) beside the detections with a score
-        of at least :data:`DRAW_SCORE` (red), drawn with ``draw_bounding_boxes``."""
+        """Up to 4 held-out images: the true boxes (green) beside as many of the best
+        detections (red, with their scores), drawn with ``draw_bounding_boxes``."""
         samples = [dataset[i] for i in range(min(4, len(dataset)))]
         detector = getattr(model, "module", model).eval()
         fig = new_figure(figsize=(8, 4 * len(samples)))
@@ -254,18 +254,21 @@ class Detection(Task):
         for (image, truth), row in zip(samples, axes, strict=True):
             with torch.no_grad():
                 found = detector([image.to(device)])[0]
-            keep = found["scores"] >= DRAW_SCORE
+            best = slice(0, max(1, len(truth["boxes"])))  # detections come sorted by score
             shown = (image.clamp(0, 1) * 255).to(torch.uint8)
+            scores = found["scores"][best].tolist()
             panels = (
-                (f"truth: {len(truth['boxes'])} boxes", truth["boxes"], "#3cb44b"),
+                (f"truth: {len(truth['boxes'])} boxes", truth["boxes"], "#3cb44b", None),
                 (
-                    f"detections ≥ {DRAW_SCORE}: {int(keep.sum())}",
-                    found["boxes"][keep].cpu(),
+                    f"the best {len(scores)} detections (scores {min(scores, default=0):.2f}–"
+                    f"{max(scores, default=0):.2f})",
+                    found["boxes"][best].cpu(),
                     "#e6194b",
+                    [f"{v:.2f}" for v in scores],
                 ),
             )
-            for ax, (title, boxes, color) in zip(row, panels, strict=True):
-                drawn = draw_bounding_boxes(shown, boxes, colors=color, width=2)
+            for ax, (title, boxes, color, labels) in zip(row, panels, strict=True):
+                drawn = draw_bounding_boxes(shown, boxes, labels=labels, colors=color, width=2)
                 ax.imshow(drawn.permute(1, 2, 0).numpy())
                 ax.set(title=title, xticks=[], yticks=[])
         fig.tight_layout()
