@@ -71,7 +71,7 @@ def main() -> None:
         f"SSDLite-V2 on trees (held-out sites OSBS_029 and SOAP_061, 8 tiles, 97 trees), "
         f"{args.epochs} epochs, seeds 0–{args.seeds - 1}, COCO AP (%) by pycocotools",
         "",
-        "| backbone start | AP50 | mAP (0.50:0.95) | AP75 | per seed AP50 | s per run |",
+        "| backbone start | AP50 | mAP (0.50:0.95) | AP75 | per seed AP50 | s per run (a) |",
         "|---|---|---|---|---|---|",
     ]
     for init in ("imagenet", "scratch"):
@@ -83,6 +83,10 @@ def main() -> None:
             f"{spread([r['val_ap50'] for r in arm])} | {spread([r['val_map'] for r in arm])} | "
             f"{spread([r['val_ap75'] for r in arm])} | {seeds} | {seconds:.0f} |"
         )
+    lines += [
+        "",
+        "(a) training seconds, mean of the seeds; on a shared machine they measure its load too.",
+    ]
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)
@@ -91,13 +95,10 @@ def main() -> None:
     fig = new_figure(figsize=(7, 4))
     ax = fig.subplots()
     for row in rows:
-        style = "-" if row["init"] == "imagenet" else "--"
-        ax.plot(
-            range(1, len(row["curve"]) + 1),
-            row["curve"],
-            style,
-            label=f"{row['init']} seed {row['seed']}",
-        )
+        color = "tab:blue" if row["init"] == "imagenet" else "tab:red"
+        style = ("-", "--", ":")[row["seed"] % 3]
+        label = f"{'ImageNet V2' if row['init'] == 'imagenet' else 'scratch'}, seed {row['seed']}"
+        ax.plot(range(1, len(row["curve"]) + 1), row["curve"], style, color=color, label=label)
     ax.set(xlabel="epoch", ylabel="AP50 (%)", title="SSDLite-V2 on trees, held-out sites")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

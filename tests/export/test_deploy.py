@@ -76,17 +76,13 @@ def test_metadata_and_predict_from_image_files(tmp_path, randomized) -> None:
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
-def test_int8_on_digits_within_two_points_of_fp32(trained, tmp_path, name: str) -> None:
-    assert (
-        main(["export", str(trained[name] / "checkpoint.pt"), "--out", str(tmp_path / "m.onnx")])
-        == 0
-    )
-    report = quantize_onnx(tmp_path / "m.onnx", tmp_path / "m.int8.onnx", "digits")
+def test_int8_on_digits_within_two_points_of_fp32(int8_onnx, name: str) -> None:
+    _, int8, report = int8_onnx[name]
     assert report.images == 360 and report.fp32_top1 >= 95
     assert report.int8_top1 >= report.fp32_top1 - 2.0 and report.ok
     assert report.agreement >= 97
     assert report.int8_bytes < report.fp32_bytes / 2.5
-    meta = onnx_metadata(tmp_path / "m.int8.onnx")
+    meta = onnx_metadata(int8)
     assert meta["classes"] == [str(d) for d in range(10)] and "QDQ" in meta["quantization"]
 
 
