@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calib-method",
         choices=CALIBRATION_METHODS,
-        default=DEFAULT_CALIBRATION,
-        help="ONNX Runtime's activation calibration",
+        default=None,
+        help=f"ONNX Runtime's activation calibration (default: {DEFAULT_CALIBRATION}; minmax "
+        "for a detector)",
     )
     parser.add_argument(
         "--min-agreement",
@@ -65,9 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-fp32",
         nargs="*",
-        default=[],
+        default=None,
         metavar="PATTERN",
-        help="ONNX node-name patterns to leave in fp32, e.g. '/stem/*' '*/se/*'",
+        help="ONNX node-name patterns to leave in fp32, e.g. '/stem/*' '*/se/*' (default: none; "
+        "a detector's prediction layers, '/head/*')",
     )
     parser.add_argument(
         "--margin",
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "data_root": args.data_root,
     }
     if args.out.endswith(".pte"):
-        if args.keep_fp32 or args.calib_method != DEFAULT_CALIBRATION:
+        if args.keep_fp32 is not None or args.calib_method is not None:
             raise ConfigError("--keep-fp32 and --calib-method are ONNX Runtime's; not for .pte")
         report = quantize_pte(args.model, args.out, args.calib_data, **common)
     else:
