@@ -87,3 +87,29 @@ def test_a_detector_needs_an_output_folder(tree_run, capsys) -> None:
     code = main(["predict", "--weights", str(tree_run.out / "checkpoint.pt"), str(image)])
     assert code == 2
     assert "is a detector: give --out FOLDER" in capsys.readouterr().err
+
+
+def test_two_processes_score_every_held_out_tile_once(tmp_path) -> None:
+    """torchrun, 2 processes: the detections of both ranks are gathered before pycocotools
+    scores them, so the AP of the run equals one process's eval of its checkpoint exactly."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--master-addr", "127.0.0.1",
+        "--master-port", str(port), "--nproc-per-node", "2", "-m", "mobilenets", "train",
+        "--model", "ssdlite_mobilenet_v3_small", "--data", "trees", "--epochs", "1",
+        "--resolution", "128", "--batch-size", "16", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["val_images"] == 8
+    result = evaluate_checkpoint(out / "checkpoint.pt", progress=False)
+    assert result.images == 8 and result.boxes == 97
+    assert result.map == summary["val_map"] and result.ap50 == summary["val_ap50"]
