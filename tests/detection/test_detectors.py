@@ -124,21 +124,11 @@ def test_sigmoid_losses_train(loss, scores) -> None:
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
 
 
-def _randomized(model: torch.nn.Module) -> torch.nn.Module:
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
-
-
-def test_torchvision_ssdlite_converts_exactly() -> None:
+def test_torchvision_ssdlite_converts_exactly(randomize_bn) -> None:
     """torchvision's ssdlite320_mobilenet_v3_large (random init, BN statistics randomised) →
     ours by name: the same head outputs and the same detections, to the bit."""
     torch.manual_seed(0)
-    theirs = _randomized(ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None))
+    theirs = randomize_bn(ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None))
     target = torchvision_target("ssdlite320_mobilenet_v3_large", num_classes=91, reduced_tail=True)
     ours = convert_state_dict(theirs.state_dict(), target)
     x = torch.rand(2, 3, 320, 320)

@@ -74,7 +74,6 @@ class DetectionResult:
     images: int
     skipped: int = 0
     boxes: int = 0  # true boxes scored
-    detections: list = field(default_factory=list, repr=False)
     classes: tuple[str, ...] = ()
 
     def line(self) -> str:
@@ -145,7 +144,6 @@ def evaluate_detection(
         images=len(rows),
         skipped=int(skipped),
         boxes=boxes,
-        detections=found,
     )
 
 
