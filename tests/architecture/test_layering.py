@@ -1,7 +1,7 @@
 """The layering of ``src/mobilenets``, held by a test over every import (``ast``, function-level
 imports included): no subpackage imports one above it, and the subpackages form no cycle.
 
-    errors, fileio, schema, malloc, catalog, lazy  ←  layers  ←  models  ←  complexity, data
+    errors, fileio, schema, malloc, catalog, lazy, cpu  ←  layers  ←  models  ←  complexity, data
         ←  saved  ←  weights  ←  training, export  ←  adapt  ←  cli
 
 ``weights`` sits below ``training`` and ``export`` because both start from published weights
@@ -18,7 +18,7 @@ import mobilenets
 
 SRC = Path(mobilenets.__file__).parent
 LAYERS = [
-    {"errors", "fileio", "schema", "malloc", "catalog", "lazy"},
+    {"errors", "fileio", "schema", "malloc", "catalog", "lazy", "cpu"},
     {"layers"},
     {"models"},
     {"complexity", "data"},

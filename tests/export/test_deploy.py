@@ -77,6 +77,10 @@ def test_metadata_and_predict_from_image_files(tmp_path, randomized) -> None:
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
 def test_int8_on_digits_within_two_points_of_fp32(int8_onnx, name: str) -> None:
+    """int8 with this CPU's scheme (``mobilenets.cpu``) agrees with fp32 on ≥ 97% of digits'
+    360 held-out images. Measured, V1 / V2: VNNI Xeon, 8-bit weights 99.44% / 99.72%; the AVX2
+    scheme (7-bit weights) 99.72% / 99.72%, the same on any x86 since nothing saturates. 8-bit
+    weights on the AVX2 Zen 3, before the scheme was chosen per CPU: 96.94% for V1 (issue 30)."""
     _, int8, report = int8_onnx[name]
     assert report.images == 360 and report.fp32_top1 >= 95
     assert report.int8_top1 >= report.fp32_top1 - 2.0 and report.ok

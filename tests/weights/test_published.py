@@ -190,8 +190,11 @@ def test_timm_weights_by_name_from_the_hub_cache(monkeypatch, tmp_path, randomiz
 
 def test_int8_of_the_real_v2_agrees_with_fp32_on_real_photos(tmp_path) -> None:
     """ImageNet weights calibrated on photo crops whose classes are not ImageNet's: the agreement
-    guard, with the default calibration (percentile), on 260 held-out crops of 186–284 px.
-    Measured: 68.08% overall, 98.67% (74 of 75) where fp32 is ≥ 50% confident."""
+    guard, with the default calibration (percentile), on 260 held-out crops of 186–284 px, with
+    this CPU's int8 scheme. Measured (``benchmarks/int8_schemes.py``): VNNI Xeon, 8-bit weights,
+    69.23% overall, 98.67% (74 of 75) where fp32 is ≥ 50% confident; the AVX2 scheme (7-bit
+    weights) 67.31%, 96.00% (72 of 75) on the VNNI Xeon and on the AVX2 Zen 3 alike. 8-bit
+    weights on the Zen 3 saturate: 61.15%, 85.33% (issue 30)."""
     from mobilenets.export.quantize import quantize_onnx
 
     assert main(["export", V2, "--out", str(tmp_path / "v2.onnx")]) == 0
@@ -200,5 +203,5 @@ def test_int8_of_the_real_v2_agrees_with_fp32_on_real_photos(tmp_path) -> None:
     assert not report.ok
     assert report.guard == "agreement" and report.calibration == "percentile"
     assert report.images == 260 and report.calib_images == 256 and report.confident_images >= 60
-    assert report.confident_agreement >= 97.0 and report.agreement >= 65.0
+    assert report.confident_agreement >= 94.0 and report.agreement >= 65.0
     assert report.int8_bytes < report.fp32_bytes / 3

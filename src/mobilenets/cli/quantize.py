@@ -7,6 +7,7 @@ import json
 import sys
 
 from mobilenets.cli import _common as cli_types
+from mobilenets.cpu import TARGET_CPUS
 from mobilenets.errors import ConfigError
 from mobilenets.export.choices import (
     CALIBRATION_METHODS,
@@ -77,6 +78,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MARGIN,
         help="largest acceptable top-1 drop in points (default 2)",
     )
+    parser.add_argument(
+        "--target-cpu",
+        choices=TARGET_CPUS,
+        default="auto",
+        help="the CPU that will run the .onnx, which decides its int8: vnni (x86 with VNNI: "
+        "8-bit weights), avx2 (x86 without VNNI: 7-bit weights, which cannot saturate its "
+        "16-bit sums), arm (8-bit); auto is this machine",
+    )
     parser.add_argument("--data-root", default=None, help="where downloads go")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -92,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
         "data_root": args.data_root,
     }
     if args.out.endswith(".pte"):
-        if args.keep_fp32 is not None or args.calib_method is not None:
-            raise ConfigError("--keep-fp32 and --calib-method are ONNX Runtime's; not for .pte")
+        if args.keep_fp32 is not None or args.calib_method is not None or args.target_cpu != "auto":
+            raise ConfigError(
+                "--keep-fp32, --calib-method and --target-cpu are ONNX Runtime's; not for .pte "
+                "(XNNPACK chooses its int8 kernels for the CPU it runs on)"
+            )
         report = quantize_pte(args.model, args.out, args.calib_data, **common)
     else:
         report = quantize_onnx(
@@ -102,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             args.calib_data,
             calib_method=args.calib_method,
             keep_fp32=args.keep_fp32,
+            target_cpu=args.target_cpu,
             **common,
         )
     cli_types.emit(json.dumps(report.to_dict(), indent=2) if args.json else report.format())

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mobilenets.cpu import Int8Scheme, int8_scheme
 from mobilenets.data import build_dataset, check_classes
 from mobilenets.errors import ConfigError, DataError, ZeroWorkError, display, listed
 from mobilenets.export.choices import (
@@ -75,6 +76,7 @@ class QuantReport:
     path: str = ""  # where the int8 file is: --out when it passed, its .rejected sibling if not
     unit: str = "images"  # what agreement counts: images, a segmenter's pixels, a detector's boxes
     metric: str = "top-1"  # what fp32_top1 and int8_top1 hold: top-1, mIoU or AP50
+    scheme: str = ""  # the int8 types and the CPU they were chosen for, and why
 
     @property
     def informative(self) -> bool:
@@ -123,6 +125,7 @@ class QuantReport:
         lines = [
             f"{kind} agreement int8 vs fp32: {self.agreement:.2f}% of {self.images} held-out "
             f"{self.unit}, {confident}",
+            *([f"int8: {self.scheme}"] if self.scheme else []),
             f"size {size} ({self.fp32_bytes / self.int8_bytes:.1f}× smaller); calibration "
             f"{self.calibration} on {self.calib_images} images; kept in fp32: "
             + self.kept_modules(),
@@ -277,9 +280,11 @@ def quantize_qdq(
     reader: object,
     exclude: Sequence[str] = (),
     method: str = DEFAULT_CALIBRATION,
+    scheme: Int8Scheme | None = None,
 ) -> None:
-    """ONNX Runtime static int8 quantization: QDQ format, per-channel int8 weights, uint8
-    activations calibrated with ``reader`` (a CalibrationDataReader) by ``method``."""
+    """ONNX Runtime static int8 quantization: QDQ format, per-channel weights, activations
+    calibrated with ``reader`` (a CalibrationDataReader) by ``method``, the types ``scheme``'s
+    (default: this CPU's, :func:`int8_scheme`)."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -297,6 +302,8 @@ def quantize_qdq(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[method]
+    scheme = scheme or int8_scheme()
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
@@ -306,10 +313,11 @@ def quantize_qdq(
             reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
+            weight_type=types[scheme.weights],
+            activation_type=types[scheme.activations],
             nodes_to_exclude=list(exclude),
             calibrate_method=calibrate,
+            reduce_range=scheme.reduce_range,
             extra_options=_stride(reader),
         )
 
@@ -336,6 +344,7 @@ def quantize_onnx(
     min_confident_agreement: float = MIN_CONFIDENT_AGREEMENT,
     data_root: str | None = None,
     seed: int = 0,
+    target_cpu: str | Int8Scheme | None = None,
 ) -> QuantReport:
     """Quantize an exported model to int8 and compare it with fp32 on ``calib_data``'s val split.
 
@@ -352,7 +361,10 @@ def quantize_onnx(
             prediction layers).
         margin: the largest acceptable top-1 drop, in points (accuracy guard).
         min_agreement, min_confident_agreement: the agreement guard's floors, in percent.
+        target_cpu: the CPU kind that will run the file, which decides the int8 types
+            (:mod:`mobilenets.cpu`; default: this machine's).
     """
+    scheme = int8_scheme(target_cpu)
     out_path, staged = _outputs(out_path, model_path, calib_data)
     if Path(model_path).suffix != ".onnx":
         raise ConfigError(f"{display(model_path)} is not an .onnx model; export it first")
@@ -370,20 +382,25 @@ def quantize_onnx(
     excluded = _kept_nodes([n.name for n in proto.graph.node], keep_fp32, model_path)
     with atomic_path(staged) as tmp:
         reader = _Calibration(calib, indices, "input")
-        quantize_qdq(model_path, tmp, reader, excluded, calib_method)
+        quantize_qdq(model_path, tmp, reader, excluded, calib_method, scheme)
         quantized = onnx.load(str(tmp))
         set_onnx_metadata(
             quantized,
             {
                 **meta,
-                "quantization": f"int8 static QDQ, per-channel weights, {calib_method} calibration",
+                "quantization": f"int8 static QDQ, per-channel {scheme.weights} weights, "
+                f"{scheme.activations} activations, {calib_method} calibration",
+                "int8_target_cpu": scheme.target,
                 "kept_fp32": excluded,
             },
         )
         onnx.save(quantized, str(tmp))
+    with warnings.catch_warnings():  # made for another CPU on purpose: the report says so
+        warnings.filterwarnings("ignore", ".*int8 was made for")
+        int8_network = load(staged)[0]
     return _judge(
         fp32_network,
-        load(staged)[0],
+        int8_network,
         val,
         staged,
         out_path,
@@ -395,6 +412,7 @@ def quantize_onnx(
         min_agreement=min_agreement,
         min_confident_agreement=min_confident_agreement,
         why=why,
+        scheme=f"{scheme.describe()} CPUs, because {scheme.why}",
     )
 
 
@@ -454,6 +472,8 @@ def quantize_pte(
         out_path,
         fp32_bytes=fp32_bytes,
         calibration="PT2E observers (min/max, XNNPACK quantizer)",
+        scheme="XNNPACK's (per-channel int8 weights, int8 activations), chosen by XNNPACK for "
+        "the CPU it runs on",
         calib_images=len(indices),
         margin=margin,
         min_agreement=min_agreement,

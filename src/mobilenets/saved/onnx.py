@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mobilenets.cpu import warn_if_other_cpu
 from mobilenets.errors import WeightsError, display
 from mobilenets.fileio import require_file
 from mobilenets.saved.info import NetworkInfo
@@ -89,7 +90,10 @@ class OnnxSession:
         )
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
-        load_onnx(path)  # a clear error for a missing or damaged file
+        proto = load_onnx(path)  # a clear error for a missing or damaged file
+        key = META_PREFIX + "int8_target_cpu"
+        for made_for in (p.value.strip('"') for p in proto.metadata_props if p.key == key):
+            warn_if_other_cpu(path, made_for)
         try:
             self.session = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
