@@ -36,6 +36,7 @@ once, with what to do.
 
 from __future__ import annotations
 
+import os
 import platform
 import warnings
 from dataclasses import dataclass
@@ -156,4 +157,60 @@ def warn_if_other_cpu(path: str | Path, made_for: object) -> None:
         f"scheme) or with --target-cpu {here}",
         UserWarning,
         stacklevel=3,
+    )
+
+
+# --- Sharing the cores ------------------------------------------------------------------------
+
+#: Commands that keep every core busy for long, whose OpenMP threads sleep when they wait
+#: (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a policy. libgomp's threads otherwise spin
+#: between parallel regions and take the cores from whatever else runs, our own processes
+#: included (sweep cells, torchrun workers, two trainings side by side):
+#: ``benchmarks/busy_machine.py``. Not bench, adapt or predict: they time or answer single
+#: calls, where a sleeping thread's wake-up is part of every call.
+PASSIVE_COMMANDS = frozenset({"train", "sweep", "eval"})
+_threads: int | None = None
+
+
+def process_env(command: str, environ: dict[str, str]) -> dict[str, str]:
+    """The OpenMP variables ``command`` should start with that ``environ`` lacks."""
+    if command in PASSIVE_COMMANDS and "OMP_WAIT_POLICY" not in environ:
+        return {"OMP_WAIT_POLICY": "PASSIVE"}
+    return {}
+
+
+def set_threads(threads: int) -> None:
+    """Compute with ``threads`` threads in this process: torch's intra-op pool and every
+    runtime session opened afterwards (ONNX Runtime, OpenVINO, ExecuTorch)."""
+    global _threads
+    import torch
+
+    _threads = threads
+    torch.set_num_threads(threads)
+
+
+def chosen_threads() -> int | None:
+    """The thread count ``--threads`` chose, or None (each runtime's default)."""
+    return _threads
+
+
+def default_threads() -> int:
+    """Threads for a runtime session: ``--threads``, else every core."""
+    return _threads or os.cpu_count() or 1
+
+
+def busy_notice(load: float | None = None, cores: int | None = None) -> str | None:
+    """One line when other programs keep at least half the cores busy (the 1-minute load
+    average), so that slow or noisy figures are not taken for the toolkit's."""
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # no load average on this system
+            return None
+    if load < max(1.0, cores / 2):
+        return None
+    return (
+        f"mobilenets: the load average is {load:.1f} on {cores} cores: other programs are "
+        "computing, so this runs slower than on a quiet machine and its timings are noisy"
     )

@@ -23,7 +23,8 @@ from pathlib import Path
 from types import ModuleType
 
 from mobilenets import __version__
-from mobilenets.cli._common import results_only_on_stdout
+from mobilenets.cli._common import positive, results_only_on_stdout
+from mobilenets.cpu import busy_notice, process_env, set_threads
 from mobilenets.errors import MobilenetsError, display
 from mobilenets.malloc import reexec_with_malloc_tuning, should_reexec
 
@@ -44,6 +45,9 @@ COMMANDS = (
 )
 #: Commands that train or run networks for long: they get the fast glibc malloc settings.
 HEAVY_COMMANDS = {"train", "eval", "sweep", "bench", "adapt"}
+#: Commands that compute, and so take ``--threads`` for torch and every runtime. bench and adapt
+#: define their own: the threads of the runtime they time.
+THREADED_COMMANDS = {"train", "eval", "sweep", "predict", "export", "quantize"}
 #: OS errors that are the user's or the machine's, not the program's: one line, no traceback.
 USER_OS_ERRORS = {
     errno.ENOENT: "not found",
@@ -109,6 +113,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             formatter_class=HelpFormatter,
         )
         module.add_arguments(command)
+        if name in THREADED_COMMANDS:
+            command.add_argument(
+                "--threads",
+                type=positive,
+                default=None,
+                help="compute threads: torch's and every runtime's (default: every core); "
+                "fewer leaves cores to other work",
+            )
     return parser
 
 
@@ -139,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     heavy = len(sys.argv) > 1 and sys.argv[1] in HEAVY_COMMANDS and not asks_help
     if argv is None and heavy and should_reexec():
         reexec_with_malloc_tuning(sys.argv[1:])  # does not return
+    if argv is None and heavy:  # before torch loads: libgomp reads its variables then
+        os.environ.update(process_env(sys.argv[1], os.environ))
+        notice = busy_notice()
+        if notice:
+            print(notice, file=sys.stderr)
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(only=requested_command(words))
     try:
@@ -146,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help (0) or a bad flag (2, argparse printed why)
         return done.code if isinstance(done.code, int) else EXIT_USER_ERROR
     try:
+        if args.command in THREADED_COMMANDS and args.threads:
+            set_threads(args.threads)
         with results_only_on_stdout():
             return command_module(args.command).run(args)
     except KeyboardInterrupt:

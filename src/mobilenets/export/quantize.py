@@ -360,7 +360,8 @@ def quantize_onnx(
             ``*/se/*``); node names follow our module names (default: none; a detector's
             prediction layers).
         margin: the largest acceptable top-1 drop, in points (accuracy guard).
-        min_agreement, min_confident_agreement: the agreement guard's floors, in percent.
+        min_agreement: the agreement guard's floor overall, in percent.
+        min_confident_agreement: its floor where fp32 is confident, in percent.
         target_cpu: the CPU kind that will run the file, which decides the int8 types
             (:mod:`mobilenets.cpu`; default: this machine's).
     """
@@ -377,24 +378,11 @@ def quantize_onnx(
     calib, val, why = _datasets(model_path, info, calib_data, data_root)
     indices = stratified_sample(calib, calib_images, seed)
 
-    import onnx
-
     excluded = _kept_nodes([n.name for n in proto.graph.node], keep_fp32, model_path)
     with atomic_path(staged) as tmp:
         reader = _Calibration(calib, indices, "input")
         quantize_qdq(model_path, tmp, reader, excluded, calib_method, scheme)
-        quantized = onnx.load(str(tmp))
-        set_onnx_metadata(
-            quantized,
-            {
-                **meta,
-                "quantization": f"int8 static QDQ, per-channel {scheme.weights} weights, "
-                f"{scheme.activations} activations, {calib_method} calibration",
-                "int8_target_cpu": scheme.target,
-                "kept_fp32": excluded,
-            },
-        )
-        onnx.save(quantized, str(tmp))
+        _record(tmp, meta, scheme, calib_method, excluded)
     with warnings.catch_warnings():  # made for another CPU on purpose: the report says so
         warnings.filterwarnings("ignore", ".*int8 was made for")
         int8_network = load(staged)[0]
@@ -414,6 +402,26 @@ def quantize_onnx(
         why=why,
         scheme=f"{scheme.describe()} CPUs, because {scheme.why}",
     )
+
+
+def _record(
+    path: Path, meta: dict, scheme: Int8Scheme, calib_method: str, excluded: list[str]
+) -> None:
+    """The fp32 model's record in the int8 file, with how it was quantized and for which CPU."""
+    import onnx
+
+    quantized = onnx.load(str(path))
+    set_onnx_metadata(
+        quantized,
+        {
+            **meta,
+            "quantization": f"int8 static QDQ, per-channel {scheme.weights} weights, "
+            f"{scheme.activations} activations, {calib_method} calibration",
+            "int8_target_cpu": scheme.target,
+            "kept_fp32": excluded,
+        },
+    )
+    onnx.save(quantized, str(path))
 
 
 def quantize_pte(

@@ -12,7 +12,6 @@ Writing them is :mod:`mobilenets.export.edge`; this module reads.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +19,7 @@ import msgspec
 import numpy as np
 import torch
 
+from mobilenets.cpu import chosen_threads, default_threads
 from mobilenets.errors import ConfigError, WeightsError, display
 from mobilenets.fileio import require_file
 from mobilenets.saved.info import NetworkInfo
@@ -131,6 +131,7 @@ class PteProgram(torch.nn.Module):
         require_package("executorch", "edge")
         from executorch.runtime import Runtime
 
+        threads = threads or chosen_threads()
         if threads:
             set_executorch_threads(threads)
 
@@ -179,7 +180,7 @@ class OpenVinoModel(torch.nn.Module):
         model, self.info, self.record = _read_openvino(self.path)
         config = {
             "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
-            "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+            "INFERENCE_NUM_THREADS": threads or default_threads(),
         }
         self.compiled = ov.Core().compile_model(model, "CPU", config)
         self.precision = precision

@@ -7,13 +7,12 @@ Writing a model is :func:`mobilenets.export.export_onnx`; this module reads.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mobilenets.cpu import warn_if_other_cpu
+from mobilenets.cpu import default_threads, warn_if_other_cpu
 from mobilenets.errors import WeightsError, display
 from mobilenets.fileio import require_file
 from mobilenets.saved.info import NetworkInfo
@@ -75,16 +74,17 @@ class OnnxSession:
     """An ONNX Runtime session on the CPU: ``session.outputs(batch)`` returns every output by
     the name it was exported under, ``session(batch)`` the first (a classifier's logits).
 
-    ``threads`` defaults to every core, with the workers spinning between calls (ONNX Runtime's
-    own default, set explicitly): at batch 1 on 2 cores that is 1.6–1.9× faster than 1 thread,
-    and without spinning 2 threads are slower than 1 (``benchmarks/threads.py``).
+    ``threads`` defaults to every core (or ``--threads``), with the workers spinning between
+    calls (ONNX Runtime's own default, set explicitly): at batch 1 on 2 cores that is 1.6–1.9×
+    faster than 1 thread, and without spinning 2 threads are slower than 1
+    (``benchmarks/threads.py``).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = True) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or default_threads()
         options.add_session_config_entry(
             "session.intra_op.allow_spinning", "1" if spinning else "0"
         )
