@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,21 +164,90 @@ def warn_if_other_cpu(path: str | Path, made_for: object) -> None:
 
 # --- Sharing the cores ------------------------------------------------------------------------
 
-#: Commands that keep every core busy for long, whose OpenMP threads sleep when they wait
-#: (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a policy. libgomp's threads otherwise spin
-#: between parallel regions and take the cores from whatever else runs, our own processes
-#: included (sweep cells, torchrun workers, two trainings side by side):
-#: ``benchmarks/busy_machine.py``. Not bench, adapt or predict: they time or answer single
-#: calls, where a sleeping thread's wake-up is part of every call.
+class MachineLoad:
+    """How busy the machine's *other* processes keep its CPUs while a block runs: the CPU time
+    every process spent (``/proc/stat``) less this process's own and its finished children's
+    (the processes it timed in), per second of wall time, in cores. ``None`` where
+    ``/proc/stat`` is not readable."""
+
+    def __enter__(self) -> MachineLoad:
+        self._start = (time.perf_counter(), _busy_seconds(), _own_seconds())
+        self.other_cores: float | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, busy, own = self._start
+        now_busy = _busy_seconds()
+        if busy is not None and now_busy is not None:
+            elapsed = max(time.perf_counter() - wall, 1e-9)
+            other = (now_busy - busy) - (_own_seconds() - own)
+            self.other_cores = max(0.0, other / elapsed)
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process and of its children that have been waited for."""
+    times = os.times()
+    return time.process_time() + times.children_user + times.children_system
+
+
+def _busy_seconds() -> float | None:
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def others_busy(seconds: float = 0.25) -> float | None:
+    """How many cores other processes keep busy right now (``/proc/stat`` over ``seconds``);
+    None where it cannot be read."""
+    with MachineLoad() as load:
+        time.sleep(seconds)
+    return load.other_cores
+
+
+def _sharing(argv: Sequence[str], environ: Mapping[str, str], busy: float | None) -> str:
+    """Why this command will share the cores with other computing processes ("" if it will
+    not): other processes busy now, torchrun workers on one machine, a sweep shard."""
+    cores = os.cpu_count() or 1
+    if busy is not None and busy >= max(1.0, cores / 2):
+        return f"other processes keep {busy:.1f} of {cores} cores busy"
+    if int(environ.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:
+        return "torchrun runs several workers on this machine"
+    shard = next((argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--shard"), "")
+    if shard.partition("/")[2] not in ("", "1"):
+        return "a sweep shard runs beside the others"
+    return ""
+
+
+#: Commands that train or evaluate for long, whose OpenMP threads sleep while they wait
+#: (``OMP_WAIT_POLICY=PASSIVE``) when they share the cores, unless the user chose a policy.
+#: libgomp's threads otherwise spin between parallel regions and take the cores from whatever
+#: else computes, our own processes included: two trainings at once went from 93 + 61 to
+#: 196 + 193 img/s (``benchmarks/busy_machine.py``). Alone, spinning is faster (3% for V1 at
+#: 64 px, 17% for α = 0.25 at 32 px), so a command alone keeps it. Not bench or adapt: they time
+#: single calls, where a sleeping thread's wake-up is part of every call.
 PASSIVE_COMMANDS = frozenset({"train", "sweep", "eval"})
 _threads: int | None = None
 
 
-def process_env(command: str, environ: dict[str, str]) -> dict[str, str]:
-    """The OpenMP variables ``command`` should start with that ``environ`` lacks."""
+def process_env(
+    argv: Sequence[str], environ: Mapping[str, str], busy: float | None = None
+) -> tuple[dict[str, str], str]:
+    """The OpenMP variables the command ``argv`` should start with that ``environ`` lacks, and
+    one line saying why (or that the machine is busy), for stderr; ``busy``: :func:`others_busy`."""
+    command = argv[0] if argv else ""
+    why = _sharing(argv, environ, busy)
+    if not why:
+        return {}, ""
     if command in PASSIVE_COMMANDS and "OMP_WAIT_POLICY" not in environ:
-        return {"OMP_WAIT_POLICY": "PASSIVE"}
-    return {}
+        return {"OMP_WAIT_POLICY": "PASSIVE"}, (
+            f"mobilenets: {why}, so this command's threads sleep while they wait "
+            "(OMP_WAIT_POLICY=PASSIVE) rather than spin on cores others need; it runs slower "
+            "than alone and its timings are noisier"
+        )
+    return {}, f"mobilenets: {why}, so this runs slower than alone and its timings are noisier"
 
 
 def set_threads(threads: int) -> None:
@@ -197,20 +268,3 @@ def chosen_threads() -> int | None:
 def default_threads() -> int:
     """Threads for a runtime session: ``--threads``, else every core."""
     return _threads or os.cpu_count() or 1
-
-
-def busy_notice(load: float | None = None, cores: int | None = None) -> str | None:
-    """One line when other programs keep at least half the cores busy (the 1-minute load
-    average), so that slow or noisy figures are not taken for the toolkit's."""
-    cores = cores or os.cpu_count() or 1
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:  # no load average on this system
-            return None
-    if load < max(1.0, cores / 2):
-        return None
-    return (
-        f"mobilenets: the load average is {load:.1f} on {cores} cores: other programs are "
-        "computing, so this runs slower than on a quiet machine and its timings are noisy"
-    )

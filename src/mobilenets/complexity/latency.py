@@ -9,13 +9,11 @@ times exceeds a plain forward slightly; both are reported.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -124,41 +122,6 @@ def spread(times: Sequence[float]) -> tuple[float, float, float]:
     deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else []
     low, high = (deciles[0], deciles[-1]) if deciles else (times[0], times[0])
     return statistics.median(times), low, high
-
-
-class MachineLoad:
-    """How busy the machine's *other* processes keep its CPUs while a block runs: the CPU time
-    every process spent (``/proc/stat``) less this process's own and its finished children's
-    (the processes it timed in), per second of wall time, in cores. ``None`` where
-    ``/proc/stat`` is not readable."""
-
-    def __enter__(self) -> MachineLoad:
-        self._start = (time.perf_counter(), _busy_seconds(), _own_seconds())
-        self.other_cores: float | None = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall, busy, own = self._start
-        now_busy = _busy_seconds()
-        if busy is not None and now_busy is not None:
-            elapsed = max(time.perf_counter() - wall, 1e-9)
-            other = (now_busy - busy) - (_own_seconds() - own)
-            self.other_cores = max(0.0, other / elapsed)
-
-
-def _own_seconds() -> float:
-    """CPU seconds of this process and of its children that have been waited for."""
-    times = os.times()
-    return time.process_time() + times.children_user + times.children_system
-
-
-def _busy_seconds() -> float | None:
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 @torch.inference_mode()

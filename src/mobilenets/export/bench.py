@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from mobilenets.complexity import profile
-from mobilenets.complexity.latency import MachineLoad, spread, time_interleaved
+from mobilenets.complexity.latency import spread, time_interleaved
+from mobilenets.cpu import MachineLoad
 from mobilenets.errors import ConfigError
 from mobilenets.export.choices import BACKENDS, DEFAULT_BACKENDS, DEFAULT_MODELS, OURS_ONLY
 from mobilenets.export.isolate import TimingPlan, time_isolated
