@@ -164,6 +164,7 @@ def warn_if_other_cpu(path: str | Path, made_for: object) -> None:
 
 # --- Sharing the cores ------------------------------------------------------------------------
 
+
 class MachineLoad:
     """How busy the machine's *other* processes keep its CPUs while a block runs: the CPU time
     every process spent (``/proc/stat``) less this process's own and its finished children's
@@ -224,8 +225,9 @@ def _sharing(argv: Sequence[str], environ: Mapping[str, str], busy: float | None
 #: Commands that train or evaluate for long, whose OpenMP threads sleep while they wait
 #: (``OMP_WAIT_POLICY=PASSIVE``) when they share the cores, unless the user chose a policy.
 #: libgomp's threads otherwise spin between parallel regions and take the cores from whatever
-#: else computes, our own processes included: two trainings at once went from 93 + 61 to
-#: 196 + 193 img/s (``benchmarks/busy_machine.py``). Alone, spinning is faster (3% for V1 at
+#: else computes, our own processes included: two trainings at once went from 93 + 93 img/s
+#: to 177 + 181 when both sleep (``benchmarks/busy_machine.py``, VNNI Xeon; an earlier run
+#: 93 + 61 to 196 + 193). Alone, spinning is faster (3% for V1 at
 #: 64 px, 17% for α = 0.25 at 32 px), so a command alone keeps it. Not bench or adapt: they time
 #: single calls, where a sleeping thread's wake-up is part of every call.
 PASSIVE_COMMANDS = frozenset({"train", "sweep", "eval"})
