@@ -10,10 +10,10 @@ crops (85.33% where fp32 is confident), against 69.23% (98.67%) on a VNNI Xeon (
 Two remedies, measured by ``benchmarks/int8_schemes.py`` (results/int8_schemes_vnni.md):
 
 * 7-bit weights (ONNX Runtime's ``reduce_range``): a pair of products is at most
-  2 × 255 × 64 < 2¹⁵, so nothing saturates, and the kernel is the fast uint8×int8 one (3.75 ms
-  against 3.81 ms on the Xeon, batch 1, 1 thread); 67.31% (96.00%) on both machines;
+  2 × 255 × 64 < 2¹⁵, so nothing saturates, and the kernel is the fast uint8×int8 one (3.15 ms
+  against 3.24 ms on the Xeon, batch 1, 1 thread); 67.31% (96.00%) on both machines;
 * uint8 weights: another kernel, no 16-bit sums; 70.38% (96.00%) on both machines, but 2.3×
-  slower than int8 weights on the Xeon (8.95 ms), slower even than fp32 (6.86 ms).
+  slower than int8 weights on the Xeon (7.43 ms), slower even than fp32 (5.68 ms).
 
 Both agree with fp32 to the image on both kinds of CPU (they do not saturate, so the integer
 arithmetic is exact everywhere). So ``quantize`` picks the scheme for a target CPU, by default
