@@ -109,6 +109,20 @@ def test_an_int8_file_on_another_kind_of_cpu_warns_once(avx2_int8, monkeypatch) 
         warn_if_other_cpu("made-on-arm.onnx", "arm")
 
 
+def test_a_damaged_target_in_the_record_is_one_line(avx2_int8, tmp_path) -> None:
+    import onnx
+
+    from mobilenets.errors import WeightsError
+    from mobilenets.saved.onnx import set_onnx_metadata
+
+    path, _ = avx2_int8
+    proto = load_onnx(path)
+    set_onnx_metadata(proto, {**onnx_metadata(path), "int8_target_cpu": "pentium"})
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
+    with pytest.raises(WeightsError, match=r"int8_target_cpu \(one of vnni, avx2, arm\).*pentium"):
+        OnnxSession(tmp_path / "bad.onnx")
+
+
 def test_target_cpu_is_onnx_runtimes_only(trained, tmp_path, capsys) -> None:
     checkpoint = str(trained["mobilenet_v1"] / "checkpoint.pt")
     assert main(["quantize", "m.onnx", "--out", "q.onnx", "--target-cpu", "pentium"]) == 2

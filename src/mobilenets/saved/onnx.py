@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from mobilenets.cpu import default_threads, warn_if_other_cpu
+from mobilenets.cpu import SCHEMES, default_threads, warn_if_other_cpu
 from mobilenets.errors import WeightsError, display
 from mobilenets.fileio import require_file
 from mobilenets.saved.info import NetworkInfo
+from mobilenets.schema import validate
 
 META_PREFIX = "mobilenets."
 
@@ -91,9 +93,11 @@ class OnnxSession:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
         proto = load_onnx(path)  # a clear error for a missing or damaged file
-        key = META_PREFIX + "int8_target_cpu"
-        for made_for in (p.value.strip('"') for p in proto.metadata_props if p.key == key):
-            warn_if_other_cpu(path, made_for)
+        made_for = onnx_metadata(path, proto).get("int8_target_cpu")
+        if made_for is not None:  # read back like every record field: validated, one line
+            kinds = Literal[tuple(SCHEMES)]  # type: ignore[valid-type]
+            where = f"{path}: metadata int8_target_cpu (one of {', '.join(SCHEMES)})"
+            warn_if_other_cpu(path, validate(made_for, kinds, where, WeightsError))
         try:
             self.session = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
