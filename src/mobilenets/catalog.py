@@ -33,8 +33,9 @@ MODEL_NAMES = (
 CLASSIFIER_NAMES = tuple(n for n in MODEL_NAMES if n.startswith("mobilenet_"))
 #: The smallest input side: five stride-2 stages take 32 px to 1 px.
 MIN_INPUT_SIZE = 32
-#: Where ``mobilenets convert`` reads weights from.
-WEIGHT_SOURCES = ("torchvision", "timm", "keras")
+#: Where ``mobilenets convert`` reads weights from (``tf-ssd``: a TF Object Detection API
+#: SSDLite-MobileNetV2 frozen graph).
+WEIGHT_SOURCES = ("torchvision", "timm", "keras", "tf-ssd")
 #: Data specs that name a data set rather than a folder (``photos:large``, ``imagenette:320px``
 #: are sizes of one): ``mobilenets.data.parse_spec`` reads them, the output policy skips them.
 DATA_SETS = ("digits", "cifar10", "photos", "imagenette", "nuclei", "voc", "cityscapes", "trees")

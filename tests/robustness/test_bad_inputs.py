@@ -1113,6 +1113,65 @@ ISSUE_26 = [
 CASES += ISSUE_26
 
 
+def tf_graph_file(tmp: Path, constants: dict[str, tuple[int, ...]]) -> Path:
+    """A frozen GraphDef holding float ``Const`` nodes of these shapes (zeros)."""
+    from mobilenets.weights.tf_graph import _graph_message
+
+    graph = _graph_message()()
+    for name, shape in constants.items():
+        node = graph.node.add(name=name, op="Const")
+        attr = node.attr.add(key="value")
+        attr.value.tensor.dtype = 1
+        for size in shape:
+            attr.value.tensor.tensor_shape.dim.add(size=size)
+        attr.value.tensor.tensor_content = np.zeros(shape, np.float32).tobytes()
+    path = tmp / "frozen_inference_graph.pb"
+    path.write_bytes(graph.SerializeToString())
+    return path
+
+
+def tf_ssd(src: Path, out: Path, *extra: str) -> list[str]:
+    return ["convert", "--from", "tf-ssd", str(src), *extra, "--out", str(out)]
+
+
+ISSUE_26_TF = [
+    Case(
+        "convert-tf-ssd-not-a-graph",
+        lambda ws, t: tf_ssd(ws.tv_state, t / "o.safetensors"),
+        r"(is not a TensorFlow GraphDef \(its bytes are not that protobuf message\)|holds no "
+        r"graph nodes); convert --from tf-ssd takes an Object Detection API",
+    ),
+    Case(
+        "convert-tf-ssd-another-feature-extractor",
+        lambda ws, t: tf_ssd(
+            tf_graph_file(t, {"FeatureExtractor/MobilenetV1/Conv2d_0/weights": (3, 3, 3, 8)}),
+            t / "o.safetensors",
+        ),
+        r"is not an SSDLite-MobileNetV2 graph: its feature extractor is MobilenetV1; convert "
+        r"--from tf-ssd reads",
+    ),
+    Case(
+        "convert-tf-ssd-class-names-that-do-not-fit",
+        lambda ws, t: tf_ssd(pedestrian(), t / "o.safetensors", "--classes", "person,car"),
+        r"the graph detects 1 class besides the background; --classes gives 2: person, car",
+    ),
+    Case(
+        "convert-classes-of-a-state-dict",
+        lambda ws, t: convert(
+            ws.tv_state, "torchvision", "mobilenet_v3_small", t / "o", "--classes", "a"
+        ),
+        r"--classes names a TF detector's classes \(--from tf-ssd\)",
+    ),
+]
+CASES += ISSUE_26_TF
+
+
+def pedestrian() -> Path:
+    from mobilenets.weights.tf_ssd import pedestrian_graph
+
+    return pedestrian_graph()
+
+
 if not torch.cuda.is_available():  # the machine CI runs on
     CASES.append(
         Case(

@@ -21,6 +21,7 @@ from hashlib import sha256
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 import torch
 from _corrupt import damaged_bytes, mutated
@@ -433,3 +434,84 @@ def test_hostile_numbers_never_allocate() -> None:
     with pytest.raises(WeightsError, match="at most"):
         NetworkInfo.from_dict(record, "w.safetensors")
     assert torch.get_num_threads() >= 1
+
+
+def _small_graph() -> bytes:
+    """A frozen GraphDef like the TF detectors': a float kernel, a splat, an int constant, an
+    op with attributes."""
+    from mobilenets.weights.tf_graph import _graph_message
+
+    graph = _graph_message()()
+    for name, dtype, shape, content, floats in (
+        ("k/weights", 1, (3, 3, 2, 4), np.arange(72, dtype=np.float32).tobytes(), ()),
+        ("bn/gamma", 1, (4,), b"", (1.0,)),
+        ("size", 3, (2,), np.array([8, 8], np.int32).tobytes(), ()),
+    ):
+        node = graph.node.add(name=name, op="Const")
+        tensor = node.attr.add(key="value").value.tensor
+        tensor.dtype = dtype
+        for size in shape:
+            tensor.tensor_shape.dim.add(size=size)
+        tensor.tensor_content = content
+        tensor.float_val.extend(floats)
+    conv = graph.node.add(name="k/Conv2D", op="Conv2D", input=["x", "k/weights"])
+    conv.attr.add(key="padding").value.s = b"SAME"
+    return graph.SerializeToString()
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_damaged_frozen_graph_is_refused_or_read(data, tmp_path) -> None:
+    """``convert --from tf-ssd``'s reader (:mod:`mobilenets.weights.tf_graph`): a frozen graph
+    cut short, overwritten or replaced parses into nodes whose constants are arrays of their
+    stated shape, or is one line; a hostile shape (huge, negative, a splat of 2⁶⁰ values)
+    never allocates."""
+    from mobilenets.weights.tf_graph import MAX_CONSTANT_VALUES, FrozenGraph
+
+    raw = bytearray(_small_graph())
+    kind = data.draw(st.sampled_from(["truncate", "overwrite", "overwrite", "bytes"]))
+    if kind == "truncate":
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    elif kind == "overwrite":
+        for _ in range(data.draw(st.integers(1, 4))):
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    else:
+        raw = bytearray(data.draw(st.binary(max_size=300)))
+    path = _write(tmp_path, "frozen_inference_graph.pb", bytes(raw))
+    try:
+        graph = FrozenGraph(path)
+    except WeightsError as err:
+        assert "\n" not in str(err)
+        return
+    for name, node in graph.nodes.items():
+        assert node.name == name
+        try:
+            value = graph.constant(name)
+        except WeightsError as err:
+            assert "\n" not in str(err)
+        else:
+            assert value.size <= MAX_CONSTANT_VALUES
+
+
+def test_a_frozen_graphs_constants_read_back_exactly(tmp_path) -> None:
+    from mobilenets.weights.tf_graph import FrozenGraph
+
+    graph = FrozenGraph(_write(tmp_path, "g.pb", _small_graph()))
+    assert graph.constant("k/weights").shape == (3, 3, 2, 4)
+    assert graph.constant("k/weights")[2, 2, 1, 3] == 71
+    assert graph.constant("bn/gamma").tolist() == [1.0] * 4  # a splat, expanded
+    assert graph.constant("size").tolist() == [8, 8]
+    assert graph.node("k/Conv2D").attr("padding", "s") == "SAME"
+    with pytest.raises(WeightsError, match="is a Conv2D, not a constant"):
+        graph.constant("k/Conv2D")
+    from mobilenets.weights.tf_graph import _graph_message
+
+    hostile = _graph_message()()
+    tensor = hostile.node.add(name="splat", op="Const").attr.add(key="value").value.tensor
+    tensor.dtype = 1
+    for size in (2**30, 2**30):
+        tensor.tensor_shape.dim.add(size=size)
+    tensor.float_val.append(1.0)
+    graph = FrozenGraph(_write(tmp_path, "h.pb", hostile.SerializeToString()))
+    with pytest.raises(WeightsError, match=r"hold at most 67108864 values"):
+        graph.constant("splat")

@@ -1,5 +1,5 @@
-"""Convert a torchvision or timm state dict, a Keras file, or one of our checkpoints to
-safetensors."""
+"""Convert a torchvision or timm state dict, a Keras file, a TF Object Detection API
+SSDLite frozen graph, or one of our checkpoints to safetensors."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ EXAMPLES = """\
   mobilenets convert --from checkpoint runs/v1/checkpoint.pt --out v1.safetensors
   mobilenets convert torchvision:mobilenet_v2.IMAGENET1K_V1 --out v2.safetensors
   mobilenets convert --from keras mobilenet_1_0_224_tf.h5 --out v1.safetensors
+  mobilenets convert --from tf-ssd frozen_inference_graph.pb --classes person \\
+      --out pedestrians.safetensors
 """
 
 
@@ -31,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "src",
         metavar="SRC",
         help="a state dict the user downloaded (.pth, .pt, .bin, .safetensors), a Keras "
-        "applications file (.h5, .weights.h5, .keras), a mobilenets checkpoint.pt, or "
+        "applications file (.h5, .weights.h5, .keras), a TF Object Detection API "
+        "SSDLite-MobileNetV2 frozen_inference_graph.pb, a mobilenets checkpoint.pt, or "
         "published weights by name "
         "(torchvision:mobilenet_v2.IMAGENET1K_V1, timm:mobilenetv3_large_100.ra_in1k)",
     )
@@ -59,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="short side before the 224 center crop at evaluation (default: torchvision's "
         "figure for its own weights files, else 256)",
     )
+    parser.add_argument(
+        "--classes",
+        type=cli_types.comma_list(str),
+        default=(),
+        help="with --from tf-ssd: the detector's class names, comma-separated, background "
+        "not listed (a frozen graph holds none; default 1, 2, ...)",
+    )
     parser.add_argument("--out", required=True, help="FILE.safetensors")
 
 
@@ -72,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             f"--from {{{','.join((*SOURCES, 'checkpoint'))}}} is required unless SRC is a "
             "weights name such as torchvision:mobilenet_v2.IMAGENET1K_V1"
         )
-    elif args.source not in ("checkpoint", "keras") and not args.model:
+    elif args.source not in ("checkpoint", "keras", "tf-ssd") and not args.model:
         raise ConfigError(f"--model is required with --from {args.source}")
     info = convert_file(
         args.source,
@@ -82,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         width_mult=args.width_mult,
         reduced_tail=args.reduced_tail,
         eval_resize=args.eval_resize,
+        classes=args.classes,
     )
     print(
         f"wrote {args.out}: {info.model} {info.kwargs}, {len(info.classes)} classes, "

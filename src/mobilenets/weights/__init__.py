@@ -197,6 +197,7 @@ def convert_file(
     width_mult: float | None = None,
     reduced_tail: bool = False,
     eval_resize: int | None = None,
+    classes: tuple[str, ...] | list[str] = (),
 ) -> NetworkInfo:
     """Convert a downloaded state dict (``source`` = torchvision, timm), one of our training
     checkpoints (``source`` = checkpoint) or published weights by name (``path`` =
@@ -208,7 +209,9 @@ def convert_file(
     and, unless ``width_mult`` is given, the width are read from the file), or ignored for a
     checkpoint. ``eval_resize`` is the short side before the center crop that the weights
     are evaluated with (default: torchvision's own figure when the file name is one of its
-    weights files, else ``input_size / 0.875``).
+    weights files, else ``input_size / 0.875``). ``source`` = tf-ssd reads a TF Object
+    Detection API SSDLite-MobileNetV2 frozen graph (:mod:`.tf_ssd`), ``classes`` naming its
+    foreground classes.
     """
     check_output_path(out, None if is_name(path) else path)
     if Path(out).suffix in (".onnx", ".pte", ".xml", ".bin", ".pt", ".pth", ".h5", ".keras"):
@@ -238,6 +241,16 @@ def convert_file(
         return info
     if source not in SOURCES:
         raise ConfigError(f"--from must be one of {(*SOURCES, 'checkpoint')}, got {source!r}")
+    if classes and source != "tf-ssd":
+        raise ConfigError(
+            "--classes names a TF detector's classes (--from tf-ssd); other sources carry their own"
+        )
+    if source == "tf-ssd":
+        from mobilenets.weights.tf_ssd import convert_tf_ssd
+
+        net, info = convert_tf_ssd(path, classes=classes)
+        save_weights(net, out, info)
+        return info
     if source == "keras":
         net, info = convert_keras(path, model=model, width_mult=width_mult)
         info = replace(info, resize=eval_resize)

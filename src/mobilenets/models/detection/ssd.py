@@ -33,7 +33,7 @@ from torchvision.ops import boxes as box_ops
 from torchvision.ops import sigmoid_focal_loss
 
 from mobilenets.errors import ConfigError
-from mobilenets.layers import ConvNormAct, InvertedResidual, make_divisible
+from mobilenets.layers import ConvNormAct, InvertedResidual, check_padding, make_divisible
 from mobilenets.models.detection.anchors import SSDAnchors
 from mobilenets.models.mobilenet_v2 import v2_table
 from mobilenets.models.registry import create_model, register_model
@@ -60,18 +60,21 @@ def _normal_init(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
-def extra_layer(in_channels: int, out_channels: int, lite: bool) -> nn.Sequential:
+def extra_layer(
+    in_channels: int, out_channels: int, lite: bool, padding: str = "symmetric"
+) -> nn.Sequential:
     """1×1 conv to half the depth, then a stride-2 3×3 to the depth: depthwise + pointwise in
-    SSDLite, a full conv in SSD (BN and ReLU6 after each)."""
+    SSDLite, a full conv in SSD (BN and ReLU6 after each); ``padding`` of the stride-2 conv."""
     half = out_channels // 2
-    layers = [ConvNormAct(in_channels, half, 1, act="relu6", norm_layer=DETECTION_BN)]
+    norm = {"act": "relu6", "norm_layer": DETECTION_BN}
+    layers = [ConvNormAct(in_channels, half, 1, **norm)]
     if lite:
         layers += [
-            ConvNormAct(half, half, 3, 2, groups=half, act="relu6", norm_layer=DETECTION_BN),
-            ConvNormAct(half, out_channels, 1, act="relu6", norm_layer=DETECTION_BN),
+            ConvNormAct(half, half, 3, 2, groups=half, padding=padding, **norm),
+            ConvNormAct(half, out_channels, 1, **norm),
         ]
     else:
-        layers.append(ConvNormAct(half, out_channels, 3, 2, act="relu6", norm_layer=DETECTION_BN))
+        layers.append(ConvNormAct(half, out_channels, 3, 2, padding=padding, **norm))
     return nn.Sequential(*layers)
 
 
@@ -135,11 +138,19 @@ class SSDFeatures(nn.Module):
         tap: the block whose expansion (an inverted residual) or output (V1) is C4.
         lite: depthwise separable extra layers (SSDLite) or full convs (SSD).
         width_mult: scales the extra layers' depths (at least :data:`MIN_DEPTH`).
+        padding: of the extra layers' stride-2 convs (``"symmetric"`` or ``"tf_same"``).
     """
 
     __constants__ = ("tap", "tap_expansion")
 
-    def __init__(self, net: nn.Module, tap: int, lite: bool, width_mult: float = 1.0) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        tap: int,
+        lite: bool,
+        width_mult: float = 1.0,
+        padding: str = "symmetric",
+    ) -> None:
         super().__init__()
         self.stem, self.blocks, self.head = net.stem, net.blocks, net.head
         self.tap = tap
@@ -150,7 +161,7 @@ class SSDFeatures(nn.Module):
         last = net.num_features
         self.extra = nn.ModuleList()
         for depth in depths:
-            self.extra.append(extra_layer(last, depth, lite))
+            self.extra.append(extra_layer(last, depth, lite, padding))
             last = depth
         _normal_init(self.extra)
         first = net.blocks[tap]
@@ -189,12 +200,19 @@ def c4_block(net: nn.Module) -> int:
 
 
 def _backbone(
-    name: str, width_mult: float, reduced_tail: bool, in_chans: int, kwargs: dict | None
+    name: str,
+    width_mult: float,
+    reduced_tail: bool,
+    in_chans: int,
+    kwargs: dict | None,
+    padding: str = "symmetric",
 ) -> nn.Module:
     """The classification network the features come from (BN ε 1e-3, as TF). V2's last 1×1
     conv is 1280·α for α < 1, as the TF reference's SSD feature extractor builds it (no
     ``finegrain_classification_mode``; the classifier keeps 1280)."""
     extra = {"bn_eps": 0.001, **(kwargs or {})}
+    if padding != "symmetric":
+        extra["padding"] = padding
     if name.startswith("mobilenet_v3"):
         extra["reduced_tail"] = reduced_tail
     elif reduced_tail:
@@ -227,7 +245,9 @@ class MobileNetSSD(SSD):
         score_thresh, nms_thresh, detections_per_img, topk_candidates: post-processing
             (torchvision's SSDLite defaults).
         in_chans: image channels.
-        backbone_kwargs: any other keyword of the backbone's family (``padding``, ``bn_eps``).
+        padding: ``"symmetric"`` (torchvision) or ``"tf_same"`` (TensorFlow's "same" on every
+            stride-2 conv, backbone and extra layers: the TF reference's graphs).
+        backbone_kwargs: any other keyword of the backbone's family (``bn_eps``, ...).
     """
 
     def __init__(
@@ -248,6 +268,7 @@ class MobileNetSSD(SSD):
         detections_per_img: int = 300,
         topk_candidates: int = 300,
         in_chans: int = 3,
+        padding: str = "symmetric",
         backbone_kwargs: dict | None = None,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -265,8 +286,9 @@ class MobileNetSSD(SSD):
         kernel = (3 if lite else 1) if prediction_kernel is None else prediction_kernel
         if kernel not in (1, 3, 5):
             raise ConfigError(f"prediction_kernel must be 1, 3 or 5, got {kernel!r}")
-        net = _backbone(backbone_name, width_mult, reduced_tail, in_chans, backbone_kwargs)
-        features = SSDFeatures(net, c4_block(net), lite, width_mult)
+        check_padding(padding)
+        net = _backbone(backbone_name, width_mult, reduced_tail, in_chans, backbone_kwargs, padding)
+        features = SSDFeatures(net, c4_block(net), lite, width_mult, padding)
         anchor_generator = SSDAnchors(len(features.out_channels), anchors)
         anchors_per_cell = anchor_generator.num_anchors_per_location()
         head = SSDHead(features.out_channels, anchors_per_cell, num_classes, lite, kernel)
