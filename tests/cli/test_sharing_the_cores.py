@@ -35,8 +35,10 @@ def test_a_command_that_shares_the_cores_waits_passively_unless_the_user_chose()
 
 
 def test_what_other_processes_use_is_measured() -> None:
-    """A process that spins one core is seen as about one busy core; this process's own work
-    is not counted."""
+    """A process that spins one core is seen as about one more busy core than before it
+    started (whatever else the machine runs meanwhile); this process's own work is not
+    counted."""
+    before = others_busy(0.5)
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         import time
@@ -45,7 +47,8 @@ def test_what_other_processes_use_is_measured() -> None:
         busy = others_busy(0.5)
     finally:
         spinner.kill()
-    assert busy is not None and 0.6 <= busy <= 1.6
+    assert before is not None and busy is not None
+    assert 0.6 <= busy - before <= 1.6 or (before > 0.5 and busy > 1.5)  # 2 cores: saturated
     with MachineLoad() as load:
         sum(i * i for i in range(2_000_000))  # our own work
     assert load.other_cores < 0.5

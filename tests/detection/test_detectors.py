@@ -168,3 +168,48 @@ def test_bad_settings_are_one_line(kwargs, message) -> None:
 def test_reduced_tail_is_v3_only() -> None:
     with pytest.raises(ConfigError, match="MobileNetV3 setting"):
         MobileNetSSD(backbone_name="mobilenet_v2", reduced_tail=True)
+
+
+@pytest.mark.parametrize("backend", ["ort", "openvino"])
+def test_a_detector_is_timed_end_to_end_on_exported_backends(backend, tmp_path) -> None:
+    """bench's call for a detector: resize, the network in the runtime, decoding and NMS; the
+    same boxes as eager PyTorch (the exported file holds the network only)."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from mobilenets.export.runtimes import prepare
+
+    torch.manual_seed(0)
+    detector = create_model("ssdlite_mobilenet_v3_small", num_classes=3, image_size=96).eval()
+    x = torch.randn(1, 3, 96, 96)
+    eager = prepare(detector, "eager", x)()[0]
+    exported = prepare(detector, backend, x, workdir=tmp_path, tag="d", threads=1)()[0]
+    assert len(eager["boxes"]) == len(exported["boxes"]) > 0
+    torch.testing.assert_close(exported["boxes"], eager["boxes"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(exported["scores"], eager["scores"], atol=1e-4, rtol=0)
+    assert (tmp_path / "d.onnx").is_file()
+
+
+def test_bench_times_a_detector_beside_torchvisions_ssdlite() -> None:
+    from mobilenets.export.bench import run_bench
+
+    lines: list[str] = []
+    run = run_bench(
+        ["ssdlite_mobilenet_v3_large"],
+        ["eager", "ort", "ort_int8", "compile"],
+        resolution=320,
+        threads=1,
+        warmup=1,
+        runs=2,
+        log=lines.append,
+    )
+    assert sorted((row.source, row.backend) for row in run.rows) == [
+        ("mobilenets", "eager"),
+        ("mobilenets", "ort"),
+        ("torchvision", "eager"),  # theirs export no file: eager PyTorch only
+    ]
+    assert {line.split(":")[0] for line in lines if line.startswith("skipped")} == {
+        "skipped ssdlite_mobilenet_v3_large on compile",
+        "skipped ssdlite_mobilenet_v3_large on ort_int8",
+    }
+    ours = next(row for row in run.rows if row.source == "mobilenets")
+    assert ours.macs == 613_143_104 and ours.speedup_vs_reference_eager > 0

@@ -34,8 +34,19 @@ from mobilenets.errors import ConfigError
 from mobilenets.export.choices import BACKENDS, DEFAULT_BACKENDS, DEFAULT_MODELS, OURS_ONLY
 from mobilenets.export.isolate import TimingPlan, time_isolated
 from mobilenets.export.references import reference_model
-from mobilenets.export.runtimes import Peaks, measure_peaks, missing_package, prepare, torch_threads
+from mobilenets.export.runtimes import (
+    DETECTOR_BACKENDS,
+    Peaks,
+    is_detector,
+    measure_peaks,
+    missing_package,
+    prepare,
+    torch_threads,
+)
 from mobilenets.models.registry import create_model
+
+#: PyTorch's own backends: the ones torchvision's detectors are timed on (they export no file).
+TORCH_BACKENDS = ("eager", "channels_last")
 
 
 @dataclass
@@ -86,9 +97,14 @@ class BenchRun:
 
 
 def _configurations(
-    models: Sequence[str], backends: Sequence[str], references: bool, resolution: int
+    models: Sequence[str],
+    backends: Sequence[str],
+    references: bool,
+    resolution: int,
+    log: Callable[[str], None] = print,
 ) -> list[tuple[str, str, nn.Module, str, int]]:
-    """(model, source, network, backend, MACs) for every row to time."""
+    """(model, source, network, backend, MACs) for every row to time. A detector is timed end
+    to end (resize, network, decoding, NMS) on :data:`DETECTOR_BACKENDS`."""
     configs = []
     for name in models:
         ours = create_model(name).eval()
@@ -97,9 +113,17 @@ def _configurations(
         ref = reference_model(name) if references else None
         if ref is not None:
             candidates.append(ref)
+        usable = list(backends)
+        if is_detector(ours):
+            usable = [b for b in backends if b in DETECTOR_BACKENDS]
+            for backend in sorted(set(backends) - set(usable)):
+                log(f"skipped {name} on {backend}: detectors are timed on {DETECTOR_BACKENDS}")
         for source, model in candidates:
-            for backend in backends:
-                if source == "mobilenets" or backend not in OURS_ONLY:
+            for backend in usable:
+                theirs_too = (
+                    backend in TORCH_BACKENDS if is_detector(ours) else backend not in OURS_ONLY
+                )
+                if source == "mobilenets" or theirs_too:  # their detectors: eager PyTorch only
                     configs.append((name, source, model, backend, macs))
     return configs
 
@@ -150,7 +174,7 @@ def _measure(
     """The roofs, then every configuration timed (see :func:`run_bench`)."""
     peaks = measure_peaks(plan.threads)
     log(f"{peaks.describe()} on {plan.threads} threads")
-    configs = _configurations(models, backends, references, plan.resolution)
+    configs = _configurations(models, backends, references, plan.resolution, log)
     meta = {(name, source, backend): macs for name, source, _, backend, macs in configs}
     with tempfile.TemporaryDirectory() as tmp:
         if isolate:

@@ -80,6 +80,8 @@ def prepare(
     finds what the one before it exported). ``dynamic_batch`` is the ONNX export's;
     ``spinning`` ONNX Runtime's workers' (see :class:`~mobilenets.saved.onnx.OnnxSession`)."""
     model = model.eval()
+    if is_detector(model):
+        return _detector_call(model, backend, x, workdir, tag, threads or os.cpu_count() or 1)
     if backend in ("eager", "channels_last", "compile"):
         return _torch_call(model, backend, x)
     if workdir is None:
@@ -131,6 +133,76 @@ def _executorch_call(
         export_pte(model, path, network_record(model, None, x.shape[-1]), calibration=calibration)
     program = PteProgram(path, threads)
     return lambda: program(x)
+
+
+#: The backends a detector is timed on end to end (int8 detectors need real calibration images:
+#: ``mobilenets quantize --calib-data``, with the prediction layers kept fp32).
+DETECTOR_BACKENDS = ("eager", "channels_last", "ort", "executorch", "openvino", "openvino_bf16")
+
+
+def is_detector(model: nn.Module) -> bool:
+    """Ours (``task == "detection"``) or torchvision's SSD: timed end to end on images."""
+    from torchvision.models.detection.ssd import SSD
+
+    return getattr(model, "task", "") == "detection" or isinstance(model, SSD)
+
+
+def _detector_call(
+    detector: nn.Module, backend: str, x: torch.Tensor, workdir: Path | None, tag: str, threads: int
+) -> Callable[[], object]:
+    """A detector end to end on the batch's images (values in [0, 1]): its resize and
+    normalisation, the network on ``backend``, its decoding and NMS. Exported backends run the
+    file ``export`` writes (the network only) inside the detector's own pre- and
+    post-processing, as ``mobilenets.load`` does (:class:`ExportedDetector`)."""
+    from mobilenets.models.detection import DetectorGraph, ExportedDetector
+
+    if backend not in DETECTOR_BACKENDS:
+        raise ValueError(f"a detector is not timed on {backend}: {', '.join(DETECTOR_BACKENDS)}")
+    images = list(torch.rand(x.shape, generator=torch.Generator().manual_seed(0)))
+    if backend in ("eager", "channels_last"):
+        if backend == "channels_last":
+            detector = copy.deepcopy(detector).to(memory_format=torch.channels_last)
+        network = detector
+    else:
+        if workdir is None:
+            raise ValueError(f"the {backend} backend runs an exported file: give a workdir")
+        graph = fold_bn(DetectorGraph(detector).eval())
+        size = detector.image_size
+        example = torch.randn(1, detector.in_chans, size, size)
+        if backend == "executorch":
+            from mobilenets.export.edge import export_pte, network_record
+            from mobilenets.saved.edge import PteProgram
+
+            path = workdir / f"{tag}.executorch.pte"
+            if not path.exists():
+                export_pte(graph, path, network_record(graph, None, size))
+            runtime = PteProgram(path, threads)
+        else:
+            onnx_path = workdir / f"{tag}.onnx"
+            if not onnx_path.exists():
+                export_onnx(graph, onnx_path, example=example, dynamic_batch=True)
+            if backend == "ort":
+                from mobilenets.saved.onnx import OnnxModule, OnnxSession
+
+                runtime = OnnxModule(OnnxSession(onnx_path, threads=threads))
+            else:
+                from mobilenets.export.edge import export_openvino
+                from mobilenets.saved.edge import OpenVinoModel
+
+                xml = onnx_path.with_suffix(".xml")
+                if not xml.exists():
+                    export_openvino(onnx_path, xml)
+                precision = "bf16" if backend == "openvino_bf16" else "fp32"
+                runtime = OpenVinoModel(xml, precision, threads)
+        network = ExportedDetector(runtime, graph.model_name, graph.model_kwargs).eval()
+    if backend == "channels_last":
+        images = [image.contiguous(memory_format=torch.channels_last) for image in images]
+
+    def call() -> object:
+        with torch.inference_mode():
+            return network(images)
+
+    return call
 
 
 def _openvino_call(
