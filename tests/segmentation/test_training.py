@@ -32,6 +32,75 @@ def test_confusion_matrix_and_iou_match_a_hand_count() -> None:
     assert result.pixel_acc == pytest.approx(60.0)  # 3 of the 5 labelled pixels
 
 
+def _batches(rank: int = 0, world: int = 1) -> list[tuple]:
+    """7 images of 3 classes with ignored pixels, as the loader gives them (x, y, paths,
+    skipped), the shard of ``rank``: every ``world``-th image, as the loop's sampler splits."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 3, 8, 8, generator=g)
+    y = torch.randint(0, 3, (7, 8, 8), generator=g)
+    y[torch.rand(7, 8, 8, generator=g) < 0.1] = IGNORE_INDEX
+    return [(x[i : i + 1], y[i : i + 1], [], 0) for i in range(rank, 7, world)]
+
+
+class _Segmenter(torch.nn.Module):
+    """A 3×3 conv to 3 classes, returning ``{"out": logits}`` as the segmenters do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.conv(x)}
+
+
+def _eval_worker(rank: int, world: int, port: int, path: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from mobilenets.training.tasks.segmentation import evaluate_segmentation
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    result = evaluate_segmentation(
+        _Segmenter(), _batches(rank, world), 3, device=torch.device("cpu"), progress=False
+    )
+    if rank == 0:
+        torch.save(
+            {"confusion": result.confusion, "loss": result.loss, "images": result.images}, path
+        )
+    dist.destroy_process_group()
+
+
+def test_two_processes_count_every_pixel_once_and_agree_with_one(tmp_path) -> None:
+    """Under DDP each process counts its shard (4 and 3 images) and the confusion matrix, the
+    loss sum and the image count are all-reduced: the same counts as one process, exactly."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from mobilenets.training.tasks.segmentation import evaluate_segmentation
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    path = str(tmp_path / "two.pt")
+    mp.spawn(_eval_worker, args=(2, port, path), nprocs=2)
+    two = torch.load(path, weights_only=True)
+    one = evaluate_segmentation(
+        _Segmenter(), _batches(), 3, device=torch.device("cpu"), progress=False
+    )
+    assert two["images"] == one.images == 7
+    assert torch.equal(two["confusion"], one.confusion)
+    assert int(one.confusion.sum()) == int((_batches_targets() != IGNORE_INDEX).sum())
+    assert two["loss"] == pytest.approx(one.loss, rel=1e-12)
+
+
+def _batches_targets() -> torch.Tensor:
+    return torch.cat([y for _, y, _, _ in _batches()])
+
+
 def test_a_class_absent_from_truth_and_predictions_is_left_out_of_the_mean() -> None:
     result = SegmentationResult(0.0, torch.tensor([[5, 1, 0], [2, 4, 0], [0, 0, 0]]), 1)
     assert result.iou[2] != result.iou[2]  # nan
