@@ -34,12 +34,21 @@ def assert_fp32_equal(path, name: str, size: int) -> None:
     assert float((got - expected).abs().max()) <= FP32_TOLERANCE * scale
 
 
-@pytest.mark.parametrize("format", ["pte", "openvino"])
-@pytest.mark.parametrize("name", list_models(task="classification"))
+#: The classifiers exported to ExecuTorch here: one of each family. V3-Large and V1's full-conv
+#: and shallow baselines use no op these three do not, and lowering a program takes 4–10 s.
+PTE_MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small")
+EXPORTS = [(n, "openvino") for n in list_models(task="classification")] + [
+    (n, "pte") for n in PTE_MODELS
+]
+
+
+@pytest.mark.parametrize(("name", "format"), EXPORTS)
 def test_fp32_exports_equal_pytorch(tmp_path, name, format) -> None:
-    """Every registered model (random weights, BN folded on export) at 64 px; V2 and V3-Small
-    also at an odd size (97 px), where TF-style and symmetric padding part ways."""
-    sizes = (64, 97) if name in ("mobilenet_v2", "mobilenet_v3_small") else (64,)
+    """Every registered model to OpenVINO, one of each family to ExecuTorch (random weights,
+    BN folded on export) at 64 px; V2 and V3-Small through OpenVINO also at an odd size
+    (97 px), where TF-style and symmetric padding part ways."""
+    odd = format == "openvino" and name in ("mobilenet_v2", "mobilenet_v3_small")
+    sizes = (64, 97) if odd else (64,)
     for size in sizes:
         torch.manual_seed(0)
         path = export_model(name, tmp_path / f"m{size}{SUFFIX[format]}", resolution=size)
@@ -110,6 +119,26 @@ def test_int8_agrees_with_fp32_on_digits(tmp_path, trained, int8_onnx, capsys) -
     with torch.no_grad():
         agreement = float((fp32(x).argmax(1) == int8(x).argmax(1)).float().mean())
     assert agreement >= 0.97
+
+
+def test_nncf_int8_openvino_keeps_the_accuracy_on_digits(tmp_path, trained, capsys) -> None:
+    """``quantize --out FILE.xml``: NNCF's post-training int8 of the V2 as an OpenVINO IR (.xml
+    and .bin), judged by the accuracy guard. Measured (VNNI Xeon): fp32 99.17%, int8 98.61%,
+    agreement 98.89%, with either CPU's scheme (``--target-cpu vnni``: 7-bit weights in the
+    first layer; ``avx2``: in every layer) and with OpenVINO held to AVX2 for the avx2 scheme;
+    8-bit weights held to AVX2 saturated: 96.94%, a 2.2-point drop that fails the guard."""
+    checkpoint = str(trained["mobilenet_v2"] / "checkpoint.pt")
+    out = tmp_path / "v2.int8.xml"
+    assert main(["quantize", checkpoint, "--out", str(out), "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["guard"] == "accuracy" and report["ok"] and report["path"] == str(out)
+    assert report["agreement"] >= 97.0 and report["int8_top1"] >= report["fp32_top1"] - 2
+    assert report["int8_bytes"] < report["fp32_bytes"] / 2
+    assert out.with_suffix(".bin").is_file() and not list(tmp_path.glob("*rejected*"))
+    network, info = load(out)
+    assert info.model == "mobilenet_v2" and isinstance(network, torch.nn.Module)
 
 
 def test_bad_edge_inputs_are_one_line(tmp_path) -> None:

@@ -131,5 +131,7 @@ def test_target_cpu_is_onnx_runtimes_only(trained, tmp_path, capsys) -> None:
         main(["quantize", checkpoint, "--out", str(tmp_path / "q.pte"), "--target-cpu", "avx2"])
         == 2
     )
-    assert "--target-cpu are ONNX Runtime's; not for .pte" in capsys.readouterr().err
+    assert "--target-cpu is not for pte (ExecuTorch's XNNPACK" in capsys.readouterr().err
     assert not (tmp_path / "q.pte").exists()
+    assert main(["quantize", checkpoint, "--out", str(tmp_path / "q.xml"), "--keep-fp32", "x"]) == 2
+    assert "--calib-method are ONNX Runtime's; not for xml (OpenVINO" in capsys.readouterr().err

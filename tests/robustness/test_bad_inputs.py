@@ -870,9 +870,10 @@ ISSUE_23 = [
         r"--out .*m\.onnx is not a regular file",
     ),
     Case(
-        "quantize-out-xml",
-        lambda ws, t: ["quantize", str(ws.onnx), "--out", str(t / "q.xml")],
-        r"quantize writes an int8 ONNX model",
+        "quantize-out-bin",
+        lambda ws, t: ["quantize", str(ws.onnx), "--out", str(t / "q.bin")],
+        r"quantize writes an int8 ONNX model \(FILE\.onnx\), an ExecuTorch program "
+        r"\(FILE\.pte\) or an OpenVINO IR \(FILE\.xml, with its FILE\.bin\)",
     ),
     Case(
         "quantize-keep-fp32-matches-nothing",

@@ -23,6 +23,8 @@ EXAMPLES = """\
       --out model.int8.onnx
   mobilenets export torchvision:mobilenet_v2.IMAGENET1K_V1 --out v2.onnx
   mobilenets quantize v2.onnx --calib-data photos --out v2.int8.onnx   # agreement guard
+  mobilenets quantize torchvision:mobilenet_v2.IMAGENET1K_V1 --calib-data photos:large \
+      --out v2.int8.xml   # OpenVINO IR by NNCF
 """
 
 
@@ -30,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         metavar="SOURCE",
-        help="an fp32 .onnx from `export`; or, with --out FILE.pte, a checkpoint, a "
-        ".safetensors file or a weights name (ExecuTorch int8 through PT2E and XNNPACK)",
+        help="an fp32 .onnx from `export`; or, with --out FILE.pte or FILE.xml, a checkpoint, "
+        "a .safetensors file or a weights name (ExecuTorch int8 through PT2E and XNNPACK; an "
+        "OpenVINO IR through NNCF)",
     )
     parser.add_argument(
         "--calib-data",
@@ -39,7 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data spec: its train split calibrates, its val split evaluates",
     )
     parser.add_argument(
-        "--out", required=True, help="FILE.int8.onnx (ONNX Runtime QDQ) or FILE.pte (ExecuTorch)"
+        "--out",
+        required=True,
+        help="FILE.int8.onnx (ONNX Runtime QDQ), FILE.pte (ExecuTorch) or FILE.xml (OpenVINO, "
+        "NNCF)",
     )
     parser.add_argument(
         "--calib-images", type=cli_types.positive, default=256, help="calibration images"
@@ -82,8 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target-cpu",
         choices=TARGET_CPUS,
         default="auto",
-        help="the CPU that will run the .onnx, which decides its int8: vnni (x86 with VNNI: "
-        "8-bit weights), avx2 (x86 without VNNI: 7-bit weights, which cannot saturate its "
+        help="the CPU that will run the .onnx or .xml, which decides its int8: vnni (x86 with "
+        "VNNI: 8-bit weights), avx2 (x86 without VNNI: 7-bit weights, which cannot saturate its "
         "16-bit sums), arm (8-bit); auto is this machine",
     )
     parser.add_argument("--data-root", default=None, help="where downloads go")
@@ -91,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mobilenets.export.quantize import quantize_onnx, quantize_pte
+    from mobilenets.export.quantize import quantize_onnx, quantize_openvino, quantize_pte
 
     common = {
         "calib_images": args.calib_images,
@@ -100,13 +106,25 @@ def run(args: argparse.Namespace) -> int:
         "margin": args.margin,
         "data_root": args.data_root,
     }
-    if args.out.endswith(".pte"):
-        if args.keep_fp32 is not None or args.calib_method is not None or args.target_cpu != "auto":
+    if args.out.endswith((".pte", ".xml")):
+        runtime = "ExecuTorch's XNNPACK" if args.out.endswith(".pte") else "OpenVINO"
+        pte = args.out.endswith(".pte")
+        if args.keep_fp32 is not None or args.calib_method is not None:
             raise ConfigError(
-                "--keep-fp32, --calib-method and --target-cpu are ONNX Runtime's; not for .pte "
-                "(XNNPACK chooses its int8 kernels for the CPU it runs on)"
+                f"--keep-fp32 and --calib-method are ONNX Runtime's; not for "
+                f"{args.out.rsplit('.', 1)[-1]} ({runtime} quantizes with its own settings)"
             )
-        report = quantize_pte(args.model, args.out, args.calib_data, **common)
+        if pte and args.target_cpu != "auto":
+            raise ConfigError(
+                "--target-cpu is not for pte (ExecuTorch's XNNPACK chooses its int8 kernels for "
+                "the CPU it runs on)"
+            )
+        if pte:
+            report = quantize_pte(args.model, args.out, args.calib_data, **common)
+        else:
+            report = quantize_openvino(
+                args.model, args.out, args.calib_data, target_cpu=args.target_cpu, **common
+            )
     else:
         report = quantize_onnx(
             args.model,
