@@ -210,16 +210,17 @@ def test_int8_of_the_real_v2_agrees_with_fp32_on_real_photos(tmp_path) -> None:
 
 def test_nncf_int8_of_the_real_v2_agrees_with_fp32_far_better(tmp_path) -> None:
     """The same weights, crops and guard through ``quantize --out FILE.xml`` (NNCF, bias
-    correction, OpenVINO). Measured (``benchmarks/int8_quantizers.py``): VNNI Xeon 87.69%
-    overall, 100% where confident (passes the guard; ONNX Runtime 69.23%); the avx2 scheme
-    (7-bit weights in every layer) 85.00%, 100% on the VNNI Xeon and 84.62%, 100% with
-    OpenVINO held to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``)."""
+    correction, OpenVINO), calibrated on 64 crops to keep the suite fast. Measured: VNNI Xeon
+    89.23% overall, 98.67% where confident (passes the guard); the avx2 scheme (7-bit weights
+    in every layer) 85.38% / 100% on the VNNI Xeon and 83.85% / 100% with OpenVINO held to
+    AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``). ONNX Runtime's QDQ: 69.23% / 98.67% (256 crops). The
+    default's 256 crops: ``benchmarks/int8_quantizers.py`` (87.69% / 100% on the VNNI Xeon)."""
     from mobilenets.export.quantize import quantize_openvino
 
-    with warnings.catch_warnings():  # a CPU without VNNI: 84.62% < 85% fails the guard
+    with warnings.catch_warnings():  # a CPU without VNNI: 83.85% < 85% fails the guard
         warnings.simplefilter("ignore", UserWarning)
-        report = quantize_openvino(V2, tmp_path / "v2.int8.xml", "photos:large")
-    assert report.guard == "agreement" and report.images == 260 and report.calib_images == 256
-    assert report.agreement >= 83.0 and report.confident_agreement >= 97.0
+        report = quantize_openvino(V2, tmp_path / "v2.int8.xml", "photos:large", calib_images=64)
+    assert report.guard == "agreement" and report.images == 260 and report.calib_images == 64
+    assert report.agreement >= 82.0 and report.confident_agreement >= 97.0
     assert report.ok == (report.agreement >= 85.0 and report.confident_agreement >= 98.0)
     assert report.int8_bytes < report.fp32_bytes / 3

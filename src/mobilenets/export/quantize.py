@@ -567,12 +567,15 @@ def _nncf_ir(
     scheme: Int8Scheme,
     fast_bias_correction: bool,
 ) -> tuple[int, list[str]]:
-    """NNCF's int8 of ``source``'s fp32 IR, written at ``staged`` with the network's record;
-    the fp32 IR's size in bytes (a segmenter's IR is made at the calibration images' size) and
-    the convolutions kept in fp32 (a detector's prediction layers)."""
-    import nncf
+    """NNCF's int8 of ``source``'s fp32 IR, written at ``staged`` with the network's record, by
+    a child process (:mod:`mobilenets.export.nncf_child`: NNCF hooks torch in the process that
+    runs it); the fp32 IR's size in bytes (a segmenter's IR is made at the calibration images'
+    size) and the convolutions kept in fp32 (a detector's prediction layers)."""
+    import json
+    import subprocess
+    import sys
+
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     from mobilenets.export.model_export import export_model
     from mobilenets.saved.edge import OPENVINO_INFO_KEY
@@ -584,36 +587,37 @@ def _nncf_ir(
             f"{display(source)} takes {info.input_size} px but the calibration images are "
             f"{size} px: quantize the checkpoint instead (its IR is made at their size)"
         )
-    overflow = OverflowFix.ENABLE if scheme.reduce_range else OverflowFix.FIRST_LAYER
-    detector = info.task == "detection"
     with tempfile.TemporaryDirectory() as folder:
         fp32 = export_model(str(source), Path(folder) / "fp32.xml", resolution=size)
         fp32_bytes = fp32.stat().st_size + fp32.with_suffix(".bin").stat().st_size
         network = ov.Core().read_model(fp32)
         record = network.get_rt_info(OPENVINO_INFO_KEY).astype(str)
+        # a detector's prediction layers (``/head/``), not the backbone's ``/backbone/head``
         heads = [op for op in network.get_ops() if op.get_friendly_name().startswith("/head/")]
-        heads = (
-            heads if detector else []
-        )  # the prediction layers, not the backbone's /backbone/head
-        kept = [
-            op.get_friendly_name()
-            for op in heads
-            if op.get_type_name() in ("Convolution", "GroupConvolution")
-        ]
-        names = [op.get_friendly_name() for op in heads]
-        ignored = nncf.IgnoredScope(names=names, validate=False) if heads else None
-        quantized = nncf.quantize(
-            ov.Core().read_model(fp32),
-            nncf.Dataset(samples),
-            subset_size=len(samples),
-            preset=nncf.QuantizationPreset.PERFORMANCE,
-            fast_bias_correction=fast_bias_correction,
-            ignored_scope=ignored,
-            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow),
-        )
-    quantized.set_rt_info(record, OPENVINO_INFO_KEY)  # the network's record, as export wrote it
-    ov.save_model(quantized, str(staged), compress_to_fp16=False)
+        heads = heads if info.task == "detection" else []
+        np.save(Path(folder) / "samples.npy", np.concatenate(samples))
+        spec = {
+            "fp32": str(fp32),
+            "samples": str(Path(folder) / "samples.npy"),
+            "out": str(Path(folder) / "int8.xml"),
+            "ignored": [op.get_friendly_name() for op in heads],
+            "overflow_fix": "enable" if scheme.reduce_range else "first_layer_only",
+            "fast_bias_correction": fast_bias_correction,
+        }
+        (Path(folder) / "spec.json").write_text(json.dumps(spec))
+        command = [sys.executable, "-m", "mobilenets.export.nncf_child", str(folder) + "/spec.json"]
+        done = subprocess.run(command, stdout=subprocess.DEVNULL)  # its progress on stderr
+        if done.returncode != 0:
+            raise RuntimeError(f"NNCF's quantization failed (exit {done.returncode}; see above)")
+        quantized = ov.Core().read_model(spec["out"])
+        quantized.set_rt_info(record, OPENVINO_INFO_KEY)  # the record, as export wrote it
+        ov.save_model(quantized, str(staged), compress_to_fp16=False)
     exported_info(staged)  # the record reads back
+    kept = [
+        op.get_friendly_name()
+        for op in heads
+        if op.get_type_name() in ("Convolution", "GroupConvolution")
+    ]
     return fp32_bytes, kept
 
 
