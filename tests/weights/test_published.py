@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -191,36 +190,21 @@ def test_timm_weights_by_name_from_the_hub_cache(monkeypatch, tmp_path, randomiz
 
 def test_int8_of_the_real_v2_agrees_with_fp32_on_real_photos(tmp_path) -> None:
     """ImageNet weights calibrated on photo crops whose classes are not ImageNet's: the agreement
-    guard, with the default calibration (percentile), on 260 held-out crops of 186–284 px, with
-    this CPU's int8 scheme. Measured (``benchmarks/int8_schemes.py``): VNNI Xeon, 8-bit weights,
-    69.23% overall, 98.67% (74 of 75) where fp32 is ≥ 50% confident; the AVX2 scheme (7-bit
-    weights) 67.31%, 96.00% (72 of 75) on the VNNI Xeon and on the AVX2 Zen 3 alike. 8-bit
-    weights on the Zen 3 saturate: 61.15%, 85.33% (issue 30)."""
+    guard, with the default calibration (percentile) on 128 crops (256, the default, takes twice
+    as long), judged on 260 held-out crops of 186–284 px, with this CPU's int8 scheme. Measured
+    at 128 crops: VNNI Xeon, 8-bit weights, 65.77% overall, 94.67% (71 of 75) where fp32 is
+    ≥ 50% confident; the AVX2 scheme (7-bit weights, exact on every x86, so an AVX2 CPU's
+    figure) 66.92%, 94.67%. At 256 (``benchmarks/int8_schemes.py``): 69.23% / 98.67% and
+    67.31% / 96.00%; 8-bit weights on the AVX2 Zen 3 saturate: 61.15% / 85.33% (issue 30)."""
     from mobilenets.export.quantize import quantize_onnx
 
     assert main(["export", V2, "--out", str(tmp_path / "v2.onnx")]) == 0
     with pytest.warns(UserWarning, match="failed the agreement guard"):  # overall < 85%
-        report = quantize_onnx(tmp_path / "v2.onnx", tmp_path / "v2.int8.onnx", "photos:large")
+        report = quantize_onnx(
+            tmp_path / "v2.onnx", tmp_path / "v2.int8.onnx", "photos:large", calib_images=128
+        )
     assert not report.ok
     assert report.guard == "agreement" and report.calibration == "percentile"
-    assert report.images == 260 and report.calib_images == 256 and report.confident_images >= 60
-    assert report.confident_agreement >= 94.0 and report.agreement >= 65.0
-    assert report.int8_bytes < report.fp32_bytes / 3
-
-
-def test_nncf_int8_of_the_real_v2_agrees_with_fp32_far_better(tmp_path) -> None:
-    """The same weights, crops and guard through ``quantize --out FILE.xml`` (NNCF, bias
-    correction, OpenVINO), calibrated on 64 crops to keep the suite fast. Measured: VNNI Xeon
-    89.23% overall, 98.67% where confident (passes the guard); the avx2 scheme (7-bit weights
-    in every layer) 85.38% / 100% on the VNNI Xeon and 83.85% / 100% with OpenVINO held to
-    AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``). ONNX Runtime's QDQ: 69.23% / 98.67% (256 crops). The
-    default's 256 crops: ``benchmarks/int8_quantizers.py`` (87.69% / 100% on the VNNI Xeon)."""
-    from mobilenets.export.quantize import quantize_openvino
-
-    with warnings.catch_warnings():  # a CPU without VNNI: 83.85% < 85% fails the guard
-        warnings.simplefilter("ignore", UserWarning)
-        report = quantize_openvino(V2, tmp_path / "v2.int8.xml", "photos:large", calib_images=64)
-    assert report.guard == "agreement" and report.images == 260 and report.calib_images == 64
-    assert report.agreement >= 82.0 and report.confident_agreement >= 97.0
-    assert report.ok == (report.agreement >= 85.0 and report.confident_agreement >= 98.0)
+    assert report.images == 260 and report.calib_images == 128 and report.confident_images >= 60
+    assert report.confident_agreement >= 92.0 and report.agreement >= 63.0
     assert report.int8_bytes < report.fp32_bytes / 3
