@@ -127,7 +127,7 @@ def test_a_cut_keeps_the_filters_with_the_largest_l1_norm() -> None:
 
 def _small(**changes: object) -> AdaptConfig:
     settings = dict(
-        model="mobilenet_v3_small", resolution=32, target_ratio=0.85, steps=2, seed_steps=60,
+        model="mobilenet_v3_small", resolution=32, target_ratio=0.92, steps=2, seed_steps=60,
         finetune_steps=4, final_epochs=1, uniform=(1.0, 0.5), holdout=120, lut_runs=3,
         backend="eager", lr=0.05,
     )  # fmt: skip
