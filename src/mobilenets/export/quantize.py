@@ -441,18 +441,12 @@ def quantize_pte(
     class-stratified calibration sample, the same guards and report)."""
     from mobilenets.export.edge import export_pte, network_record
     from mobilenets.export.folding import fold_bn
-    from mobilenets.export.model_export import source_network
     from mobilenets.saved.edge import PteProgram
 
     if Path(out_path).suffix != ".pte":
         raise ConfigError(f"an ExecuTorch program is written as FILE.pte, not {display(out_path)}")
     out_path, staged = _outputs(out_path, source, calib_data)
-    model, info = source_network(source, out_path)
-    if info is None:
-        raise ConfigError(
-            f"{display(source)} is a bare model name: quantizing needs trained weights (a "
-            "checkpoint, a .safetensors file or a weights name)"
-        )
+    model, info = _trained(source, out_path)
     model = fold_bn(model)
     detector = getattr(model, "task", "") == "detection"
     graph = model
@@ -519,7 +513,6 @@ def quantize_openvino(
     every layer's weights get 7 bits (``OverflowFix.ENABLE``); elsewhere only the first layer's
     (NNCF's default). With OpenVINO held to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``) the digits V2's
     8-bit IR lost 2.2 points of top-1 and failed its guard; 7-bit weights cannot saturate."""
-    from mobilenets.export.model_export import source_network
     from mobilenets.saved.edge import require_package
 
     require_package("nncf", "openvino")
@@ -527,13 +520,7 @@ def quantize_openvino(
         raise ConfigError(f"an OpenVINO IR is written as FILE.xml, not {display(out_path)}")
     scheme = int8_scheme(target_cpu)
     out_path, staged = _outputs(out_path, source, calib_data)
-    from_onnx = Path(source).suffix == ".onnx"  # an fp32 file from `export`: its IR is made
-    model, info = load(source) if from_onnx else source_network(source, out_path)
-    if info is None:
-        raise ConfigError(
-            f"{display(source)} is a bare model name: quantizing needs trained weights (a "
-            "checkpoint, a .safetensors file or a weights name)"
-        )
+    model, info = _trained(source, out_path, onnx=True)
     calib, val, why = _datasets(source, info, calib_data, data_root)
     indices = stratified_sample(calib, calib_images, seed)
     samples = [calib[i][0][None].numpy() for i in indices]
@@ -611,14 +598,37 @@ def _nncf_ir(
             raise RuntimeError(f"NNCF's quantization failed (exit {done.returncode}; see above)")
         quantized = ov.Core().read_model(spec["out"])
         quantized.set_rt_info(record, OPENVINO_INFO_KEY)  # the record, as export wrote it
-        ov.save_model(quantized, str(staged), compress_to_fp16=False)
-    exported_info(staged)  # the record reads back
+        written = Path(folder) / "staged.xml"
+        ov.save_model(quantized, str(written), compress_to_fp16=False)
+        exported_info(written)  # the record reads back
+        del quantized  # its weights map the folder's files
+        os.replace(written.with_suffix(".bin"), staged.with_suffix(".bin"))
+        os.replace(written, staged)  # the .xml last: never found without its .bin
     kept = [
         op.get_friendly_name()
         for op in heads
         if op.get_type_name() in ("Convolution", "GroupConvolution")
     ]
     return fp32_bytes, kept
+
+
+def _trained(source: str, out_path: Path, onnx: bool = False) -> tuple[torch.nn.Module, object]:
+    """The trained network to quantize and its record: a checkpoint, a ``.safetensors`` file, a
+    weights name, or with ``onnx`` (an OpenVINO IR is made from it) one of our fp32 ``.onnx``
+    files; a bare registry name is refused (random weights have nothing to keep)."""
+    from mobilenets.export.model_export import source_network
+
+    if (
+        onnx and Path(source).suffix == ".onnx"
+    ):  # an fp32 file from `export`: its IR is made from it
+        return load(source)
+    model, info = source_network(source, out_path)
+    if info is None:
+        raise ConfigError(
+            f"{display(source)} is a bare model name: quantizing needs trained weights (a "
+            "checkpoint, a .safetensors file or a weights name)"
+        )
+    return model, info
 
 
 def _outputs(out_path: str | Path, source: str | Path, calib_data: str) -> tuple[Path, Path]:
