@@ -3,8 +3,8 @@ fp32 or int8) and OpenVINO (IR ``.xml`` + ``.bin``).
 
 - ``.pte``: ``torch.export`` → ``to_edge_transform_and_lower`` with the XNNPACK partitioner →
   ExecuTorch program, batch 1 (what a phone runs). int8 goes through PyTorch's PT2E flow with the
-  XNNPACK quantizer (per-channel symmetric weights, static per-tensor activations), calibrated on
-  the same seeded, class-stratified sample of real images as ``quantize`` does for ONNX.
+  XNNPACK quantizer (:mod:`mobilenets.export.pt2e`), calibrated on the same seeded,
+  class-stratified sample of real images as ``quantize`` does for ONNX, or trained (QAT).
 - OpenVINO: ``openvino.convert_model`` of our ONNX export (fp32), or of any ``.onnx`` we wrote
   (``quantize``'s QDQ int8 model gives an int8 IR).
 
@@ -25,6 +25,7 @@ from torch import nn
 
 from mobilenets.errors import ConfigError, WeightsError, display
 from mobilenets.export.onnx import output_names
+from mobilenets.export.pt2e import quantize_pt2e
 from mobilenets.fileio import atomic_path, temporary_folder
 from mobilenets.saved.edge import (
     OPENVINO_INFO_KEY,
@@ -78,38 +79,19 @@ def check_fp32(exported: nn.Module, model: nn.Module, size: int, where: Path) ->
     return difference
 
 
-def quantize_pt2e(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor]):
-    """int8 with PyTorch's PT2E flow and the XNNPACK quantizer (per-channel symmetric weights,
-    static activations), observers fed ``calibration``'s batches."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = XNNPACKQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True)
-    )
-    captured = torch.export.export(model.eval(), (example,)).module()
-    prepared = prepare_pt2e(captured, quantizer)
-    with torch.no_grad():
-        for batch in calibration:
-            for i in range(len(batch)):  # the captured graph takes batch 1
-                prepared(batch[i : i + 1])
-    return convert_pt2e(prepared)
-
-
 def export_pte(
     model: nn.Module,
     path: str | Path,
     info: NetworkInfo,
     *,
     calibration: Iterable[torch.Tensor] | None = None,
+    int8_graph: nn.Module | None = None,
     extra: dict | None = None,
 ) -> Path:
     """Write an ExecuTorch program (XNNPACK delegate, batch 1) of ``model`` at
-    ``info.input_size``; int8 when ``calibration`` batches are given. fp32 is checked against
-    PyTorch before the file is kept."""
+    ``info.input_size``; int8 when ``calibration`` batches are given (post-training) or an
+    ``int8_graph`` is (a converted QAT network, :func:`~mobilenets.export.pt2e.convert_qat`).
+    fp32 is checked against PyTorch before the file is kept."""
     require_package("executorch", "edge")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -117,8 +99,10 @@ def export_pte(
     path = Path(path)
     model = model.eval()
     example = torch.zeros(1, getattr(model, "in_chans", 3), info.input_size, info.input_size)
-    int8 = calibration is not None
-    graph = quantize_pt2e(model, example, calibration) if int8 else model
+    int8 = calibration is not None or int8_graph is not None
+    graph = model if not int8 else int8_graph
+    if calibration is not None:
+        graph = quantize_pt2e(model, example, calibration)
     outputs = output_names(model, example)
     record = {**(extra or {}), "batch": 1, "precision": "int8" if int8 else "fp32"}
     record["outputs"] = outputs

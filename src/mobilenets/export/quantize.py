@@ -41,6 +41,8 @@ from mobilenets.export.choices import (
     MIN_CONFIDENT_AGREEMENT,
     MIN_CONFIDENT_IMAGES,
 )
+from mobilenets.export.pt2e import QAT_SCHEME
+from mobilenets.export.qat import is_qat_checkpoint, write_qat
 from mobilenets.fileio import atomic_path, check_output_path
 from mobilenets.saved.onnx import load_onnx, onnx_metadata, set_onnx_metadata
 from mobilenets.weights import load
@@ -365,8 +367,13 @@ def quantize_onnx(
         target_cpu: the CPU kind that will run the file, which decides the int8 types
             (:mod:`mobilenets.cpu`; default: this machine's).
     """
-    scheme = int8_scheme(target_cpu)
     out_path, staged = _outputs(out_path, model_path, calib_data)
+    if is_qat_checkpoint(model_path):
+        _post_training_only(calib_method=calib_method, keep_fp32=keep_fp32, target_cpu=target_cpu)
+        guards = {"margin": margin, "min_agreement": min_agreement, "data_root": data_root}
+        guards["min_confident_agreement"] = min_confident_agreement
+        return quantize_qat(model_path, out_path, staged, calib_data, **guards)
+    scheme = int8_scheme(target_cpu)
     if Path(model_path).suffix != ".onnx":
         raise ConfigError(f"{display(model_path)} is not an .onnx model; export it first")
     fp32_network, info = load(model_path)
@@ -446,6 +453,10 @@ def quantize_pte(
     if Path(out_path).suffix != ".pte":
         raise ConfigError(f"an ExecuTorch program is written as FILE.pte, not {display(out_path)}")
     out_path, staged = _outputs(out_path, source, calib_data)
+    if is_qat_checkpoint(source):
+        guards = {"margin": margin, "min_agreement": min_agreement, "data_root": data_root}
+        guards["min_confident_agreement"] = min_confident_agreement
+        return quantize_qat(source, out_path, staged, calib_data, **guards)
     model, info = _trained(source, out_path)
     model = fold_bn(model)
     detector = getattr(model, "task", "") == "detection"
@@ -515,11 +526,16 @@ def quantize_openvino(
     8-bit IR lost 2.2 points of top-1 and failed its guard; 7-bit weights cannot saturate."""
     from mobilenets.saved.edge import require_package
 
-    require_package("nncf", "openvino")
     if Path(out_path).suffix != ".xml":
         raise ConfigError(f"an OpenVINO IR is written as FILE.xml, not {display(out_path)}")
-    scheme = int8_scheme(target_cpu)
     out_path, staged = _outputs(out_path, source, calib_data)
+    if is_qat_checkpoint(source):
+        _post_training_only(target_cpu=target_cpu, fast_bias_correction=fast_bias_correction)
+        guards = {"margin": margin, "min_agreement": min_agreement, "data_root": data_root}
+        guards["min_confident_agreement"] = min_confident_agreement
+        return quantize_qat(source, out_path, staged, calib_data, **guards)
+    require_package("nncf", "openvino")
+    scheme = int8_scheme(target_cpu)
     model, info = _trained(source, out_path, onnx=True)
     calib, val, why = _datasets(source, info, calib_data, data_root)
     indices = stratified_sample(calib, calib_images, seed)
@@ -629,6 +645,48 @@ def _trained(source: str, out_path: Path, onnx: bool = False) -> tuple[torch.nn.
             "checkpoint, a .safetensors file or a weights name)"
         )
     return model, info
+
+
+def quantize_qat(
+    source: str,
+    out_path: Path,
+    staged: Path,
+    calib_data: str,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    min_agreement: float = MIN_AGREEMENT,
+    min_confident_agreement: float = MIN_CONFIDENT_AGREEMENT,
+    data_root: str | None = None,
+) -> object:
+    """The int8 file of a QAT run, judged on ``calib_data``'s held-out split as every int8
+    file is (nothing is calibrated: the run trained its scales)."""
+    float_model, info, fp32_bytes = write_qat(source, staged)
+    _, val, why = _datasets(source, info, calib_data, data_root)
+    return _judge(
+        float_model,
+        load(staged)[0],
+        val,
+        staged,
+        out_path,
+        fp32_bytes=fp32_bytes,
+        calibration="none: quantization-aware training (the run's trained scales)",
+        scheme=QAT_SCHEME,
+        calib_images=0,
+        margin=margin,
+        min_agreement=min_agreement,
+        min_confident_agreement=min_confident_agreement,
+        why=why,
+    )
+
+
+def _post_training_only(**settings: object) -> None:
+    """A QAT run's int8 is its own (trained scales): post-training settings are refused."""
+    given = [k for k, v in settings.items() if v not in (None, False, "auto")]
+    if given:
+        raise ConfigError(
+            f"{', '.join('--' + k.replace('_', '-') for k in given)}: post-training settings; "
+            "a QAT checkpoint's int8 takes its scales from training"
+        )
 
 
 def _outputs(out_path: str | Path, source: str | Path, calib_data: str) -> tuple[Path, Path]:

@@ -99,6 +99,14 @@ def _load_checkpoint(path: Path) -> tuple[nn.Module, NetworkInfo]:
             else ""
         )
         raise CheckpointError(f"{display(path)} is not a mobilenets training checkpoint{hint}")
+    config = state.get("config")
+    if isinstance(config, dict) and config.get("qat"):
+        raise CheckpointError(
+            f"{display(path)} is a quantization-aware-training checkpoint: its weights are "
+            f"trained for int8; write its int8 file with `mobilenets quantize {path} --out "
+            "FILE.pte|FILE.onnx|FILE.xml` (the float network is the one it started from: "
+            f"{display(str(config.get('weights')))})"
+        )
     info = checkpoint_info(state, path)
     weights = state["model"]
     if state.get("ema"):

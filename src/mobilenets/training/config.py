@@ -146,6 +146,33 @@ class TrainConfig:
             sweep=False,
         ),
     )
+    qat: bool = field(
+        default=False,
+        metadata=meta(
+            "quantization-aware training from --weights: fine-tune with fake int8 (PT2E, "
+            "XNNPACK quantizer, per-channel weights); `mobilenets quantize` then writes the "
+            "int8 .pte, .onnx or .xml from the run's checkpoint",
+            sweep=False,
+        ),
+    )
+    qat_bn_epochs: int | None = field(
+        default=None,
+        metadata=meta(
+            "with --qat: update BatchNorm statistics for the first N epochs, then freeze them "
+            "(default: half the epochs, rounded up)",
+            range=Range(1, integer=True),
+            sweep=False,
+        ),
+    )
+    qat_observer_epochs: int | None = field(
+        default=None,
+        metadata=meta(
+            "with --qat: update the activation ranges for the first N epochs, then freeze "
+            "them (default: one epoch after BatchNorm, at most --epochs)",
+            range=Range(1, integer=True),
+            sweep=False,
+        ),
+    )
     teacher: str | None = field(
         default=None,
         metadata=meta(
@@ -293,6 +320,7 @@ class TrainConfig:
                         f"{name} needs weights to start from (--weights): a randomly "
                         "initialised body has nothing to keep"
                     )
+        self._check_qat()
         if self.freeze_epochs > self.epochs:
             raise ConfigError(
                 f"freeze_epochs ({self.freeze_epochs}) is more than epochs ({self.epochs}); "
@@ -303,6 +331,38 @@ class TrainConfig:
             for name in ("distill_temperature", "distill_weight"):
                 if getattr(self, name) != defaults[name]:
                     raise ConfigError(f"{name} needs a teacher to distil from (--teacher)")
+
+    def _check_qat(self) -> None:
+        """QAT fine-tunes trained weights; the QAT settings need --qat; what QAT cannot carry
+        (an EMA of fake-quantized weights, SyncBatchNorm or frozen layers in a captured graph,
+        autocast around fake quantization) is refused."""
+        if not self.qat:
+            for name in ("qat_bn_epochs", "qat_observer_epochs"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name} needs --qat")
+            return
+        if self.weights is None:
+            raise ConfigError(
+                "--qat needs trained weights to start from (--weights RUN/checkpoint.pt, a "
+                ".safetensors file or a weights name): quantization-aware training fine-tunes "
+                "a trained network"
+            )
+        for name in ("ema_decay", "sync_bn", "amp", "freeze_epochs", "freeze_bn"):
+            if getattr(self, name):
+                hint = " (QAT freezes BatchNorm itself: --qat-bn-epochs)" * ("freeze" in name)
+                raise ConfigError(f"--qat cannot be combined with --{name.replace('_', '-')}{hint}")
+        for name in ("qat_bn_epochs", "qat_observer_epochs"):
+            value = getattr(self, name)
+            if value is not None and value > self.epochs:
+                raise ConfigError(f"{name} ({value}) is more than epochs ({self.epochs})")
+
+    @property
+    def qat_phases(self) -> tuple[int, int]:
+        """The epochs (counted from 0) from which BatchNorm statistics, then activation
+        ranges, are frozen."""
+        bn = self.qat_bn_epochs or -(-self.epochs // 2)
+        observers = self.qat_observer_epochs or min(self.epochs, bn + 1)
+        return bn, observers
 
     @property
     def finetuning(self) -> bool:

@@ -36,6 +36,7 @@ from mobilenets.errors import (
     ZeroWorkError,
     display,
 )
+from mobilenets.export.pt2e import QAT_SCHEME, set_qat_phase
 from mobilenets.fileio import (
     RunLock,
     check_writable_folder,
@@ -282,6 +283,8 @@ def _fit(
             frozen = epoch < config.freeze_epochs
             set_frozen(state.model, frozen)
             train_model = _wrap(state.model, device, env)
+        if config.qat:
+            _qat_phase(state.model, config, epoch, say)
         row = _train_epoch(state, train_model, data, epoch, device, env, say, frozen, teacher, task)
         state.history.append(row)
         state.epoch = epoch + 1
@@ -308,6 +311,16 @@ def _fit(
         if writer is not None:
             writer.close()
     return FitResult(out, summary, state.eval_model)
+
+
+def _qat_phase(model: nn.Module, config: TrainConfig, epoch: int, say: Callable) -> None:
+    """QAT's schedule for ``epoch`` (torchvision's reference): BatchNorm statistics, then
+    activation ranges, frozen from their epochs on; each change said once."""
+    bn, observers = config.qat_phases
+    set_qat_phase(model, freeze_bn=epoch >= bn, freeze_observers=epoch >= observers)
+    for start, what in ((bn, "BatchNorm statistics"), (observers, "activation ranges")):
+        if epoch == start:
+            say(f"QAT: {what} frozen from epoch {epoch + 1} on")
 
 
 @dataclass
@@ -532,6 +545,12 @@ def _announcement(
             f"distilling from {display(config.teacher)}: T={config.distill_temperature:g}, "
             f"W={config.distill_weight:g}\n"
         )
+    if config.qat:
+        bn_from, observers_from = config.qat_phases
+        start += (
+            f"quantization-aware training: {QAT_SCHEME}; BatchNorm statistics frozen after "
+            f"epoch {bn_from}, activation ranges after epoch {observers_from}\n"
+        )
     warning = (
         f"warning: --warmup-epochs {config.warmup:g} is more than half of --epochs "
         f"{config.epochs}; warming up for {warmup_epochs(config):g} epochs instead\n"
@@ -571,7 +590,8 @@ def _summary(
 ) -> dict:
     """The run's results and the trained network's complexity (profiled on that network)."""
     config, history, last = state.config, state.history, state.history[-1]
-    prof = profile(state.eval_model, config.resolution)
+    network = build_model(config, state.info.num_classes) if config.qat else state.eval_model
+    prof = profile(network, config.resolution)
     return {
         "model": config.model,
         "task": task.name,
@@ -591,6 +611,7 @@ def _summary(
         "malloc_tuned": malloc_tuned(),
         "torch": torch.__version__,
         "recipe": recipe(config),
+        **({"quantization": QAT_SCHEME} if config.qat else {}),
         "config": config.to_dict(),
     }
 

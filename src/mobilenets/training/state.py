@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from mobilenets.export.pt2e import prepare_qat
 from mobilenets.models.registry import create_model
 from mobilenets.saved.checkpoint import rng_state, set_rng_state
 from mobilenets.saved.info import NetworkInfo
@@ -44,30 +45,41 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     return create_model(config.model, **model_kwargs(config, num_classes))
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv/FC weights only: not on BN, biases or depthwise filters."""
-    decay, no_decay = [], []
-    for module in model.modules():
+def undecayed(model: nn.Module) -> set[str]:
+    """The names of the parameters without weight decay: BN, biases, depthwise filters."""
+    names = set()
+    for prefix, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
             depthwise = (
                 isinstance(module, nn.Conv2d)
                 and module.groups > 1
                 and (module.groups == module.in_channels)
             )
             if param.ndim <= 1 or depthwise or name == "bias":
-                no_decay.append(param)
-            else:
-                decay.append(param)
+                names.add(f"{prefix}.{name}" if prefix else name)
+    return names
+
+
+def parameter_groups(
+    model: nn.Module, weight_decay: float, reference: nn.Module | None = None
+) -> list[dict]:
+    """Weight decay on conv/FC weights only: not on BN, biases or depthwise filters (found in
+    ``reference``, the float network, when ``model`` is its captured QAT graph)."""
+    skip = undecayed(reference if reference is not None else model)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if name in skip else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
 
 
-def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, config.weight_decay)
+def build_optimizer(
+    config: TrainConfig, model: nn.Module, reference: nn.Module | None = None
+) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config.weight_decay, reference)
     lr = config.learning_rate
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=True)
@@ -153,9 +165,15 @@ class TrainingState:
         if config.sync_bn and env.enabled:
             model = distributed.convert_sync_batchnorm(model, device)
         model.to(device)
+        reference = None
+        if config.qat:  # the trained network, fake-quantized (PT2E)
+            reference = model
+            size = info.input_size or config.resolution
+            example = torch.randn(2, getattr(model, "in_chans", 3), size, size, device=device)
+            model = prepare_qat(model, example)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(config, model)
+        optimizer = build_optimizer(config, model, reference)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
         ema = None
         if config.ema_decay:

@@ -1,0 +1,97 @@
+"""The int8 files of a quantization-aware-trained run (``train --qat``): its checkpoint's fake
+quantizers converted (:func:`~mobilenets.export.pt2e.convert_qat`), with the scales the run
+trained, and written as
+
+- an ExecuTorch program (``.pte``: the PT2E graph lowered to XNNPACK, the same program a
+  post-training ``.pte`` is),
+- a QDQ ONNX model (``.onnx``: the converted graph through torch's dynamo exporter; ONNX
+  Runtime runs its QuantizeLinear/DequantizeLinear pairs with int8 kernels),
+- an OpenVINO IR (``.xml``: OpenVINO's conversion of that ONNX model).
+
+Nothing is calibrated; ``quantize`` judges the file as every int8 file
+(:func:`mobilenets.export.quantize.quantize_qat`), against the run's own network in fp32 (its
+float weights, BatchNorm unfolded).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobilenets.errors import CheckpointError, ConfigError, display
+from mobilenets.export.pt2e import QAT_SCHEME, convert_qat, prepare_qat
+from mobilenets.saved.checkpoint import load_checkpoint
+from mobilenets.saved.info import NetworkInfo
+from mobilenets.saved.loader import checkpoint_info
+from mobilenets.saved.safetensors import load_state_dict_strictly
+
+SUFFIXES = (".pte", ".onnx", ".xml")
+
+
+def is_qat_checkpoint(source: str | Path) -> bool:
+    """Whether ``source`` is the checkpoint of a ``train --qat`` run."""
+    path = Path(source)
+    if path.suffix not in (".pt", ".pth") or not path.is_file():
+        return False
+    config = load_checkpoint(path).get("config")
+    return isinstance(config, dict) and bool(config.get("qat"))
+
+
+def load_qat(path: str | Path) -> tuple[torch.fx.GraphModule, nn.Module, NetworkInfo]:
+    """A QAT run's fake-quantized network (eval mode), the same weights as a float network,
+    and its record."""
+    state = load_checkpoint(path)
+    info = checkpoint_info(state, path)
+    if state.get("model") is None:
+        raise CheckpointError(f"{display(path)} holds no network")
+    float_model = info.build()
+    size = info.input_size
+    example = torch.randn(2, getattr(float_model, "in_chans", 3), size, size)
+    prepared = prepare_qat(info.build(), example)
+    try:  # torch's own loading: the quantizers' buffers take the trained shapes
+        prepared.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{display(path)} does not fit the QAT graph of its own network: "
+            f"{str(err).splitlines()[0]}"
+        ) from err
+    float_weights = {k: v for k, v in state["model"].items() if k in float_model.state_dict()}
+    load_state_dict_strictly(float_model, float_weights, display(path))
+    return prepared.eval(), float_model.eval(), info
+
+
+def write_qat(source: str | Path, staged: Path) -> tuple[nn.Module, NetworkInfo, int]:
+    """Write ``source``'s (a QAT checkpoint's) int8 file at ``staged`` (its suffix says which
+    runtime's); the run's float network, its record, and the size of its fp32 file."""
+    from mobilenets.export.edge import export_openvino, export_pte, network_record
+    from mobilenets.export.onnx import export_onnx
+
+    if staged.suffix not in SUFFIXES:
+        raise ConfigError(
+            f"a QAT run's int8 is written as FILE.pte, FILE.onnx or FILE.xml, not {display(staged)}"
+        )
+    prepared, float_model, info = load_qat(source)
+    int8 = convert_qat(prepared)
+    record = network_record(float_model, info, None)
+    extra = {"quantization": QAT_SCHEME}
+    with tempfile.TemporaryDirectory() as folder:
+        if staged.suffix == ".pte":
+            export_pte(float_model, staged, record, int8_graph=int8, extra=extra)
+            fp32 = export_pte(float_model, Path(folder) / "fp32.pte", record)
+            return float_model, info, fp32.stat().st_size
+        onnx_file = staged if staged.suffix == ".onnx" else Path(folder) / "int8.onnx"
+        _qdq_onnx(int8, onnx_file, record, extra)
+        if staged.suffix == ".xml":
+            export_openvino(onnx_file, staged)
+        fp32 = export_onnx(float_model, Path(folder) / "fp32.onnx", info=record)
+        return float_model, info, fp32.stat().st_size
+
+
+def _qdq_onnx(int8: torch.fx.GraphModule, path: Path, record: NetworkInfo, extra: dict) -> Path:
+    """The converted graph as a QDQ ONNX model (torch's dynamo exporter), with the record."""
+    from mobilenets.export.onnx import export_onnx
+
+    return export_onnx(int8, path, info=record, metadata=extra, exporter="dynamo")

@@ -1,0 +1,30 @@
+"""Quantization-aware training of a segmenter: the one loop, the one int8 path."""
+
+from __future__ import annotations
+
+from mobilenets.export.quantize import quantize_onnx
+from mobilenets.training import TrainConfig, fit
+
+
+def test_qat_of_a_segmenter_exports_an_int8_segmenter(nuclei_run, tmp_path):
+    """LR-ASPP (V3-Small) on the nuclei: one QAT epoch on 64-px crops, then its QDQ ONNX model
+    (torch's dynamo exporter; ONNX Runtime's int8 kernels) segments the held-out 256-px images
+    (the graph was captured with free height and width) within 2 mIoU points of the run's fp32
+    network. Measured (VNNI Xeon): base run 86.50%; QAT fake int8 85.44%; the .onnx 85.52%
+    against its fp32 86.25% (pixel agreement 98.53%)."""
+    checkpoint = nuclei_run.out / "checkpoint.pt"
+    config = TrainConfig(
+        weights=str(checkpoint),
+        qat=True,
+        out=str(tmp_path / "qat"),
+        epochs=1,
+        batch_size=16,
+        resolution=64,
+        schedule="poly",
+        data="nuclei",
+        progress=False,
+    )
+    run = fit(config, log=lambda _m: None)
+    assert run.summary["val_miou"] >= nuclei_run.summary["val_miou"] - 3
+    report = quantize_onnx(str(tmp_path / "qat" / "checkpoint.pt"), tmp_path / "s.onnx", "nuclei")
+    assert report.ok and report.metric == "mIoU", report.format()
