@@ -4,6 +4,11 @@ import importlib.metadata
 import os
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the two cores (pyproject: -n 2)
+    # OpenMP threads that spin while they wait take the core from the other worker (issue 30's
+    # busy-machine figures); set before torch loads, inherited by the tests' subprocesses.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

@@ -212,13 +212,13 @@ def _sharing(argv: Sequence[str], environ: Mapping[str, str], busy: float | None
     """Why this command will share the cores with other computing processes ("" if it will
     not): other processes busy now, torchrun workers on one machine, a sweep shard."""
     cores = os.cpu_count() or 1
-    if busy is not None and busy >= max(1.0, cores / 2):
-        return f"other processes keep {busy:.1f} of {cores} cores busy"
-    if int(environ.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:
+    if int(environ.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:  # what it will share, for certain
         return "torchrun runs several workers on this machine"
     shard = next((argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--shard"), "")
     if shard.partition("/")[2] not in ("", "1"):
         return "a sweep shard runs beside the others"
+    if busy is not None and busy >= max(1.0, cores / 2):
+        return f"other processes keep {busy:.1f} of {cores} cores busy"
     return ""
 
 

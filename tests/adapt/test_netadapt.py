@@ -129,7 +129,7 @@ def _small(**changes: object) -> AdaptConfig:
     settings = dict(
         model="mobilenet_v3_small", resolution=32, target_ratio=0.92, steps=2, seed_steps=60,
         finetune_steps=4, final_epochs=1, uniform=(1.0, 0.5), holdout=120, lut_runs=3,
-        backend="eager", lr=0.05,
+        measure_runs=30, backend="eager", lr=0.05,
     )  # fmt: skip
     return AdaptConfig(**{**settings, **changes})
 

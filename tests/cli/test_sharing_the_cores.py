@@ -5,6 +5,7 @@ when others are computing. The figures are ``benchmarks/busy_machine.py``'s."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -34,24 +35,34 @@ def test_a_command_that_shares_the_cores_waits_passively_unless_the_user_chose()
     assert bench == {} and line.endswith("its timings are noisier")
 
 
-def test_what_other_processes_use_is_measured() -> None:
-    """A process that spins one core is seen as about one more busy core than before it
-    started (whatever else the machine runs meanwhile); this process's own work is not
-    counted."""
+def _spinner_seen() -> bool:
+    """Whether a process spinning one core shows as about one more busy core than just before
+    it started (or the cores are saturated either way)."""
     before = others_busy(0.5)
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        import time
-
         time.sleep(0.5)  # it has started
         busy = others_busy(0.5)
     finally:
         spinner.kill()
     assert before is not None and busy is not None
-    assert 0.6 <= busy - before <= 1.6 or (before > 0.5 and busy > 1.5)  # 2 cores: saturated
+    return 0.6 <= busy - before <= 1.6 or (before > 0.5 and busy > 1.5)  # 2 cores: saturated
+
+
+def _own_work_unseen() -> bool:
+    """Whether this process's own work leaves the others' count where it was just before."""
+    before = others_busy(0.25)
     with MachineLoad() as load:
         sum(i * i for i in range(2_000_000))  # our own work
-    assert load.other_cores < 0.5
+    return load.other_cores < before + 0.5
+
+
+def test_what_other_processes_use_is_measured() -> None:
+    """A process that spins one core is seen as about one more busy core than before it
+    started; this process's own work is not counted. The suite's other worker computes
+    meanwhile, so each is measured against a baseline taken just before, up to three times."""
+    assert any(_spinner_seen() for _ in range(3))
+    assert any(_own_work_unseen() for _ in range(3))
 
 
 @pytest.mark.parametrize(

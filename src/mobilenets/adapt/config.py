@@ -90,6 +90,9 @@ class AdaptConfig:
         default=UNIFORM_ALPHAS, metadata=meta("the uniform α networks compared", cli=False)
     )
     lut_runs: int = _positive("timed runs per layer of the latency table", 30, cli=False)
+    measure_runs: int = _positive(
+        "timed rounds of the final interleaved latency comparison", 300, cli=False
+    )
     seed: int = field(
         default=0,
         metadata=meta("the search's seed", range=Range(0, None, integer=True), cli=False),

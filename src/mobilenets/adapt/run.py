@@ -66,7 +66,7 @@ def adapt(config: AdaptConfig, out: str | Path, log: Callable[[str], None] = log
     for alpha in config.uniform:
         networks[f"α={alpha:g}"] = create_model(config.model, width_mult=alpha).table
     log(f"timing {len(networks)} networks on {config.backend}, interleaved")
-    measured = measure(networks, config, len(data.classes))
+    measured = measure(networks, config, len(data.classes), config.measure_runs)
     for h in history:
         h["measured_ms"] = measured[f"step {h['step']}"][0]
     _write_steps(out / "adapt.csv", history)
