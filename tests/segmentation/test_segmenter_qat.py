@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mobilenets.export.quantize import quantize_onnx
 from mobilenets.training import TrainConfig, fit
 
@@ -9,9 +11,9 @@ from mobilenets.training import TrainConfig, fit
 def test_qat_of_a_segmenter_exports_an_int8_segmenter(nuclei_run, tmp_path):
     """LR-ASPP (V3-Small) on the nuclei: one QAT epoch on 64-px crops, then its QDQ ONNX model
     (torch's dynamo exporter; ONNX Runtime's int8 kernels) segments the held-out 256-px images
-    (the graph was captured with free height and width) within 2 mIoU points of the run's fp32
-    network. Measured (VNNI Xeon): base run 86.50%; QAT fake int8 85.44%; the .onnx 85.52%
-    against its fp32 86.25% (pixel agreement 98.53%)."""
+    (the graph was captured with free height and width) within 2 mIoU points of the network
+    the run started from. Measured (VNNI Xeon): base run 86.50%; QAT fake int8 86.26%; the
+    .onnx 85.26% (pixel agreement with the base run 96.99%)."""
     checkpoint = nuclei_run.out / "checkpoint.pt"
     config = TrainConfig(
         weights=str(checkpoint),
@@ -25,6 +27,7 @@ def test_qat_of_a_segmenter_exports_an_int8_segmenter(nuclei_run, tmp_path):
         progress=False,
     )
     run = fit(config, log=lambda _m: None)
-    assert run.summary["val_miou"] >= nuclei_run.summary["val_miou"] - 3
+    assert run.summary["val_miou"] >= nuclei_run.summary["val_miou"] - 2  # fake int8
     report = quantize_onnx(str(tmp_path / "qat" / "checkpoint.pt"), tmp_path / "s.onnx", "nuclei")
     assert report.ok and report.metric == "mIoU", report.format()
+    assert report.fp32_top1 == pytest.approx(nuclei_run.summary["val_miou"], abs=0.05)  # its start

@@ -76,7 +76,9 @@ def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule
         dims[2] = torch.export.Dim("height", min=32, max=8192)  # MobileNets take ≥ 32 px
         dims[3] = torch.export.Dim("width", min=32, max=8192)
     captured = torch.export.export(model.train(), (example,), dynamic_shapes=(dims,)).module()
+    settings = _batch_norm_settings(captured)
     prepared = prepare_qat_pt2e(captured, xnnpack_quantizer(qat=True))
+    _restore_batch_norm_settings(prepared, settings)
     prepared.freeze_bn = False
     prepared.train = types.MethodType(_train, prepared)
     prepared.eval = types.MethodType(lambda self: self.train(False), prepared)
@@ -84,6 +86,34 @@ def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule
         if hasattr(model, name):
             setattr(prepared, name, getattr(model, name))
     return prepared.train()
+
+
+def _batch_norm_settings(graph: torch.fx.GraphModule) -> dict[str, tuple]:
+    """Each BatchNorm's (momentum, eps), by the name of its running variance."""
+    return {
+        str(node.args[4].target): tuple(node.args[6:8])
+        for node in graph.graph.nodes
+        if str(node.target) == _BATCH_NORM and node.args[4].op == "get_attr"
+    }
+
+
+def _restore_batch_norm_settings(graph: torch.fx.GraphModule, settings: dict[str, tuple]) -> None:
+    """Put back each BatchNorm's momentum and eps: ``prepare_qat_pt2e``'s conv + BN rewrite
+    writes torch's defaults (eps 1e-5). Our V3 blocks use eps 1e-3, and a trained channel's
+    running variance can be 1e-6: with the wrong eps, QAT would start from another network
+    (the digits V3-Small's stem differed from its float self by 8.8 at the BN output)."""
+    found = 0
+    for node in graph.graph.nodes:
+        if str(node.target) == _BATCH_NORM and node.args[4].op == "get_attr":
+            momentum_eps = settings.get(str(node.args[4].target))
+            if momentum_eps is not None:
+                node.args = (*node.args[:6], *momentum_eps, *node.args[8:])
+                found += 1
+    if found != len(settings):
+        raise RuntimeError(
+            f"QAT capture: {found} of {len(settings)} BatchNorm layers found after prepare_qat_pt2e"
+        )
+    graph.recompile()
 
 
 def _train(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.GraphModule:

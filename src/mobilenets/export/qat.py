@@ -63,6 +63,28 @@ def load_qat(path: str | Path) -> tuple[torch.fx.GraphModule, nn.Module, Network
     return prepared.eval(), float_model.eval(), info
 
 
+def qat_reference(source: str | Path, float_model: nn.Module, info: NetworkInfo) -> tuple:
+    """The fp32 network a QAT run's int8 is judged against, and what it is: the trained
+    network the run started from (``--weights``: what the user means to keep), when it still
+    loads as the same network with the same classes; else the run's own weights in fp32. Those
+    were tuned with the quantizers in place and are no fp32 network to keep: the real V2's on
+    ``photos`` scored 76.9% where their int8 scored 90.4% (``benchmarks/qat.py``)."""
+    from mobilenets.errors import MobilenetsError
+    from mobilenets.weights import load
+
+    start = (load_checkpoint(source).get("config") or {}).get("weights")
+    try:
+        model, start_info = load(start) if isinstance(start, str) else (None, None)
+    except (MobilenetsError, OSError):
+        model = start_info = None
+    if start_info is not None and (start_info.model, start_info.classes) == (
+        info.model,
+        info.classes,
+    ):
+        return model.eval(), f"the fp32 network it started from, {display(start)}"
+    return float_model, "its own weights in fp32 (the network it started from does not load)"
+
+
 def write_qat(source: str | Path, staged: Path) -> tuple[nn.Module, NetworkInfo, int]:
     """Write ``source``'s (a QAT checkpoint's) int8 file at ``staged`` (its suffix says which
     runtime's); the run's float network, its record, and the size of its fp32 file."""

@@ -42,7 +42,7 @@ from mobilenets.export.choices import (
     MIN_CONFIDENT_IMAGES,
 )
 from mobilenets.export.pt2e import QAT_SCHEME
-from mobilenets.export.qat import is_qat_checkpoint, write_qat
+from mobilenets.export.qat import is_qat_checkpoint, qat_reference, write_qat
 from mobilenets.fileio import atomic_path, check_output_path
 from mobilenets.saved.onnx import load_onnx, onnx_metadata, set_onnx_metadata
 from mobilenets.weights import load
@@ -128,8 +128,13 @@ class QuantReport:
             f"{kind} agreement int8 vs fp32: {self.agreement:.2f}% of {self.images} held-out "
             f"{self.unit}, {confident}",
             *([f"int8: {self.scheme}"] if self.scheme else []),
-            f"size {size} ({self.fp32_bytes / self.int8_bytes:.1f}× smaller); calibration "
-            f"{self.calibration} on {self.calib_images} images; kept in fp32: "
+            f"size {size} ({self.fp32_bytes / self.int8_bytes:.1f}× smaller); "
+            + (
+                f"calibration {self.calibration} on {self.calib_images} images; "
+                if self.calib_images
+                else f"{self.calibration}; "
+            )
+            + "kept in fp32: "
             + self.kept_modules(),
         ]
         if self.guard == "accuracy":
@@ -659,17 +664,19 @@ def quantize_qat(
     data_root: str | None = None,
 ) -> object:
     """The int8 file of a QAT run, judged on ``calib_data``'s held-out split as every int8
-    file is (nothing is calibrated: the run trained its scales)."""
+    file is (nothing is calibrated: the run trained its scales), against the fp32 network of
+    :func:`~mobilenets.export.qat.qat_reference`."""
     float_model, info, fp32_bytes = write_qat(source, staged)
+    reference, what = qat_reference(source, float_model, info)
     _, val, why = _datasets(source, info, calib_data, data_root)
     return _judge(
-        float_model,
+        reference,
         load(staged)[0],
         val,
         staged,
         out_path,
         fp32_bytes=fp32_bytes,
-        calibration="none: quantization-aware training (the run's trained scales)",
+        calibration=f"quantization-aware training (the run's trained scales); fp32 is {what}",
         scheme=QAT_SCHEME,
         calib_images=0,
         margin=margin,

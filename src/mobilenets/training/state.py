@@ -171,8 +171,8 @@ class TrainingState:
             size = info.input_size or config.resolution
             example = torch.randn(2, getattr(model, "in_chans", 3), size, size, device=device)
             model = prepare_qat(model, example)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
+        if config.channels_last and not config.qat:  # a captured graph keeps its layout (DDP's
+            model.to(memory_format=torch.channels_last)  # buckets would not match its grads)
         optimizer = build_optimizer(config, model, reference)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
         ema = None

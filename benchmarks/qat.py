@@ -1,0 +1,165 @@
+"""Post-training int8 against quantization-aware training, on real photographs.
+
+    python benchmarks/qat.py [--seeds 3] [--resolution 96] [--epochs 6] [--qat-epochs 3] [--out DIR]
+
+Per seed, on the ``photos`` task (13 scikit-image photographs; train and val patches from
+disjoint parts of each photo):
+
+1. torchvision's MobileNetV2 IMAGENET1K_V1 fine-tuned (``--epochs``, frozen BN statistics: the
+   best recipe of ``benchmarks/finetune.py``): its fp32 top-1;
+2. its int8 ExecuTorch program by post-training quantization (``quantize --out FILE.pte``:
+   PT2E, XNNPACK quantizer, 256 calibration patches): int8 top-1;
+3. ``train --qat`` from that run for ``--qat-epochs``, then ``quantize`` of the QAT checkpoint
+   (its trained scales, nothing calibrated): int8 top-1; and, as the control for QAT's extra
+   training, the fp32 fine-tuning run for ``--epochs`` + ``--qat-epochs``;
+4. both programs timed interleaved in one process (batch 1, 1 thread, medians): the same graph,
+   so the same latency is expected.
+
+Writes ``qat_photos_<kind>.md`` and ``.json`` to DIR (default benchmarks/results) and prints
+the table; the CPU it ran on is in its first line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from mobilenets.malloc import MALLOC_TUNABLES, should_reexec
+
+WEIGHTS = "torchvision:mobilenet_v2.IMAGENET1K_V1"
+
+
+def one_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
+    from mobilenets.export.quantize import quantize_pte
+    from mobilenets.training import TrainConfig, fit
+
+    quiet = {"log": lambda _m: None}
+    common = {"data": "photos", "resolution": args.resolution, "seed": seed, "progress": False}
+    start = TrainConfig(
+        weights=WEIGHTS, epochs=args.epochs, freeze_bn=True, out=str(folder / "ft"), **common
+    )
+    fit(start, **quiet)
+    ptq = quantize_pte(str(folder / "ft" / "checkpoint.pt"), folder / "ptq.pte", "photos")
+    qat_run = fit(
+        TrainConfig(
+            weights=str(folder / "ft" / "checkpoint.pt"), qat=True, epochs=args.qat_epochs,
+            out=str(folder / "qat"), **common,
+        ),
+        **quiet,
+    )  # fmt: skip
+    qat = quantize_pte(str(folder / "qat" / "checkpoint.pt"), folder / "qat.pte", "photos")
+    longer = replace(start, epochs=args.epochs + args.qat_epochs, out=str(folder / "longer"))
+    control = fit(longer, **quiet)  # fp32 with as many epochs as fine-tuning + QAT
+    ptq_ms, qat_ms = timings(Path(ptq.path), Path(qat.path), args.resolution)
+    return {
+        "seed": seed,
+        "fp32": ptq.fp32_top1,
+        "ptq_int8": ptq.int8_top1,
+        "ptq_agreement": ptq.agreement,
+        "qat_fake_int8": qat_run.top1,
+        "qat_reference_fp32": qat.fp32_top1,  # the network the QAT run started from
+        "qat_int8": qat.int8_top1,
+        "qat_agreement": qat.agreement,
+        "fp32_longer": control.top1,
+        "ptq_ms": ptq_ms,
+        "qat_ms": qat_ms,
+    }
+
+
+def timings(ptq: Path, qat: Path, size: int, runs: int = 200) -> tuple[float, float]:
+    """Median ms of both programs, batch 1, one thread, interleaved."""
+    import torch
+
+    from mobilenets.complexity.latency import spread, time_interleaved
+    from mobilenets.cpu import set_threads
+    from mobilenets.weights import load
+
+    set_threads(1)
+    x = torch.randn(1, 3, size, size)
+    programs = {"ptq": load(ptq)[0], "qat": load(qat)[0]}
+    calls = {name: (lambda p=p: p(x)) for name, p in programs.items()}
+    times = time_interleaved(calls, 10, runs)
+    return spread(times["ptq"])[0], spread(times["qat"])[0]
+
+
+def table(rows: list[dict], args: argparse.Namespace) -> str:
+    keys = ("fp32", "ptq_int8", "qat_int8", "ptq_ms", "qat_ms")
+    lines = [
+        f"photos, {args.resolution} px, V2 from ImageNet weights ({args.epochs} epochs, frozen BN "
+        f"statistics), then QAT {args.qat_epochs} epochs; {_cpu()}",
+        "",
+        "| seed | fp32 top-1 | PTQ int8 (.pte) | QAT int8 (.pte) | QAT fake int8 "
+        "| fp32, as many epochs | PTQ ms | QAT ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['seed']} | {r['fp32']:.2f}% | {r['ptq_int8']:.2f}% | {r['qat_int8']:.2f}% | "
+            f"{r['qat_fake_int8']:.2f}% | {r['fp32_longer']:.2f}% | "
+            f"{r['ptq_ms']:.3f} | {r['qat_ms']:.3f} |"
+        )
+    means = {k: statistics.mean(r[k] for r in rows) for k in keys}
+    spreads = {k: max(r[k] for r in rows) - min(r[k] for r in rows) for k in keys}
+    lines.append(
+        "| mean (spread) | "
+        + " | ".join(
+            f"{means[k]:.2f}{'%' if 'ms' not in k else ''} ({spreads[k]:.2f})"
+            for k in ("fp32", "ptq_int8", "qat_int8")
+        )
+        + "".join(
+            f" | {statistics.mean(r[k] for r in rows):.2f}%"
+            for k in ("qat_fake_int8", "fp32_longer")
+        )
+        + " | "
+        f"{means['ptq_ms']:.3f} ({spreads['ptq_ms']:.3f}) | "
+        f"{means['qat_ms']:.3f} ({spreads['qat_ms']:.3f}) |"
+    )
+    lines += [
+        "",
+        "PTQ and QAT int8 top-1 are each judged by `quantize`'s accuracy guard against the "
+        "fine-tuned fp32 network (the QAT run's start); 'as many epochs' is the fp32 run for "
+        "the epochs of fine-tuning and QAT together (the control for QAT's extra training). "
+        "ms: batch 1, 1 thread, medians of 200 interleaved calls.",
+    ]
+    return "\n".join(lines)
+
+
+def _cpu() -> str:
+    from mobilenets.cpu import cpu_name, this_cpu
+
+    return f"{cpu_name()}, {os.cpu_count()} cores ({this_cpu()})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--resolution", type=int, default=96)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    rows = []
+    for seed in range(args.seeds):
+        with tempfile.TemporaryDirectory() as folder:
+            rows.append(one_seed(seed, args, Path(folder)))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    text = table(rows, args)
+    out = Path(args.out)
+    from mobilenets.cpu import this_cpu
+
+    (out / f"qat_photos_{this_cpu()}.md").write_text(text + "\n")
+    (out / f"qat_photos_{this_cpu()}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    if should_reexec():
+        environ = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}  # PERF_NOTES.md
+        os.execve(sys.executable, [sys.executable, *sys.argv], environ)
+    main()
