@@ -11,9 +11,9 @@ from mobilenets.training import TrainConfig, fit
 def test_qat_of_a_segmenter_exports_an_int8_segmenter(nuclei_run, tmp_path):
     """LR-ASPP (V3-Small) on the nuclei: one QAT epoch on 64-px crops, then its QDQ ONNX model
     (torch's dynamo exporter; ONNX Runtime's int8 kernels) segments the held-out 256-px images
-    (the graph was captured with free height and width) within 2 mIoU points of the network
-    the run started from. Measured (VNNI Xeon): base run 86.50%; QAT fake int8 86.26%; the
-    .onnx 85.26% (pixel agreement with the base run 96.99%)."""
+    (the graph was captured with free height and width) within 3 mIoU points of the network
+    the run started from. Measured (VNNI Xeon, one process): base run 86.50%; QAT fake int8
+    86.26%; the .onnx 85.26% (pixel agreement with the base run 96.99%)."""
     checkpoint = nuclei_run.out / "checkpoint.pt"
     config = TrainConfig(
         weights=str(checkpoint),
@@ -28,6 +28,7 @@ def test_qat_of_a_segmenter_exports_an_int8_segmenter(nuclei_run, tmp_path):
     )
     run = fit(config, log=lambda _m: None)
     assert run.summary["val_miou"] >= nuclei_run.summary["val_miou"] - 2  # fake int8
-    report = quantize_onnx(str(tmp_path / "qat" / "checkpoint.pt"), tmp_path / "s.onnx", "nuclei")
+    qat_checkpoint = str(tmp_path / "qat" / "checkpoint.pt")
+    report = quantize_onnx(qat_checkpoint, tmp_path / "s.onnx", "nuclei", margin=3.0)
     assert report.ok and report.metric == "mIoU", report.format()
     assert report.fp32_top1 == pytest.approx(nuclei_run.summary["val_miou"], abs=0.05)  # its start
