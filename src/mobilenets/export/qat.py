@@ -9,8 +9,8 @@ trained, and written as
 - an OpenVINO IR (``.xml``: OpenVINO's conversion of that ONNX model).
 
 Nothing is calibrated; ``quantize`` judges the file as every int8 file
-(:func:`mobilenets.export.quantize.quantize_qat`), against the run's own network in fp32 (its
-float weights, BatchNorm unfolded).
+(:func:`mobilenets.export.quantize.quantize_qat`), against the fp32 network the run started from
+(:func:`qat_reference`).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def is_qat_checkpoint(source: str | Path) -> bool:
     return isinstance(config, dict) and bool(config.get("qat"))
 
 
-def load_qat(path: str | Path) -> tuple[torch.fx.GraphModule, nn.Module, NetworkInfo]:
+def load_qat(path: str | Path) -> tuple[torch.fx.GraphModule, nn.Module, NetworkInfo, object]:
     """A QAT run's fake-quantized network (eval mode), the same weights as a float network,
-    and its record."""
+    its record, and the weights it started from (``--weights``), from one read of the file."""
     state = load_checkpoint(path)
     info = checkpoint_info(state, path)
     if state.get("model") is None:
@@ -60,10 +60,11 @@ def load_qat(path: str | Path) -> tuple[torch.fx.GraphModule, nn.Module, Network
         ) from err
     float_weights = {k: v for k, v in state["model"].items() if k in float_model.state_dict()}
     load_state_dict_strictly(float_model, float_weights, display(path))
-    return prepared.eval(), float_model.eval(), info
+    start = (state.get("config") or {}).get("weights")
+    return prepared.eval(), float_model.eval(), info, start
 
 
-def qat_reference(source: str | Path, float_model: nn.Module, info: NetworkInfo) -> tuple:
+def qat_reference(start: object, float_model: nn.Module, info: NetworkInfo) -> tuple:
     """The fp32 network a QAT run's int8 is judged against, and what it is: the trained
     network the run started from (``--weights``: what the user means to keep), when it still
     loads as the same network with the same classes; else the run's own weights in fp32. Those
@@ -72,7 +73,6 @@ def qat_reference(source: str | Path, float_model: nn.Module, info: NetworkInfo)
     from mobilenets.errors import MobilenetsError
     from mobilenets.weights import load
 
-    start = (load_checkpoint(source).get("config") or {}).get("weights")
     try:
         model, start_info = load(start) if isinstance(start, str) else (None, None)
     except (MobilenetsError, OSError):
@@ -85,9 +85,10 @@ def qat_reference(source: str | Path, float_model: nn.Module, info: NetworkInfo)
     return float_model, "its own weights in fp32 (the network it started from does not load)"
 
 
-def write_qat(source: str | Path, staged: Path) -> tuple[nn.Module, NetworkInfo, int]:
+def write_qat(source: str | Path, staged: Path) -> tuple[nn.Module, NetworkInfo, int, str]:
     """Write ``source``'s (a QAT checkpoint's) int8 file at ``staged`` (its suffix says which
-    runtime's); the run's float network, its record, and the size of its fp32 file."""
+    runtime's); the fp32 network to judge it against and what that is
+    (:func:`qat_reference`), its record, and the size of the run's fp32 file."""
     from mobilenets.export.edge import export_openvino, export_pte, network_record
     from mobilenets.export.onnx import export_onnx
 
@@ -95,7 +96,8 @@ def write_qat(source: str | Path, staged: Path) -> tuple[nn.Module, NetworkInfo,
         raise ConfigError(
             f"a QAT run's int8 is written as FILE.pte, FILE.onnx or FILE.xml, not {display(staged)}"
         )
-    prepared, float_model, info = load_qat(source)
+    prepared, float_model, info, start = load_qat(source)
+    reference, what = qat_reference(start, float_model, info)
     int8 = convert_qat(prepared)
     record = network_record(float_model, info, None)
     extra = {"quantization": QAT_SCHEME}
@@ -103,13 +105,13 @@ def write_qat(source: str | Path, staged: Path) -> tuple[nn.Module, NetworkInfo,
         if staged.suffix == ".pte":
             export_pte(float_model, staged, record, int8_graph=int8, extra=extra)
             fp32 = export_pte(float_model, Path(folder) / "fp32.pte", record)
-            return float_model, info, fp32.stat().st_size
+            return reference, info, fp32.stat().st_size, what
         onnx_file = staged if staged.suffix == ".onnx" else Path(folder) / "int8.onnx"
         _qdq_onnx(int8, onnx_file, record, extra)
         if staged.suffix == ".xml":
             export_openvino(onnx_file, staged)
         fp32 = export_onnx(float_model, Path(folder) / "fp32.onnx", info=record)
-        return float_model, info, fp32.stat().st_size
+        return reference, info, fp32.stat().st_size, what
 
 
 def _qdq_onnx(int8: torch.fx.GraphModule, path: Path, record: NetworkInfo, extra: dict) -> Path:

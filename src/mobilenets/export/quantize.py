@@ -42,7 +42,7 @@ from mobilenets.export.choices import (
     MIN_CONFIDENT_IMAGES,
 )
 from mobilenets.export.pt2e import QAT_SCHEME
-from mobilenets.export.qat import is_qat_checkpoint, qat_reference, write_qat
+from mobilenets.export.qat import is_qat_checkpoint, write_qat
 from mobilenets.fileio import atomic_path, check_output_path
 from mobilenets.saved.onnx import load_onnx, onnx_metadata, set_onnx_metadata
 from mobilenets.weights import load
@@ -666,8 +666,7 @@ def quantize_qat(
     """The int8 file of a QAT run, judged on ``calib_data``'s held-out split as every int8
     file is (nothing is calibrated: the run trained its scales), against the fp32 network of
     :func:`~mobilenets.export.qat.qat_reference`."""
-    float_model, info, fp32_bytes = write_qat(source, staged)
-    reference, what = qat_reference(source, float_model, info)
+    reference, info, fp32_bytes, what = write_qat(source, staged)
     _, val, why = _datasets(source, info, calib_data, data_root)
     return _judge(
         reference,
