@@ -1,22 +1,25 @@
 """Post-training int8 against quantization-aware training, on real photographs.
 
-    python benchmarks/qat.py [--seeds 3] [--resolution 96] [--epochs 6] [--qat-epochs 3] [--out DIR]
+    python benchmarks/qat.py [--model mobilenet_v2] [--seeds 3] [--resolution 96] [--epochs N]
+                             [--qat-epochs 3] [--out DIR]
 
 Per seed, on the ``photos`` task (13 scikit-image photographs; train and val patches from
 disjoint parts of each photo):
 
-1. torchvision's MobileNetV2 IMAGENET1K_V1 fine-tuned (``--epochs``, frozen BN statistics: the
-   best recipe of ``benchmarks/finetune.py``): its fp32 top-1;
+1. the fp32 network: for ``mobilenet_v2``, torchvision's IMAGENET1K_V1 fine-tuned (``--epochs``,
+   default 6, frozen BN statistics: the best recipe of ``benchmarks/finetune.py``); for
+   ``mobilenet_v3_small`` and ``mobilenet_v3_large``, trained from scratch (``--epochs``, default
+   30: no ImageNet V3 weights install offline); its fp32 top-1;
 2. its int8 ExecuTorch program by post-training quantization (``quantize --out FILE.pte``:
    PT2E, XNNPACK quantizer, 256 calibration patches): int8 top-1;
 3. ``train --qat`` from that run for ``--qat-epochs``, then ``quantize`` of the QAT checkpoint
    (its trained scales, nothing calibrated): int8 top-1; and, as the control for QAT's extra
-   training, the fp32 fine-tuning run for ``--epochs`` + ``--qat-epochs``;
+   training, the fp32 run for ``--epochs`` + ``--qat-epochs``;
 4. both programs timed interleaved in one process (batch 1, 1 thread, medians): the same graph,
    so the same latency is expected.
 
-Writes ``qat_photos_<kind>.md`` and ``.json`` to DIR (default benchmarks/results) and prints
-the table; the CPU it ran on is in its first line.
+Writes ``qat_photos_<model>_<kind>.md`` and ``.json`` to DIR (default benchmarks/results) and
+prints the table; the CPU it ran on is in its first line.
 """
 
 from __future__ import annotations
@@ -32,7 +35,12 @@ from pathlib import Path
 
 from mobilenets.malloc import MALLOC_TUNABLES, should_reexec
 
-WEIGHTS = "torchvision:mobilenet_v2.IMAGENET1K_V1"
+#: The start of each network: ImageNet weights fine-tuned, or from scratch (epochs by default).
+STARTS = {
+    "mobilenet_v2": ("torchvision:mobilenet_v2.IMAGENET1K_V1", 6),
+    "mobilenet_v3_small": (None, 30),
+    "mobilenet_v3_large": (None, 30),
+}
 
 
 def one_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
@@ -41,9 +49,11 @@ def one_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
 
     quiet = {"log": lambda _m: None}
     common = {"data": "photos", "resolution": args.resolution, "seed": seed, "progress": False}
+    weights = STARTS[args.model][0]
     start = TrainConfig(
-        weights=WEIGHTS, epochs=args.epochs, freeze_bn=True, out=str(folder / "ft"), **common
-    )
+        model=args.model, weights=weights, epochs=args.epochs, freeze_bn=weights is not None,
+        out=str(folder / "ft"), **common,
+    )  # fmt: skip
     fit(start, **quiet)
     ptq = quantize_pte(str(folder / "ft" / "checkpoint.pt"), folder / "ptq.pte", "photos")
     qat_run = fit(
@@ -91,8 +101,8 @@ def timings(ptq: Path, qat: Path, size: int, runs: int = 200) -> tuple[float, fl
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     keys = ("fp32", "ptq_int8", "qat_int8", "ptq_ms", "qat_ms")
     lines = [
-        f"photos, {args.resolution} px, V2 from ImageNet weights ({args.epochs} epochs, frozen BN "
-        f"statistics), then QAT {args.qat_epochs} epochs; {_cpu()}",
+        f"photos, {args.resolution} px, {args.model} {_start(args)}, then QAT {args.qat_epochs} "
+        f"epochs; {_cpu()}",
         "",
         "| seed | fp32 top-1 | PTQ int8 (.pte) | QAT int8 (.pte) | QAT fake int8 "
         "| fp32, as many epochs | PTQ ms | QAT ms |",
@@ -123,11 +133,17 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     lines += [
         "",
         "PTQ and QAT int8 top-1 are each judged by `quantize`'s accuracy guard against the "
-        "fine-tuned fp32 network (the QAT run's start); 'as many epochs' is the fp32 run for "
-        "the epochs of fine-tuning and QAT together (the control for QAT's extra training). "
+        "trained fp32 network (the QAT run's start); 'as many epochs' is the fp32 run for "
+        "the epochs of training and QAT together (the control for QAT's extra training). "
         "ms: batch 1, 1 thread, medians of 200 interleaved calls.",
     ]
     return "\n".join(lines)
+
+
+def _start(args: argparse.Namespace) -> str:
+    if STARTS[args.model][0] is None:
+        return f"from scratch ({args.epochs} epochs)"
+    return f"from ImageNet weights ({args.epochs} epochs, frozen BN statistics)"
 
 
 def _cpu() -> str:
@@ -140,10 +156,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=96)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--model", choices=sorted(STARTS), default="mobilenet_v2")
+    parser.add_argument("--epochs", type=int, help="default: 6 from ImageNet weights, else 30")
     parser.add_argument("--qat-epochs", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    args.epochs = args.epochs or STARTS[args.model][1]
     rows = []
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as folder:
@@ -153,8 +171,9 @@ def main() -> None:
     out = Path(args.out)
     from mobilenets.cpu import this_cpu
 
-    (out / f"qat_photos_{this_cpu()}.md").write_text(text + "\n")
-    (out / f"qat_photos_{this_cpu()}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    name = f"qat_photos_{args.model}_{this_cpu()}"
+    (out / f"{name}.md").write_text(text + "\n")
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(text)
 
 

@@ -40,7 +40,7 @@ def is_qat_checkpoint(source: str | Path) -> bool:
     return isinstance(config, dict) and bool(config.get("qat"))
 
 
-def load_qat(path: str | Path) -> tuple[torch.fx.GraphModule, nn.Module, NetworkInfo, object]:
+def load_qat(path: str | Path) -> tuple[nn.Module, nn.Module, NetworkInfo, object]:
     """A QAT run's fake-quantized network (eval mode), the same weights as a float network,
     its record, and the weights it started from (``--weights``), from one read of the file."""
     state = load_checkpoint(path)
@@ -58,7 +58,13 @@ def load_qat(path: str | Path) -> tuple[torch.fx.GraphModule, nn.Module, Network
             f"{display(path)} does not fit the QAT graph of its own network: "
             f"{str(err).splitlines()[0]}"
         ) from err
-    float_weights = {k: v for k, v in state["model"].items() if k in float_model.state_dict()}
+    prefix = "graph." if info.task == "detection" else ""  # a detector's network: its graph
+    names = float_model.state_dict()
+    float_weights = {
+        k.removeprefix(prefix): v
+        for k, v in state["model"].items()
+        if k.startswith(prefix) and k.removeprefix(prefix) in names
+    }
     load_state_dict_strictly(float_model, float_weights, display(path))
     start = (state.get("config") or {}).get("weights")
     return prepared.eval(), float_model.eval(), info, start
@@ -99,18 +105,23 @@ def write_qat(source: str | Path, staged: Path) -> tuple[nn.Module, NetworkInfo,
     prepared, float_model, info, start = load_qat(source)
     reference, what = qat_reference(start, float_model, info)
     int8 = convert_qat(prepared)
-    record = network_record(float_model, info, None)
+    network = float_model
+    if info.task == "detection":  # the file holds the network; decoding and NMS run after it
+        from mobilenets.models.detection import DetectorGraph
+
+        network = DetectorGraph(float_model).eval()
+    record = network_record(network, info, None)
     extra = {"quantization": QAT_SCHEME}
     with tempfile.TemporaryDirectory() as folder:
         if staged.suffix == ".pte":
-            export_pte(float_model, staged, record, int8_graph=int8, extra=extra)
-            fp32 = export_pte(float_model, Path(folder) / "fp32.pte", record)
+            export_pte(network, staged, record, int8_graph=int8, extra=extra)
+            fp32 = export_pte(network, Path(folder) / "fp32.pte", record)
             return reference, info, fp32.stat().st_size, what
         onnx_file = staged if staged.suffix == ".onnx" else Path(folder) / "int8.onnx"
         _qdq_onnx(int8, onnx_file, record, extra)
         if staged.suffix == ".xml":
             export_openvino(onnx_file, staged)
-        fp32 = export_onnx(float_model, Path(folder) / "fp32.onnx", info=record)
+        fp32 = export_onnx(network, Path(folder) / "fp32.onnx", info=record)
         return reference, info, fp32.stat().st_size, what
 
 

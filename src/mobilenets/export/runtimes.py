@@ -194,7 +194,7 @@ def _detector_call(
                     export_openvino(onnx_path, xml)
                 precision = "bf16" if backend == "openvino_bf16" else "fp32"
                 runtime = OpenVinoModel(xml, precision, threads)
-        network = ExportedDetector(runtime, graph.model_name, graph.model_kwargs).eval()
+        network = ExportedDetector(runtime, copy.deepcopy(detector)).eval()
     if backend == "channels_last":
         images = [image.contiguous(memory_format=torch.channels_last) for image in images]
 

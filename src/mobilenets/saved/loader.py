@@ -52,8 +52,9 @@ def _load_exported(path: Path) -> tuple[nn.Module, NetworkInfo]:
         info = network.info
     if info.task == "detection":
         from mobilenets.models.detection import ExportedDetector
+        from mobilenets.models.registry import create_model
 
-        network = ExportedDetector(network, info.model, dict(info.kwargs))
+        network = ExportedDetector(network, create_model(info.model, **dict(info.kwargs)))
     return network.eval(), info
 
 

@@ -68,8 +68,9 @@ def parameter_groups(
     skip = undecayed(reference if reference is not None else model)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if name in skip else decay).append(param)
+        if param.requires_grad:  # a QAT detector's network is its graph (``graph.…``)
+            undecayed_name = name in skip or name.removeprefix("graph.") in skip
+            (no_decay if undecayed_name else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -23,6 +23,7 @@ by default, torchvision's as a keyword so its weights load).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -330,14 +331,19 @@ class MobileNetSSD(SSD):
         return image_size
 
     def losses_and_detections(
-        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+        dense: Callable[[torch.Tensor], tuple[dict, list[torch.Tensor]]] | None = None,
+        detect: bool = True,
     ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
         """The losses and the detections of one pass, in whatever mode the model is (eval: BN
-        statistics frozen): the validation loss and the boxes without a second forward."""
+        statistics frozen): the validation loss and the boxes without a second forward.
+        ``dense`` computes the head outputs and the feature maps (default :meth:`dense`; a
+        captured graph's, :class:`ExportedDetector`); ``detect=False`` skips the decoding."""
         sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         batch, targets = self.transform(images, targets)
-        features = list(self.backbone(batch.tensors).values())
-        outputs = self.head(features)
+        outputs, features = (dense or self.dense)(batch.tensors)
         anchors = self.anchor_generator(batch, features)
         matched = []
         for anchors_per_image, target in zip(anchors, targets, strict=True):
@@ -347,13 +353,21 @@ class MobileNetSSD(SSD):
             quality = box_ops.box_iou(target["boxes"], anchors_per_image)
             matched.append(self.proposal_matcher(quality))
         losses = self.compute_loss(targets, outputs, anchors, matched)
+        if not detect:
+            return losses, []
         detections = self.postprocess_detections(outputs, anchors, batch.image_sizes)
         return losses, self.transform.postprocess(detections, batch.image_sizes, sizes)
+
+    def dense(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """The head outputs of a normalised, resized batch, and the feature maps they came
+        from (the anchors are laid on their grids)."""
+        features = list(self.backbone(x).values())
+        return self.head(features), features
 
     def head_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The network without its pre- and post-processing: a normalised, resized batch →
         ``bbox_regression`` (N, anchors, 4) and ``cls_logits`` (N, anchors, classes). This is
-        what the exported files compute; :meth:`detect` finishes the job."""
+        what the exported files compute (:class:`DetectorGraph`)."""
         return self.head(list(self.backbone(x).values()))
 
     def class_scores(self, cls_logits: torch.Tensor) -> torch.Tensor:
@@ -460,45 +474,69 @@ __all__ = ["MobileNetSSD", "SSDFeatures", "SSDHead", "c4_block"]
 class DetectorGraph(nn.Module):
     """What an exported detector computes: :meth:`MobileNetSSD.head_outputs`, from the
     normalised, resized batch to ``bbox_regression`` and ``cls_logits`` (decoding and NMS run
-    after the graph, by the same code as in PyTorch: :class:`ExportedDetector`)."""
+    after the graph, by the same code as in PyTorch: :class:`ExportedDetector`). Its
+    parameters keep the detector's names (``backbone.…``, ``head.…``)."""
 
     def __init__(self, detector: MobileNetSSD) -> None:
         super().__init__()
-        self.detector = detector
+        self.backbone, self.head = detector.backbone, detector.head
         self.task, self.in_chans = "detection", detector.in_chans
         self.model_name = getattr(detector, "model_name", "")
         self.model_kwargs = getattr(detector, "model_kwargs", {})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.detector.head_outputs(x)
+        return self.head(list(self.backbone(x).values()))
 
 
 class ExportedDetector(nn.Module):
-    """An exported detector's graph (ONNX Runtime, ExecuTorch, OpenVINO) inside the detector it
-    came from: the same resize and normalisation before it, the same anchors, decoding and NMS
-    after it (torchvision's API: a list of images in, a dict of boxes per image out).
+    """A detector whose network is one graph — an exported file's runtime (ONNX Runtime,
+    ExecuTorch, OpenVINO) or a quantization-aware-training capture — inside the detector it came
+    from: the same resize and normalisation before it, the same anchors, decoding and NMS after
+    it, and in training the same losses (torchvision's API: a list of images in, a dict of boxes
+    per image out; with targets in training, the losses).
 
     Args:
-        graph: the runtime's network, returning ``bbox_regression`` and ``cls_logits``.
-        model: the registry name; kwargs: its keywords (from the file's record).
+        graph: the network, a normalised, resized batch → ``bbox_regression`` and
+            ``cls_logits`` (:class:`DetectorGraph`'s outputs).
+        detector: the detector it came from; only its pre- and post-processing are kept (its
+            backbone and head are dropped: the parameters are the graph's, ``graph.…``).
     """
 
-    def __init__(self, graph: nn.Module, model: str, kwargs: dict) -> None:
+    def __init__(self, graph: nn.Module, detector: MobileNetSSD) -> None:
         super().__init__()
-        self.graph = graph
-        self.detector = create_model(model, **kwargs).eval()  # its pre- and post-processing
-        self.task = "detection"
-        size, channels = self.detector.image_size, self.detector.in_chans
+        size, channels = detector.image_size, detector.in_chans
         with torch.no_grad():
-            maps = self.detector.backbone(torch.zeros(1, channels, size, size)).values()
+            maps = detector.backbone.eval()(torch.zeros(1, channels, size, size)).values()
         self.grid = [tuple(m.shape[-2:]) for m in maps]
+        detector.backbone = detector.head = None  # the graph is the network
+        self.graph, self.detector = graph, detector.eval()
+        self.task, self.in_chans, self.num_classes = "detection", channels, detector.num_classes
+        for name in ("model_name", "model_kwargs"):
+            if hasattr(detector, name):
+                setattr(self, name, getattr(detector, name))
 
-    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    def dense(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """The graph's head outputs, and stand-ins for the feature maps (the anchors need
+        their grids only)."""
+        return self.graph(x), [torch.empty(1, 1, h, w, device=x.device) for h, w in self.grid]
+
+    def losses_and_detections(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]], detect=True
+    ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+        """:meth:`MobileNetSSD.losses_and_detections` with this graph as the network."""
+        return self.detector.losses_and_detections(images, targets, self.dense, detect)
+
+    def forward(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
+    ) -> list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]:
+        if self.training:
+            if targets is None:
+                raise ConfigError("a detector in training mode needs targets (boxes and labels)")
+            return self.losses_and_detections(images, targets, detect=False)[0]
         detector = self.detector
         sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         batch, _ = detector.transform(images, None)
-        outputs = self.graph(batch.tensors)
-        maps = [torch.empty(1, 1, h, w) for h, w in self.grid]  # anchors need the grid only
+        outputs, maps = self.dense(batch.tensors)
         anchors = detector.anchor_generator(batch, maps)
         found = detector.postprocess_detections(outputs, anchors, batch.image_sizes)
         return detector.transform.postprocess(found, batch.image_sizes, sizes)
