@@ -368,7 +368,7 @@ class MobileNetSSD(SSD):
         """The network without its pre- and post-processing: a normalised, resized batch →
         ``bbox_regression`` (N, anchors, 4) and ``cls_logits`` (N, anchors, classes). This is
         what the exported files compute (:class:`DetectorGraph`)."""
-        return self.head(list(self.backbone(x).values()))
+        return self.dense(x)[0]
 
     def class_scores(self, cls_logits: torch.Tensor) -> torch.Tensor:
         """Per-anchor class probabilities (softmax, or the TF configs' sigmoid)."""
