@@ -29,7 +29,7 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
-from mobilenets.errors import DamagedFileError, MobilenetsError, display
+from mobilenets.errors import ConfigError, DamagedFileError, MobilenetsError, display
 
 T = TypeVar("T")
 
@@ -106,6 +106,18 @@ def read_bytes(path: str | Path, limit: int = DEFAULT_LIMIT, what: str = "file")
         )
     with open(path, "rb") as f:
         return f.read(limit + 1)[:limit]
+
+
+def read_settings(path: str | Path, what: str, limit: int = 2**20) -> dict:
+    """A JSON object a user gives as a file (a table, a search space): a missing or unreadable
+    file, or one that is not a JSON object, is one line (:class:`ConfigError`)."""
+    try:
+        data = read_bytes(path, limit=limit, what=f"{what} (JSON)")
+    except FileNotFoundError:
+        raise ConfigError(f"no {what} file at {display(path)}") from None
+    except (OSError, DamagedFileError) as err:
+        raise ConfigError(f"cannot read the {what} {display(err)[:160]}") from None
+    return decode(data, dict, f"the {what} {display(path)}", ConfigError)
 
 
 def read_state(path: str | Path, kind: type[T], what: str, limit: int = DEFAULT_LIMIT) -> T:

@@ -97,12 +97,14 @@ def test_every_candidate_is_exactly_a_slice_of_the_supernet() -> None:
         with torch.no_grad():
             assert torch.equal(supernet(x, candidate), standalone(x))
     assert len(sizes) == 4  # four different networks
+    with torch.no_grad():  # without a candidate, evaluation runs the largest network
+        assert torch.equal(supernet(x), supernet(x, space.largest()))
     supernet.train()
     candidate = supernet.sample()
     out = space.table(candidate)["rows"][0]["out"]
-    statistics = supernet.net.blocks[0].project.bn.running_mean
+    statistics = supernet.blocks[0].project.bn.running_mean
     before = statistics.clone()
-    supernet(x)
+    supernet(x, candidate)
     assert not torch.equal(before[:out], statistics[:out])
     assert torch.equal(before[out:], statistics[out:])
 
@@ -117,3 +119,43 @@ def test_recalibrated_statistics_are_the_batches_average() -> None:
     expected = torch.stack([b.mean((0, 2, 3)) for b in batches]).mean(0)
     assert torch.allclose(model[0].running_mean, expected, atol=1e-6)
     assert not model.training and model[0].momentum == 0.1
+
+
+def test_the_supernet_saves_as_its_largest_candidate_and_draws_seeded_paths() -> None:
+    """Its state dict is the largest candidate's network's (a checkpoint of it loads into
+    ``create_model(base, table=largest)``); in training each call draws a path from the
+    epoch's seeded sequence, so a resumed epoch and every process draw the same ones."""
+    space = SearchSpace(kernels=(3, 5), widths=(0.5, 1.0))
+    supernet = SuperNet(space, seed=3, num_classes=4)
+    plain = create_model("mobilenet_v3_small", **supernet.model_kwargs)
+    plain.load_state_dict(supernet.state_dict())  # strict: the same names and shapes
+    assert supernet.model_kwargs["table"] == space.table(space.largest())
+    supernet.set_epoch(2)
+    first = [supernet.sample() for _ in range(3)]
+    supernet.set_epoch(2)
+    assert [supernet.sample() for _ in range(3)] == first
+    supernet.set_epoch(3)
+    assert supernet.sample() != first[0]
+    with pytest.raises(ConfigError, match="table is its search space's largest"):
+        SuperNet(space, table=space.table(space.smallest()))
+
+
+def test_mutation_changes_one_choice_and_stays_in_the_space() -> None:
+    """Regularised evolution's mutation: one block choice, one width or one depth redrawn;
+    the child is a candidate of the space and differs from its parent."""
+    space = SearchSpace()
+    rng = random.Random(0)
+    parent = space.sample(rng)
+    for _ in range(50):
+        child = space.mutate(parent, rng)
+        space.check(child)
+        assert child != parent
+        changed = [
+            i
+            for i, (a, b) in enumerate(zip(parent["stages"], child["stages"], strict=True))
+            if a != b
+        ]
+        assert len(changed) == 1
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    with pytest.raises(ConfigError, match="has no setting 'kernel'; it takes base, kernels"):
+        SearchSpace.from_dict({"kernel": [3]})

@@ -515,3 +515,36 @@ def test_a_frozen_graphs_constants_read_back_exactly(tmp_path) -> None:
     graph = FrozenGraph(_write(tmp_path, "h.pb", hostile.SerializeToString()))
     with pytest.raises(WeightsError, match=r"hold at most 67108864 values"):
         graph.constant("splat")
+
+
+def _block_search_state() -> tuple[object, dict]:
+    import random
+
+    from mobilenets.adapt.config import BlockSearchConfig
+    from mobilenets.models.search_space import SearchSpace
+
+    config = BlockSearchConfig(target_ms=1.0, backend="eager")
+    candidate = SearchSpace().sample(random.Random(0))
+    scored = {"index": 0, "parent": -1, "candidate": candidate, "predicted_ms": 1.5,
+              "proxy_top1": 60.0, "reward": 0.56}  # fmt: skip
+    return config, {"config": config.to_dict(), "candidates": [scored]}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_a_damaged_block_search_state_is_refused_naming_the_field(data, tmp_path) -> None:
+    """The block search's ``search_state.json``: refused in one line, or read back whole (every
+    candidate one of the space, in order, with finite scores)."""
+    from mobilenets.adapt.block_search import BlockSearch
+
+    config, valid = _block_search_state()
+    out = tmp_path / f"search{data.draw(st.integers(0, 10**9))}"
+    _write(out, "search_state.json", data.draw(damaged_bytes(valid)))
+    try:
+        search = BlockSearch(config, out, log=lambda message: None)
+    except (DamagedFileError, ConfigError) as err:
+        assert "\n" not in str(err)
+    else:
+        assert _finite(search.scored)
+        for record in search.scored:
+            search.space.check(record["candidate"])

@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 import torch
 
-from mobilenets.adapt.config import AdaptConfig
+from mobilenets.adapt.config import AdaptConfig, LatencySearch
 from mobilenets.adapt.lut import family_of
 from mobilenets.adapt.search import Search, search_data
 from mobilenets.complexity.latency import spread, time_interleaved
@@ -54,28 +54,41 @@ def adapt(config: AdaptConfig, out: str | Path, log: Callable[[str], None] = log
     history = search.run(data)
     write_table(history[-1]["table"], out / "table.json")
     networks = {f"step {h['step']}": h["table"] for h in history}
-    runs = {}
-    for seed in range(config.seeds):
-        runs["adapted", seed] = _train(
-            config, out / "final" / f"seed_{seed}", seed, log, table=history[-1]["table"]
-        )
-        for alpha in config.uniform:
-            runs[alpha, seed] = _train(
-                config, out / f"uniform_{alpha:g}" / f"seed_{seed}", seed, log, width_mult=alpha
-            )
-    for alpha in config.uniform:
-        networks[f"α={alpha:g}"] = create_model(config.model, width_mult=alpha).table
+    runs = train_comparison(config, out, history[-1]["table"], log)
+    networks.update(uniform_tables(config))
     log(f"timing {len(networks)} networks on {config.backend}, interleaved")
     measured = measure(networks, config, len(data.classes), config.measure_runs)
     for h in history:
         h["measured_ms"] = measured[f"step {h['step']}"][0]
     _write_steps(out / "adapt.csv", history)
-    comparison = _comparison(config, history, runs, measured)
-    _write_comparison(out / "comparison.csv", comparison)
+    comparison = comparison_rows(config, runs, measured, "adapted", f"step {history[-1]['step']}")
+    write_rows(out / "comparison.csv", comparison)
     plot_adapt(out / "adapt.png", comparison, history, config)
     result = {"history": history, "comparison": comparison, "target_ms": search.target()}
     write_text_atomic(out / "adapt.json", json.dumps(result, indent=1))
     return result
+
+
+def uniform_tables(config: LatencySearch) -> dict[str, dict]:
+    """The tables of the uniform-α networks a result is compared with, by label."""
+    return {f"α={a:g}": create_model(config.model, width_mult=a).table for a in config.uniform}
+
+
+def train_comparison(
+    config: LatencySearch, out: Path, table: dict, log: Callable[[str], None]
+) -> dict[tuple, dict]:
+    """The result's table (``final/seed_N``) and each uniform α (``uniform_A/seed_N``) trained
+    from scratch with the same recipe and budget: their summaries by (``"result"`` or α, seed)."""
+    runs = {}
+    for seed in range(config.seeds):
+        runs["result", seed] = _train(
+            config, out / "final" / f"seed_{seed}", seed, log, table=table
+        )
+        for alpha in config.uniform:
+            runs[alpha, seed] = _train(
+                config, out / f"uniform_{alpha:g}" / f"seed_{seed}", seed, log, width_mult=alpha
+            )
+    return runs
 
 
 class RunSummary(msgspec.Struct):
@@ -87,7 +100,7 @@ class RunSummary(msgspec.Struct):
 
 
 def _train(
-    config: AdaptConfig,
+    config: LatencySearch,
     folder: Path,
     seed: int,
     log: Callable[[str], None],
@@ -111,14 +124,14 @@ def _train(
         resume=(folder / "checkpoint.pt").exists(),
         progress=False,
     )
-    what = "the adapted table" if table is not None else f"α={width_mult:g}"
+    what = "the result's table" if table is not None else f"α={width_mult:g}"
     log(f"training {what} from scratch, seed {seed}, {config.final_epochs} epochs")
     return fit(train, log=lambda message: None).summary
 
 
 @torch.inference_mode()
 def measure(
-    networks: dict[str, dict], config: AdaptConfig, num_classes: int, runs: int = 300
+    networks: dict[str, dict], config: LatencySearch, num_classes: int, runs: int = 300
 ) -> dict[str, tuple[float, float, float]]:
     """Median, p10, p90 (ms) of each table's network, batch 1, on the search's backend and
     thread count, all timed interleaved. Sub-millisecond networks need many rounds: with 50,
@@ -140,16 +153,18 @@ def measure(
         return {name: spread(t) for name, t in time_interleaved(calls, 5, runs).items()}
 
 
-def _comparison(config: AdaptConfig, history: list[dict], runs: dict, measured: dict) -> list[dict]:
-    """One row per network: measured latency and val top-1 over the training seeds."""
+def comparison_rows(
+    config: LatencySearch, runs: dict, measured: dict, label: str, name: str
+) -> list[dict]:
+    """One row per network, the result first (``label``; timed as ``name``): measured latency
+    and val top-1 over the training seeds."""
     rows = []
-    for label, key in [("adapted", "adapted")] + [(f"α={a:g}", a) for a in config.uniform]:
+    for network, key in [(label, "result")] + [(f"α={a:g}", a) for a in config.uniform]:
         top1 = [runs[key, s]["val_top1"] for s in range(config.seeds)]
-        name = f"step {history[-1]['step']}" if key == "adapted" else label
-        ms, p10, p90 = measured[name]
+        ms, p10, p90 = measured[name if key == "result" else network]
         rows.append(
             {
-                "network": label,
+                "network": network,
                 "measured_ms": ms,
                 "ms_p10": p10,
                 "ms_p90": p90,
@@ -173,7 +188,8 @@ def _write_steps(path: Path, history: list[dict]) -> None:
             writer.writerow({**h, "table": json.dumps(h["table"])})
 
 
-def _write_comparison(path: Path, rows: list[dict]) -> None:
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """A CSV of dict rows with the first row's keys (atomically)."""
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -184,30 +200,7 @@ def plot_adapt(path: Path, rows: list[dict], history: list[dict], config: AdaptC
     """Left: val top-1 vs measured latency, adapted vs uniform α. Right: the search's path."""
     fig = new_figure(figsize=(12, 4.8))
     left, right = fig.subplots(1, 2)
-    uniform = [r for r in rows if r["network"] != "adapted"]
-    adapted = next(r for r in rows if r["network"] == "adapted")
-    for group, style, label in ((uniform, "o-", "uniform α"), ([adapted], "*", "NetAdapt")):
-        xs = [r["measured_ms"] for r in group]
-        ys = [r["top1_mean"] for r in group]
-        err = [
-            [r["top1_mean"] - r["top1_min"] for r in group],
-            [r["top1_max"] - r["top1_mean"] for r in group],
-        ]
-        left.errorbar(
-            xs, ys, yerr=err, fmt=style, ms=12 if label == "NetAdapt" else 6, capsize=3, label=label
-        )
-    for r in uniform:
-        left.annotate(
-            r["network"],
-            (r["measured_ms"], r["top1_mean"]),
-            fontsize=8,
-            xytext=(4, -10),
-            textcoords="offset points",
-        )
-    left.set_xlabel(f"measured latency, ms ({config.backend}, batch 1, {config.threads} thread)")
-    left.set_ylabel(f"val top-1 % (mean, min–max of {config.seeds} seeds)")
-    left.set_title(f"{config.model} on {config.data} at {config.resolution} px")
-    left.legend()
+    plot_comparison(left, rows, config, "NetAdapt")
     steps = [h["step"] for h in history]
     right.plot(steps, [h["predicted_ms"] for h in history], "s-", label="predicted (LUT)")
     right.plot(steps, [h["measured_ms"] for h in history], "o-", label="measured")
@@ -227,6 +220,34 @@ def plot_adapt(path: Path, rows: list[dict], history: list[dict], config: AdaptC
     right.set_title("the search: each step's network")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_comparison(axes: object, rows: list[dict], config: LatencySearch, label: str) -> None:
+    """Val top-1 against measured latency: the result (``rows[0]``, drawn as a star named
+    ``label``) beside the uniform-α networks."""
+    result, uniform = rows[0], rows[1:]
+    for group, style, name in ((uniform, "o-", "uniform α"), ([result], "*", label)):
+        xs = [r["measured_ms"] for r in group]
+        ys = [r["top1_mean"] for r in group]
+        err = [
+            [r["top1_mean"] - r["top1_min"] for r in group],
+            [r["top1_max"] - r["top1_mean"] for r in group],
+        ]
+        axes.errorbar(
+            xs, ys, yerr=err, fmt=style, ms=12 if name == label else 6, capsize=3, label=name
+        )
+    for r in uniform:
+        axes.annotate(
+            r["network"],
+            (r["measured_ms"], r["top1_mean"]),
+            fontsize=8,
+            xytext=(4, -10),
+            textcoords="offset points",
+        )
+    axes.set_xlabel(f"measured latency, ms ({config.backend}, batch 1, {config.threads} thread)")
+    axes.set_ylabel(f"val top-1 % (mean, min–max of {config.seeds} seeds)")
+    axes.set_title(f"{config.model} on {config.data} at {config.resolution} px")
+    axes.legend()
 
 
 def lut_accuracy(

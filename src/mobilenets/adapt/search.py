@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Annotated
 
 import msgspec
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Subset
@@ -31,10 +30,11 @@ from mobilenets.adapt.config import AdaptConfig
 from mobilenets.adapt.lut import LatencyTable, family_of, layer_specs
 from mobilenets.adapt.prune import Unit, cut, granularity, inherit, narrower, units, width
 from mobilenets.data import build_dataset
+from mobilenets.data.holdout import holdout_indices
 from mobilenets.errors import ConfigError, DamagedFileError, display
 from mobilenets.fileio import write_text_atomic
 from mobilenets.models import create_model
-from mobilenets.models.table import check_table
+from mobilenets.models.table import check_table, read_table
 from mobilenets.saved.info import NetworkInfo
 from mobilenets.saved.safetensors import load_weights, save_weights
 from mobilenets.schema import Percent, Positive, Record, Text, read_state
@@ -55,13 +55,10 @@ def search_data(config: AdaptConfig) -> SearchData:
     """A seeded split of the train split: ``holdout`` images kept out of every fine-tune."""
     augmented = build_dataset(config.data, "train", config.resolution)
     plain = build_dataset(config.data, "train", config.resolution, augment=False)
-    if len(plain) <= config.holdout + config.batch_size:
-        raise ConfigError(
-            f"{display(config.data)}: {len(plain)} training images are too few to hold out "
-            f"{config.holdout} and train on the rest in batches of {config.batch_size}"
-        )
-    order = np.random.default_rng(config.seed).permutation(len(plain))
-    held, rest = order[: config.holdout].tolist(), order[config.holdout :].tolist()
+    try:
+        held, rest = holdout_indices(len(plain), config.holdout, config.seed, config.batch_size + 1)
+    except ConfigError as err:
+        raise ConfigError(f"{display(config.data)}: {err}") from None
     generator = torch.Generator().manual_seed(config.seed)
     train = make_loader(
         Subset(augmented, rest),
@@ -153,6 +150,7 @@ class Search:
         saved = read_state(self.state_path, SearchState, "NetAdapt state")
         mine = {k: v for k, v in self.config.to_dict().items() if k not in AdaptConfig.RESUMABLE}
         theirs = {k: v for k, v in saved.config.items() if k not in AdaptConfig.RESUMABLE}
+        theirs.setdefault("table", None)  # written before --table
         if mine != theirs:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise ConfigError(
@@ -208,13 +206,12 @@ class Search:
         """The whole search (resumed where it stopped); the kept steps, seed first."""
         self.classes = data.classes
         config = self.config
-        if self.history:  # resumed: the seed's prediction is kept with it
-            start = self.history[0]["predicted_ms"]
-        else:  # predicted before the seed is trained: a target already met trains nothing
-            start = self.predict(create_model(config.model, width_mult=config.width_mult).table)
+        # resumed: the seed's prediction is kept with it; else predicted before the seed is
+        # trained (a target already met trains nothing)
+        start = self.history[0]["predicted_ms"] if self.history else self.predict(self.seed_table())
         if config.target_ms is not None and start <= config.target_ms:
             raise ConfigError(
-                f"the seed {config.model} α={config.width_mult:g} is predicted at {start:.3f} ms "
+                f"the seed {self.seed_name()} is predicted at {start:.3f} ms "
                 f"({config.backend}, {config.threads} thread(s)), already within --target-ms "
                 f"{config.target_ms:g}: nothing to cut; ask for a lower target or a wider seed"
             )
@@ -233,25 +230,31 @@ class Search:
                 break
         return self.history
 
+    def seed_table(self) -> dict:
+        """The network the search starts from: ``--table``'s, or the family's at α."""
+        if self.config.table is not None:
+            return check_table(read_table(self.config.table), self.family)
+        return create_model(self.config.model, width_mult=self.config.width_mult).table
+
+    def seed_name(self) -> str:
+        if self.config.table is not None:
+            return f"{self.config.model} table {display(self.config.table)}"
+        return f"{self.config.model} α={self.config.width_mult:g}"
+
     def target(self) -> float:
         if self.config.target_ms is not None:
             return self.config.target_ms
         return self.config.target_ratio * self.history[0]["predicted_ms"]
 
     def _seed(self, data: SearchData) -> None:
-        """Train the seed network (the uniform-α one) and record it as step 0."""
+        """Train the seed network (uniform α, or ``--table``'s) and record it as step 0."""
         config = self.config
-        model = create_model(
-            config.model, width_mult=config.width_mult, num_classes=len(data.classes)
-        )
-        self.log(
-            f"training the seed {config.model} α={config.width_mult} for {config.seed_steps} steps"
-        )
+        model = self.network(self.seed_table())
+        self.log(f"training the seed {self.seed_name()} for {config.seed_steps} steps")
         train_steps(model, data.train, config.seed_steps, config.lr, config.seed)
-        seed = self.network(model.table)  # saved as a table, as every step is
-        seed.load_state_dict(model.state_dict())
         path = self.out / "step_000.safetensors"
-        self.save(seed.eval(), path)
+        seed = model.eval()
+        self.save(seed, path)
         self._keep(0, None, seed.table, path, holdout_top1(seed, data))
 
     def _keep(self, step: int, unit: Unit | None, table: dict, path: Path, top1: float) -> None:

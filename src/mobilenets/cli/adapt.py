@@ -18,24 +18,27 @@ EXAMPLES = """\
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags, generated from :class:`AdaptConfig`'s fields (the target's two exclusive
-    flags and the list of α added here, with the fields' own help and ranges)."""
-    fields = {f.name: f for f in dataclasses.fields(AdaptConfig)}
+    add_search_arguments(parser, AdaptConfig, "runs/adapt")
+
+
+def add_search_arguments(parser: argparse.ArgumentParser, config: type, out: str) -> None:
+    """The flags of a latency search (NetAdapt's, the block search's), generated from its
+    config's fields; the target's two exclusive flags, the list of α, ``--out`` and ``--json``
+    added here, with the fields' own help and ranges."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
     target = parser.add_mutually_exclusive_group(required=True)
     for name in ("target_ms", "target_ratio"):
         meta = fields[name].metadata
         flag = "--" + name.replace("_", "-")
         target.add_argument(flag, type=cli_types.in_range(meta["range"]), help=meta["help"])
-    cli_types.add_field_arguments(parser, AdaptConfig)
+    cli_types.add_field_arguments(parser, config)
     parser.add_argument(
         "--uniform",
         type=cli_types.comma_list(cli_types.width_mult),
         default=list(UNIFORM_ALPHAS),
         help=fields["uniform"].metadata["help"],
     )
-    parser.add_argument(
-        "--out", default="runs/adapt", help="output folder (a search there is continued)"
-    )
+    parser.add_argument("--out", default=out, help="output folder (a search there is continued)")
     parser.add_argument(
         "--json", action="store_true", help="print the comparison as JSON on stdout"
     )
@@ -53,12 +56,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         cli_types.print_json(result["comparison"])
         return 0
+    print_comparison(result["comparison"])
+    print(f"wrote {args.out}/adapt.csv, table.json, comparison.csv, adapt.png", file=sys.stderr)
+    return 0
+
+
+def print_comparison(rows: list[dict]) -> None:
+    """The comparison's table on stdout: measured latency, val top-1, mult-adds."""
     cli_types.emit(f"{'network':<10} {'measured ms':>12} {'top-1 %':>22} {'M mult-adds':>12}")
-    for row in result["comparison"]:
+    for row in rows:
         top1 = f"{row['top1_mean']:.2f} ({row['top1_min']:.2f}–{row['top1_max']:.2f})"
         cli_types.emit(
             f"{row['network']:<10} {row['measured_ms']:>12.3f} {top1:>22} "
             f"{row['macs'] / 1e6:>12.2f}"
         )
-    print(f"wrote {args.out}/adapt.csv, table.json, comparison.csv, adapt.png", file=sys.stderr)
-    return 0

@@ -42,11 +42,12 @@ COMMANDS = (
     "quantize",
     "bench",
     "adapt",
+    "search",
 )
 #: Commands that train or run networks for long: they get the fast glibc malloc settings.
-HEAVY_COMMANDS = {"train", "eval", "sweep", "bench", "adapt"}
-#: Commands that compute, and so take ``--threads`` for torch and every runtime. bench and adapt
-#: define their own: the threads of the runtime they time.
+HEAVY_COMMANDS = {"train", "eval", "sweep", "bench", "adapt", "search"}
+#: Commands that compute, and so take ``--threads`` for torch and every runtime. bench, adapt
+#: and search define their own: the threads of the runtime they time.
 THREADED_COMMANDS = {"train", "eval", "sweep", "predict", "export", "quantize"}
 #: OS errors that are the user's or the machine's, not the program's: one line, no traceback.
 USER_OS_ERRORS = {

@@ -18,6 +18,7 @@ A candidate, as JSON data::
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from mobilenets.layers import make_divisible
 KERNELS = (3, 5, 7)
 NONLINEARITIES = ("RE", "HS")
 BASES = ("mobilenet_v3_small", "mobilenet_v3_large")
+#: The settings a space is made of, as :meth:`SearchSpace.to_dict` writes them.
+SPACE_FIELDS = ("base", "kernels", "expansions", "se", "nl", "depths", "widths")
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,26 @@ class SearchSpace:
         object.__setattr__(self, "stage_depths", depths)  # a stage keeps at least one block
         object.__setattr__(self, "_base", table)
 
+    # --- as data ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """The space as JSON data (:meth:`from_dict` reads it back)."""
+        return {name: getattr(self, name) for name in SPACE_FIELDS} | {
+            name: list(getattr(self, name)) for name in SPACE_FIELDS if name != "base"
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> SearchSpace:
+        """A space from JSON data (a search's settings, a file): unknown keys are one line."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a search space must be a mapping of {SPACE_FIELDS}, got {data!r}")
+        unknown = sorted(set(data) - set(SPACE_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"a search space has no setting {unknown[0]!r}; it takes {', '.join(SPACE_FIELDS)}"
+            )
+        return cls(**dict(data))
+
     # --- candidates ---------------------------------------------------------------------------
 
     def sample(self, rng: random.Random) -> dict:
@@ -160,6 +183,48 @@ class SearchSpace:
                 for depths in self.stage_depths
             ]
         }
+
+    def smallest(self) -> dict:
+        """The cheapest corner of the space: shallowest, narrowest, smallest kernel and
+        expansion, no SE where the space allows it, ReLU where it allows it."""
+        block = {"k": min(self.kernels), "e": min(self.expansions), "se": False not in self.se}
+        block["nl"] = "RE" if "RE" in self.nl else self.nl[0]
+        return {
+            "stages": [
+                {"width": min(self.widths), "blocks": [dict(block) for _ in range(min(depths))]}
+                for depths in self.stage_depths
+            ]
+        }
+
+    def mutate(self, candidate: dict, rng: random.Random) -> dict:
+        """A copy of ``candidate`` with one choice redrawn (regularised evolution's mutation,
+        Real et al. 2019): one block's kernel, expansion, SE or nonlinearity, or one stage's
+        width or depth (a block added as a copy of the stage's last, or the last removed)."""
+        child = json.loads(json.dumps(self.check(candidate)))
+        for _ in range(100):  # a mutation that changes nothing (a single choice) is redrawn
+            stage_index = rng.randrange(len(child["stages"]))
+            stage = child["stages"][stage_index]
+            what = rng.choice(("k", "e", "se", "nl", "width", "depth"))
+            if what == "width":
+                options = [w for w in self.widths if w != stage["width"]]
+                if options:
+                    stage["width"] = rng.choice(options)
+                    return child
+            elif what == "depth":
+                depths = [d for d in self.stage_depths[stage_index] if d != len(stage["blocks"])]
+                if depths:
+                    depth = rng.choice(depths)
+                    blocks = stage["blocks"]
+                    stage["blocks"] = (blocks + [dict(blocks[-1]) for _ in range(depth)])[:depth]
+                    return child
+            else:
+                block = rng.choice(stage["blocks"])
+                allowed = {"k": self.kernels, "e": self.expansions, "se": self.se, "nl": self.nl}
+                options = [v for v in allowed[what] if v != block[what]]
+                if options:
+                    block[what] = rng.choice(options)
+                    return child
+        return child  # a space of one candidate
 
     def check(self, candidate: object) -> dict:
         """``candidate`` checked against this space (one line naming the first wrong entry)."""

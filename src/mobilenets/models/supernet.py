@@ -1,7 +1,7 @@
 """A weight-sharing supernet over a :class:`~mobilenets.models.search_space.SearchSpace`:
 single-path one-shot (Guo et al. 2019), every candidate a slice of one network.
 
-The supernet *is* the space's largest candidate, a plain MobileNetV3 (deepest stages, widest
+The supernet *is* the space's largest candidate, a MobileNetV3 (deepest stages, widest
 outputs, largest expansion and kernel, SE in every block). A candidate runs through it as a
 path: the first blocks of each stage, the first channels of every layer, the centre of each
 depthwise kernel (as once-for-all's elastic kernel, without its transform matrices), the first
@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.errors import ConfigError
 from mobilenets.layers import make_divisible
-from mobilenets.models.registry import create_model
+from mobilenets.models.mobilenet_v3 import MobileNetV3
+from mobilenets.models.registry import create_model, get_model_entry
 from mobilenets.models.search_space import SearchSpace
 
 _ACTIVATIONS = {"RE": F.relu, "HS": F.hardswish, None: lambda x: x}
@@ -69,57 +71,62 @@ def _squeeze_excite(se: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x * s
 
 
-class SuperNet(nn.Module):
-    """The space's largest candidate as a MobileNetV3 (``net``), run along any candidate.
+class SuperNet(MobileNetV3):
+    """The space's largest candidate, a plain MobileNetV3 (its ``state_dict`` is that
+    network's), run along any candidate.
+
+    In training, each forward call draws its own candidate (single-path uniform sampling) from
+    a generator seeded by ``seed`` and the epoch (:meth:`set_epoch`, called by the training loop
+    as it calls the sampler's): a resumed run and every process of a torchrun job draw the same
+    paths. In evaluation, without a candidate, it is the largest network.
 
     Args:
         space: the search space.
-        num_classes, in_chans, dropout: as the base network's.
-        seed: the first candidate drawn by :meth:`sample` (the same seed draws the same
-            candidates on every process, so DDP's processes train one path per step).
+        seed: seeds the paths drawn in training.
+        **kwargs: the base network's keywords (``num_classes``, ``in_chans``, ``dropout``; a
+            ``table`` must be the space's largest).
     """
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        dropout: float = 0.2,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.space = space
-        self.net = create_model(
-            space.base,
-            table=space.table(space.largest()),
-            num_classes=num_classes,
-            in_chans=in_chans,
-            dropout=dropout,
-        )
-        self.num_classes, self.in_chans = num_classes, in_chans
+    def __init__(self, space: SearchSpace | dict, seed: int = 0, **kwargs: object) -> None:
+        space = space if isinstance(space, SearchSpace) else SearchSpace.from_dict(space)
+        largest = space.table(space.largest())
+        if kwargs.pop("table", largest) != largest:
+            raise ConfigError("a supernet's table is its search space's largest candidate")
+        if kwargs.pop("width_mult", 1.0) != 1.0:
+            raise ConfigError("a supernet's widths are its search space's (width_mult 1)")
+        preset = get_model_entry(space.base).preset
+        super().__init__(**preset, table=largest, **kwargs)
+        self.space, self.seed = space, seed
+        self.model_name, self.model_kwargs = space.base, {"table": largest, **kwargs}
         first, self.slots = 0, []  # the net's block index of (stage, block)
         for depths in space.stage_depths:
             self.slots.append(list(range(first, first + max(depths))))
             first += max(depths)
-        self.rng = random.Random(seed)
-        self.candidate = space.largest()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seed the paths of ``epoch`` (as ``DistributedSampler.set_epoch`` seeds its order)."""
+        self.rng = random.Random(self.seed * 100_003 + epoch)
 
     def sample(self) -> dict:
-        """Draw the next candidate (uniformly) and make it the one :meth:`forward` runs."""
-        self.candidate = self.space.sample(self.rng)
-        return self.candidate
+        """The next candidate of this epoch's seeded sequence (uniform over the space)."""
+        return self.space.sample(self.rng)
 
     def forward(self, x: torch.Tensor, candidate: dict | None = None) -> torch.Tensor:
-        """Logits of ``candidate`` (default: the one drawn last)."""
-        candidate = self.candidate if candidate is None else candidate
+        """Logits of ``candidate``; without one, a freshly drawn path in training and the
+        largest network in evaluation."""
+        if candidate is None:
+            if not self.training:
+                return super().forward(x)
+            candidate = self.sample()
         table = self.space.table(candidate)
-        net, rows = self.net, iter(table["rows"])
-        x = net.stem(x)
+        rows = iter(table["rows"])
+        x = self.stem(x)
         for stage, slots in zip(candidate["stages"], self.slots, strict=True):
             for slot in slots[: len(stage["blocks"])]:
-                x = self._block(net.blocks[slot], next(rows), x)
-        x = _conv_bn(net.blocks[-1], x, table["last"][0], table["head_nl"])  # the last 1×1
-        return net.forward_head(x)
+                x = self._block(self.blocks[slot], next(rows), x)
+        x = _conv_bn(self.blocks[-1], x, table["last"][0], table["head_nl"])  # the last 1×1
+        return self.forward_head(x)
 
     @staticmethod
     def _block(block: nn.Module, row: dict, x: torch.Tensor) -> torch.Tensor:
@@ -139,20 +146,14 @@ class SuperNet(nn.Module):
         """The candidate as a standalone MobileNetV3 (its table), with the supernet's weights:
         each tensor the slice :meth:`forward` uses."""
         table = self.space.table(candidate)
-        model = create_model(
-            self.space.base,
-            table=table,
-            num_classes=self.num_classes,
-            in_chans=self.in_chans,
-            dropout=self.net.head_drop.p,
-        )
+        model = create_model(self.space.base, **{**self.model_kwargs, "table": table})
         rename = {}  # the subnet's block index → the supernet's
         for stage, slots in zip(candidate["stages"], self.slots, strict=True):
             first = len(rename)
             for j in range(len(stage["blocks"])):
                 rename[first + j] = slots[j]
-        rename[len(rename)] = len(self.net.blocks) - 1  # the last 1×1 conv
-        source = self.net.state_dict()
+        rename[len(rename)] = len(self.blocks) - 1  # the last 1×1 conv
+        source = self.state_dict()
         weights = {}
         for name, target in model.state_dict().items():
             parts = name.split(".")

@@ -21,9 +21,9 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mobilenets.errors import ConfigError, DamagedFileError, display
+from mobilenets.errors import ConfigError
 from mobilenets.fileio import atomic_path
-from mobilenets.schema import decode, read_bytes
+from mobilenets.schema import read_settings
 
 MAX_CHANNELS = 16384
 #: The fields of one row, per family, and of the whole table.
@@ -131,10 +131,4 @@ def write_table(table: Mapping, path: str | Path) -> Path:
 
 def read_table(path: str | Path) -> dict:
     """A table written by :func:`write_table` (validated when a model is built from it)."""
-    try:
-        data = read_bytes(path, limit=2**20, what="table (JSON)")
-    except FileNotFoundError:
-        raise ConfigError(f"no table file at {display(path)}") from None
-    except (OSError, DamagedFileError) as err:
-        raise ConfigError(f"cannot read the table {display(err)[:160]}") from None
-    return decode(data, dict, f"the table {display(path)}", ConfigError)
+    return read_settings(path, "table")

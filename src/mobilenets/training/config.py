@@ -299,6 +299,22 @@ class TrainConfig:
     model_kwargs: dict = field(
         default_factory=dict, metadata=meta("more create_model keywords (dropout, ...)", cli=False)
     )
+    holdout: int = field(
+        default=0,
+        metadata=meta(
+            "training images kept out of training (a permutation seeded by --seed; the "
+            "platform-aware search scores candidates on them)",
+            range=Range(0, None, integer=True),
+            cli=False,
+        ),
+    )
+    supernet: dict | None = field(
+        default=None,
+        metadata=meta(
+            "a search space (SearchSpace.to_dict()): train the single-path supernet over it",
+            cli=False,
+        ),
+    )
 
     def __post_init__(self) -> None:
         """Every setting checked before anything starts, by the fields' own ranges and choices:
@@ -306,6 +322,8 @@ class TrainConfig:
         check_fields(self)
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
+        if self.supernet is not None:
+            self._check_supernet()
         self._check_recipe()
         if self.weights is None:  # the network is the flags' (else the weights', see fit)
             self.model = self.model or DEFAULT_MODEL
@@ -331,6 +349,17 @@ class TrainConfig:
             for name in ("distill_temperature", "distill_weight"):
                 if getattr(self, name) != defaults[name]:
                     raise ConfigError(f"{name} needs a teacher to distil from (--teacher)")
+
+    def _check_supernet(self) -> None:
+        """A supernet trains from scratch, as its space's base, in full precision."""
+        base = self.supernet.get("base") if isinstance(self.supernet, dict) else None
+        if self.model not in (None, base):
+            raise ConfigError(f"a supernet over a {base} space trains as {base}, not {self.model}")
+        for name in ("weights", "qat", "teacher"):
+            if getattr(self, name):
+                raise ConfigError(
+                    f"a supernet trains from scratch without --{name.replace('_', '-')}"
+                )
 
     def _check_qat(self) -> None:
         """QAT fine-tunes trained weights; the QAT settings need --qat; what QAT cannot carry

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mobilenets.complexity import profile
 from mobilenets.data import check_classes
+from mobilenets.data.holdout import split_holdout
 from mobilenets.data.kinds import check_data_task
 from mobilenets.errors import (
     CheckpointError,
@@ -149,10 +150,13 @@ def _start_record(
 
 
 def _wrap(model: nn.Module, device: torch.device, env: distributed.DistEnv) -> nn.Module:
+    """DDP around what trains (a supernet's step leaves every other path's layers unused)."""
     if not env.enabled:
         return model
     return DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=hasattr(model, "set_epoch"),
     )
 
 
@@ -368,6 +372,8 @@ class RunData:
         )
         preprocess = info.eval_transform() if task.name == "classification" else None
         train_set, val_set = task.datasets(config, (mean, std), preprocess)
+        if config.holdout:
+            train_set = split_holdout(train_set, config.holdout, config.seed)[1]
         classes = [str(c) for c in train_set.classes]
         check_train_classes(classes, [str(c) for c in val_set.classes], config.data)
         if len(val_set) == 0:
@@ -424,6 +430,8 @@ def _train_epoch(
     config = state.config
     _seed_epoch(config.seed, epoch, data.generator)
     data.sampler.set_epoch(epoch)
+    if hasattr(state.model, "set_epoch"):  # a supernet's paths, seeded as the sampler's order
+        state.model.set_epoch(epoch)
     lr = state.scheduler.get_last_lr()[0]
     progress = config.progress and env.is_main
     task = task or task_for(config.model)
@@ -551,6 +559,10 @@ def _announcement(
             f"quantization-aware training: {QAT_SCHEME}; BatchNorm statistics frozen after "
             f"epoch {bn_from}, activation ranges after epoch {observers_from}\n"
         )
+    if config.supernet is not None:
+        start += "a single-path supernet: one path drawn uniformly from its space per step\n"
+    if config.holdout:
+        start += f"{config.holdout} training images held out (seed {config.seed})\n"
     warning = (
         f"warning: --warmup-epochs {config.warmup:g} is more than half of --epochs "
         f"{config.epochs}; warming up for {warmup_epochs(config):g} epochs instead\n"

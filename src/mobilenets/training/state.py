@@ -41,7 +41,12 @@ def model_kwargs(config: TrainConfig, num_classes: int) -> dict:
 
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The network a config describes, with ``num_classes`` outputs."""
+    """The network a config describes, with ``num_classes`` outputs (a supernet over
+    ``config.supernet``'s space: its largest candidate, trained one drawn path per step)."""
+    if config.supernet is not None:
+        from mobilenets.models.supernet import SuperNet
+
+        return SuperNet(config.supernet, seed=config.seed, **model_kwargs(config, num_classes))
     return create_model(config.model, **model_kwargs(config, num_classes))
 
 
