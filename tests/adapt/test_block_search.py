@@ -189,3 +189,47 @@ def test_a_search_and_then_netadapt_from_its_table(tmp_path) -> None:
     assert "table" in search.seed_name()
     with pytest.raises(ConfigError, match="--table gives every layer's width"):
         AdaptConfig(target_ratio=0.5, table=str(path), width_mult=0.5)
+
+
+def test_under_torchrun_the_processes_share_the_scoring(tmp_path) -> None:
+    """``mobilenets search`` on 2 processes: the supernet trains under DDP (unused paths
+    allowed), each process scores half of every chunk, and the gathered scores are each
+    candidate's own: rescored in this one process from the saved supernet, they agree to one
+    held-out image."""
+    import socket
+    import subprocess
+    import sys
+
+    from mobilenets.adapt.block_search import proxy_data
+    from mobilenets.models.supernet import SuperNet
+    from mobilenets.saved.checkpoint import load_checkpoint
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"kernels": [3, 5], "widths": [0.5, 1.0], "depths": [0]}))
+    out = tmp_path / "search"
+    flags = ["--target-ratio", "0.9", "--resolution", "32", "--backend", "eager",
+             "--supernet-epochs", "3", "--population", "4", "--tournament", "2", "--cycles", "4",
+             "--chunk", "2", "--final-epochs", "1", "--uniform", "1.0", "--holdout", "120",
+             "--recalibration-batches", "2", "--space", str(space), "--out", str(out)]  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    command = [sys.executable, "-m", "torch.distributed.run", "--master-addr", "127.0.0.1",
+               "--master-port", port, "--nproc-per-node", "2", "-m", "mobilenets", "search",
+               *flags]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "world size 2" in proc.stderr
+    scored = json.loads((out / "search_state.json").read_text())["candidates"]
+    assert len(scored) == 8
+    config = BlockSearchConfig(
+        target_ratio=0.9, resolution=32, holdout=120, recalibration_batches=2,
+        space=json.loads(space.read_text()),
+    )  # fmt: skip
+    supernet = SuperNet(config.space, num_classes=10)
+    supernet.load_state_dict(load_checkpoint(out / "supernet" / "checkpoint.pt")["model"])
+    data = proxy_data(config)
+    for s in scored:
+        alone = block_module.proxy_top1(supernet, s["candidate"], data)
+        assert abs(alone - s["proxy_top1"]) <= 100 / 120 + 1e-6
+    assert (out / "table.json").exists() and (out / "search.png").exists()

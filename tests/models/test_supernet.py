@@ -74,12 +74,13 @@ def test_a_candidate_outside_the_space_is_one_line() -> None:
         space.table(candidate)
 
 
-def test_every_candidate_is_exactly_a_slice_of_the_supernet() -> None:
+@pytest.mark.parametrize("base", ["mobilenet_v3_small", "mobilenet_v3_large"])
+def test_every_candidate_is_exactly_a_slice_of_the_supernet(base: str) -> None:
     """The supernet run along a candidate gives the standalone network of its table, built
     from the sliced weights, bit for bit (random BN statistics, so nothing is the identity);
     in training its BatchNorm updates the candidate's channels only."""
     torch.manual_seed(0)
-    space = SearchSpace()
+    space = SearchSpace(base=base)
     supernet = SuperNet(space, num_classes=7)
     for layer in supernet.modules():
         if isinstance(layer, torch.nn.BatchNorm2d):

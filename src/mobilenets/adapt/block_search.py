@@ -56,7 +56,7 @@ from mobilenets.models.search_space import SearchSpace
 from mobilenets.models.supernet import SuperNet, recalibrate_bn
 from mobilenets.models.table import write_table
 from mobilenets.schema import Percent, Positive, Record, read_settings, read_state
-from mobilenets.training import TrainConfig, fit
+from mobilenets.training import TrainConfig, distributed, fit
 from mobilenets.training.distributed import read_env
 from mobilenets.training.engine import log_to_stderr
 
@@ -235,10 +235,11 @@ class BlockSearch:
             rng = random.Random(f"{config.seed}:{first}")  # a resumed chunk draws the same
             children = [self._child(rng) for _ in range(count)]
             self._score(children, supernet, data, target, cache)
-            write_text_atomic(
-                self.state_path,
-                json.dumps({"config": config.to_dict(), "candidates": self.scored}, indent=1),
-            )
+            if self.env.is_main:
+                write_text_atomic(
+                    self.state_path,
+                    json.dumps({"config": config.to_dict(), "candidates": self.scored}, indent=1),
+                )
             best = max(self.scored, key=lambda s: s["reward"])
             self.log(
                 f"{len(self.scored)}/{total} candidates scored; best reward {best['reward']:.4f} "
@@ -324,7 +325,12 @@ def search_blocks(
     """The whole search (resumed where it stopped), then the chosen network and the uniform-α
     ones trained from scratch and timed interleaved. Writes ``search.csv`` (every candidate),
     ``table.json`` (the chosen one), ``comparison.csv``, ``search.png`` and ``search.json``."""
-    out = check_writable_folder(out, data=[config.data])
+    env = distributed.init(distributed.pick_device("auto", distributed.read_env()))
+    if env.is_main:  # one process checks (and makes) the folder; the others wait for it
+        out = check_writable_folder(out, data=[config.data])
+    else:
+        out, log = Path(out), lambda message: None
+    distributed.barrier()
     search = BlockSearch(config, out, log)  # a state with other settings: refused before work
     data = proxy_data(config)
     target = search.target(len(data.classes))
@@ -340,9 +346,9 @@ def search_blocks(
         f"chosen: candidate {best['index']}, {best['proxy_top1']:.2f}% proxy, "
         f"{best['predicted_ms']:.3f} ms predicted (target {target:.3f} ms)"
     )
-    if not main:  # the comparison trains and times on one process
+    runs = train_comparison(config, out, table, log)  # under torchrun, on every process
+    if not main:  # the timing is one process's
         return {"target_ms": target, "chosen": best}
-    runs = train_comparison(config, out, table, log)
     networks = {"searched": table, **uniform_tables(config)}
     log(f"timing {len(networks)} networks on {config.backend}, interleaved")
     measured = measure(networks, config, len(data.classes), config.measure_runs)

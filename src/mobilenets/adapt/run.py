@@ -81,11 +81,11 @@ def train_comparison(
     from scratch with the same recipe and budget: their summaries by (``"result"`` or α, seed)."""
     runs = {}
     for seed in range(config.seeds):
-        runs["result", seed] = _train(
+        runs["result", seed] = train_from_scratch(
             config, out / "final" / f"seed_{seed}", seed, log, table=table
         )
         for alpha in config.uniform:
-            runs[alpha, seed] = _train(
+            runs[alpha, seed] = train_from_scratch(
                 config, out / f"uniform_{alpha:g}" / f"seed_{seed}", seed, log, width_mult=alpha
             )
     return runs
@@ -99,7 +99,7 @@ class RunSummary(msgspec.Struct):
     macs: Count
 
 
-def _train(
+def train_from_scratch(
     config: LatencySearch,
     folder: Path,
     seed: int,
