@@ -1,0 +1,117 @@
+"""NNCF's post-training quantization on the ONNX model, run by ONNX Runtime, beside ONNX
+Runtime's own QDQ quantizer (issue 27, item 2: the best quantizer for each runtime).
+
+    python benchmarks/nncf_onnx.py [--out benchmarks/results]
+
+The real V2 (torchvision's IMAGENET1K_V1), the same 256 class-stratified ``photos:large``
+calibration crops and 260 judged val crops as ``benchmarks/int8_quantizers.py``. NNCF (ONNX
+backend, in a child process: it hooks torch) with full bias correction, its performance
+(symmetric activations) and mixed (asymmetric activations) presets, and fast bias correction;
+ONNX Runtime's percentile QDQ (``quantize``'s default for ``.onnx``). Each file's agreement with
+fp32 (overall, where fp32 is confident) and its latency in ONNX Runtime (batch 1, 1 thread, all
+calls interleaved). Writes ``nncf_onnx_<kind>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from mobilenets.complexity.latency import spread, time_interleaved
+from mobilenets.cpu import cpu_name, set_threads, this_cpu
+from mobilenets.export.model_export import export_model
+from mobilenets.export.quantize import _compare, _datasets, quantize_onnx, stratified_sample
+from mobilenets.weights import load
+
+WEIGHTS = "torchvision:mobilenet_v2.IMAGENET1K_V1"
+DATA = "photos:large"
+CHILD = r"""
+import sys, numpy as np, onnx, nncf
+from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+source, samples, out, preset, fast = sys.argv[1:6]
+model = onnx.load(source)
+name = model.graph.input[0].name
+s = np.load(samples)
+quantized = nncf.quantize(
+    model, nncf.Dataset([{name: s[i : i + 1]} for i in range(len(s))]), subset_size=len(s),
+    preset=getattr(nncf.QuantizationPreset, preset), fast_bias_correction=fast == "1",
+    advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix("first_layer_only")),
+)
+onnx.save(quantized, out)
+"""
+VARIANTS = {
+    "NNCF, bias correction, performance preset": ("PERFORMANCE", "0"),
+    "NNCF, bias correction, mixed preset": ("MIXED", "0"),
+    "NNCF, fast bias correction, performance preset": ("PERFORMANCE", "1"),
+}
+
+
+def nncf_onnx(source: Path, samples: Path, out: Path, preset: str, fast: str) -> Path:
+    """NNCF's int8 of ``source``, the fp32 file's record copied in (so it loads as ours)."""
+    command = [sys.executable, "-c", CHILD, str(source), str(samples), str(out), preset, fast]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    fp32, int8 = onnx.load(str(source)), onnx.load(str(out))
+    del int8.metadata_props[:]
+    int8.metadata_props.extend(fp32.metadata_props)
+    onnx.save(int8, str(out))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--runs", type=int, default=200)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")  # failed guards are in the table
+    folder = Path(tempfile.mkdtemp())
+    source = export_model(WEIGHTS, folder / "v2.onnx")
+    fp32, info = load(WEIGHTS)
+    calib, val, why = _datasets(WEIGHTS, info, DATA, None)
+    indices = stratified_sample(calib, 256, 0)
+    np.save(folder / "samples.npy", np.concatenate([calib[i][0][None].numpy() for i in indices]))
+    report = quantize_onnx(source, folder / "ort.int8.onnx", DATA)
+    rows = {"ONNX Runtime QDQ, percentile (default)": (Path(report.path), report.agreement,
+                                                       report.confident_agreement)}  # fmt: skip
+    for label, (preset, fast) in VARIANTS.items():
+        path = nncf_onnx(
+            source, folder / "samples.npy", folder / f"{preset}{fast}.onnx", *(preset, fast)
+        )
+        result = _compare(fp32, load(path)[0], val, why)
+        rows[label] = (path, result["agreement"], result["confident_agreement"])
+    set_threads(1)
+    networks = {"fp32": load(source)[0]} | {k: load(p)[0] for k, (p, _, _) in rows.items()}
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        times = time_interleaved(
+            {k: (lambda n=n: n(x)) for k, n in networks.items()}, 10, args.runs
+        )
+    lines = [
+        f"Real MobileNetV2 (IMAGENET1K_V1), 256 calibration / 260 judged {DATA} crops, "
+        f"{cpu_name()} ({this_cpu()}); every file run by ONNX Runtime, batch 1, 1 thread, "
+        f"{args.runs} interleaved calls (`python benchmarks/nncf_onnx.py`)",
+        "",
+        "| quantizer | agreement | where confident | median ms (p10–p90) |",
+        "|---|---|---|---|",
+        "| fp32 | 100.00% | 100.00% | {:.2f} ({:.2f}–{:.2f}) |".format(*spread(times["fp32"])),
+    ]
+    for label, (_, overall, confident) in rows.items():
+        median, p10, p90 = spread(times[label])
+        lines.append(
+            f"| {label} | {overall:.2f}% | {confident:.2f}% | {median:.2f} ({p10:.2f}–{p90:.2f}) |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    (Path(args.out) / f"nncf_onnx_{this_cpu()}.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
