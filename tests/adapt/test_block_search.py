@@ -233,3 +233,20 @@ def test_under_torchrun_the_processes_share_the_scoring(tmp_path) -> None:
         alone = block_module.proxy_top1(supernet, s["candidate"], data)
         assert abs(alone - s["proxy_top1"]) <= 100 / 120 + 1e-6
     assert (out / "table.json").exists() and (out / "search.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"supernet": [3, 5]}, r"supernet must be a search space's settings, got \[3, 5\]"),
+        ({"model": "mobilenet_v2"}, r"supernet over a mobilenet_v3_small space trains as"),
+        ({"weights": "w.safetensors"}, r"a supernet trains from scratch without --weights"),
+        ({"holdout": -1}, r"holdout must be an integer in \[0, inf\), got -1"),
+    ],
+)
+def test_a_supernet_run_with_settings_it_cannot_have_is_one_line(changes, message) -> None:
+    from mobilenets.training import TrainConfig
+
+    settings = {"model": "mobilenet_v3_small", "supernet": {"base": "mobilenet_v3_small"}}
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**{**settings, **changes})

@@ -353,9 +353,8 @@ def search_blocks(
     log(f"timing {len(networks)} networks on {config.backend}, interleaved")
     measured = measure(networks, config, len(data.classes), config.measure_runs)
     rows = comparison_rows(config, runs, measured, "searched", "searched")
-    predicted = {"searched": table, **uniform_tables(config)}
     for row in rows:
-        specs = layer_specs(predicted[row["network"]], "v3", config.resolution, len(data.classes))
+        specs = layer_specs(networks[row["network"]], "v3", config.resolution, len(data.classes))
         row["predicted_ms"] = search.lut.predict(specs)
     write_rows(out / "comparison.csv", rows)
     plot_search(out / "search.png", scored, best, target, rows, config)

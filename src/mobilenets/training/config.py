@@ -352,7 +352,9 @@ class TrainConfig:
 
     def _check_supernet(self) -> None:
         """A supernet trains from scratch, as its space's base, in full precision."""
-        base = self.supernet.get("base") if isinstance(self.supernet, dict) else None
+        if not isinstance(self.supernet, dict):
+            raise ConfigError(f"supernet must be a search space's settings, got {self.supernet!r}")
+        base = self.supernet.get("base", "mobilenet_v3_small")
         if self.model not in (None, base):
             raise ConfigError(f"a supernet over a {base} space trains as {base}, not {self.model}")
         for name in ("weights", "qat", "teacher"):
