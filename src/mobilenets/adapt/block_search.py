@@ -14,7 +14,7 @@ machine's measured latency, with a weight-sharing supernet for accuracy.
    tournament winners (one choice mutated), the oldest dying; each scored by MnasNet's reward
    ACC × (LAT / TAR)^w (a soft constraint: the same w on both sides of the target, as the V3
    paper). Evolution, not MnasNet's REINFORCE controller: with a proxy that scores a candidate
-   in about a second there is no controller to train, the population is the whole state (a
+   in under a second there is no controller to train, the population is the whole state (a
    killed search resumes from its list of scored candidates), and children of one population
    are scored side by side across processes.
 
