@@ -7,7 +7,8 @@ The real V2 (torchvision's IMAGENET1K_V1), the same 256 class-stratified ``photo
 calibration crops and 260 judged val crops as ``benchmarks/int8_quantizers.py``. NNCF (ONNX
 backend, in a child process: it hooks torch) with full bias correction, its performance
 (symmetric activations) and mixed (asymmetric activations) presets, and fast bias correction;
-ONNX Runtime's percentile QDQ (``quantize``'s default for ``.onnx``). Each file's agreement with
+ONNX Runtime's percentile QDQ (``quantize``'s default for ``.onnx``); and ONNX Runtime's own
+quantizer given NNCF's bias-corrected biases and activation ranges. Each file's agreement with
 fp32 (overall, where fp32 is confident) and its latency in ONNX Runtime (batch 1, 1 thread, all
 calls interleaved). Writes ``nncf_onnx_<kind>.md``.
 """
@@ -65,6 +66,59 @@ def nncf_onnx(source: Path, samples: Path, out: Path, preset: str, fast: str) ->
     return out
 
 
+def nncf_ranges_in_ort(
+    source: Path, nncf_file: Path, out: Path, calib: object, indices: list[int]
+) -> Path:
+    """ONNX Runtime's own QDQ quantizer (minmax, per-channel int8 weights, uint8 activations)
+    on the fp32 model with NNCF's bias-corrected biases, each activation NNCF quantizes given
+    NNCF's range (``TensorQuantOverrides``): NNCF's choices on ONNX Runtime's fused path."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mobilenets.export.quantize import _Calibration
+
+    nncf = onnx.load(str(nncf_file))
+    values = {i.name: numpy_helper.to_array(i) for i in nncf.graph.initializer}
+    layers = {n.name: n for n in nncf.graph.node if n.op_type in ("Conv", "Gemm")}
+    model = onnx.load(str(source))
+    weights = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:  # the corrected biases, by layer name
+        if node.name in layers and len(node.input) > 2 and len(layers[node.name].input) > 2:
+            bias = values[layers[node.name].input[2]]
+            weights[node.input[2]].CopyFrom(numpy_helper.from_array(bias, node.input[2]))
+    overrides = {}
+    for node in nncf.graph.node:  # each activation's range, from its scale and zero point
+        if node.op_type != "QuantizeLinear" or node.input[0] in values:
+            continue
+        scale, zero = values[node.input[1]], values[node.input[2]]
+        if scale.size == 1:
+            low, high = (-128, 127) if zero.dtype == np.int8 else (0, 255)
+            s, z = float(scale), int(zero)
+            overrides[node.input[0]] = [
+                {"rmin": np.float32((low - z) * s), "rmax": np.float32((high - z) * s)}
+            ]
+    corrected, prepared = out.with_suffix(".fp32.onnx"), out.with_suffix(".prepared.onnx")
+    onnx.save(model, str(corrected))
+    quant_pre_process(str(corrected), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
+        str(out),
+        _Calibration(calib, indices, "input"),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"TensorQuantOverrides": overrides},
+    )
+    int8 = onnx.load(str(out))
+    del int8.metadata_props[:]
+    int8.metadata_props.extend(model.metadata_props)
+    onnx.save(int8, str(out))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -86,6 +140,12 @@ def main() -> int:
         )
         result = _compare(fp32, load(path)[0], val, why)
         rows[label] = (path, result["agreement"], result["confident_agreement"])
+    label = "ONNX Runtime QDQ with NNCF's biases and activation ranges (mixed preset)"
+    path = nncf_ranges_in_ort(
+        source, folder / "MIXED0.onnx", folder / "ranges.onnx", calib, indices
+    )
+    result = _compare(fp32, load(path)[0], val, why)
+    rows[label] = (path, result["agreement"], result["confident_agreement"])
     set_threads(1)
     networks = {"fp32": load(source)[0]} | {k: load(p)[0] for k, (p, _, _) in rows.items()}
     x = torch.randn(1, 3, 224, 224)
