@@ -4,11 +4,13 @@ Runtime's own QDQ quantizer (issue 27, item 2: the best quantizer for each runti
     python benchmarks/nncf_onnx.py [--out benchmarks/results]
 
 The real V2 (torchvision's IMAGENET1K_V1), the same 256 class-stratified ``photos:large``
-calibration crops and 260 judged val crops as ``benchmarks/int8_quantizers.py``. NNCF (ONNX
-backend, in a child process: it hooks torch) with full bias correction, its performance
-(symmetric activations) and mixed (asymmetric activations) presets, and fast bias correction;
-ONNX Runtime's percentile QDQ (``quantize``'s default for ``.onnx``); and ONNX Runtime's own
-quantizer given NNCF's bias-corrected biases and activation ranges. Each file's agreement with
+calibration crops and 260 judged val crops as ``benchmarks/int8_quantizers.py``. ONNX Runtime's
+percentile QDQ (``--quantizer onnxruntime``); ``quantize``'s default, NNCF made for ONNX
+Runtime's fused kernels (:mod:`mobilenets.export.nncf_onnx`), for this CPU and for AVX2; NNCF
+as it writes its files (ONNX backend, in a child process: it hooks torch) with full bias
+correction, its performance (symmetric activations) and mixed (asymmetric activations)
+presets, and fast bias correction; and ONNX Runtime's own quantizer given NNCF's
+bias-corrected biases and activation ranges. Each file's agreement with
 fp32 (overall, where fp32 is confident) and its latency in ONNX Runtime (batch 1, 1 thread, all
 calls interleaved). Writes ``nncf_onnx_<kind>.md``.
 """
@@ -48,6 +50,11 @@ quantized = nncf.quantize(
 )
 onnx.save(quantized, out)
 """
+DEFAULTS = {
+    "ONNX Runtime QDQ, percentile (`--quantizer onnxruntime`)": {"quantizer": "onnxruntime"},
+    "NNCF made for ONNX Runtime (`quantize`'s default)": {},
+    "NNCF made for ONNX Runtime, `--target-cpu avx2`": {"target_cpu": "avx2"},
+}
 VARIANTS = {
     "NNCF, bias correction, performance preset": ("PERFORMANCE", "0"),
     "NNCF, bias correction, mixed preset": ("MIXED", "0"),
@@ -131,9 +138,10 @@ def main() -> int:
     calib, val, why = _datasets(WEIGHTS, info, DATA, None)
     indices = stratified_sample(calib, 256, 0)
     np.save(folder / "samples.npy", np.concatenate([calib[i][0][None].numpy() for i in indices]))
-    report = quantize_onnx(source, folder / "ort.int8.onnx", DATA)
-    rows = {"ONNX Runtime QDQ, percentile (default)": (Path(report.path), report.agreement,
-                                                       report.confident_agreement)}  # fmt: skip
+    rows = {}
+    for label, settings in DEFAULTS.items():
+        report = quantize_onnx(source, folder / f"{len(rows)}.int8.onnx", DATA, **settings)
+        rows[label] = (Path(report.path), report.agreement, report.confident_agreement)
     for label, (preset, fast) in VARIANTS.items():
         path = nncf_onnx(
             source, folder / "samples.npy", folder / f"{preset}{fast}.onnx", *(preset, fast)

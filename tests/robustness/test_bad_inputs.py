@@ -730,6 +730,15 @@ CASES = [
         lambda ws, t: ["quantize", str(ws.onnx), "--out", str(t / "q"), "--calib-method", "avg"],
         r"argument --calib-method: invalid choice: 'avg' \(choose from 'minmax', 'entropy'",
     ),
+    Case(
+        "quantize-nncf-with-calibration",
+        lambda ws, t: [
+            *("quantize", str(ws.onnx), "--out", str(t / "q.onnx")),
+            *("--quantizer", "nncf", "--calib-method", "minmax"),
+        ],
+        r"--calib-method chooses ONNX Runtime's calibration; NNCF calibrates its own way "
+        r"\(use --quantizer onnxruntime with it\)",
+    ),
     flag("--min-agreement", "101", ("quantize", "m.onnx", "--out", "q.onnx")),
     # fine-tuning and distillation
     Case(

@@ -190,21 +190,20 @@ def test_timm_weights_by_name_from_the_hub_cache(monkeypatch, tmp_path, randomiz
 
 def test_int8_of_the_real_v2_agrees_with_fp32_on_real_photos(tmp_path) -> None:
     """ImageNet weights calibrated on photo crops whose classes are not ImageNet's: the agreement
-    guard, with the default calibration (percentile) on 128 crops (256, the default, takes twice
-    as long), judged on 260 held-out crops of 186–284 px, with this CPU's int8 scheme. Measured
-    at 128 crops: VNNI Xeon, 8-bit weights, 65.77% overall, 94.67% (71 of 75) where fp32 is
-    ≥ 50% confident; the AVX2 scheme (7-bit weights, exact on every x86, so an AVX2 CPU's
-    figure) 66.92%, 94.67%. At 256 (``benchmarks/int8_schemes.py``): 69.23% / 98.67% and
-    67.31% / 96.00%; 8-bit weights on the AVX2 Zen 3 saturate: 61.15% / 85.33% (issue 30)."""
+    guard, with the default quantizer (NNCF with bias correction, made for ONNX Runtime's fused
+    kernels) on the default 256 crops, judged on 260 held-out crops of 186–284 px, with this
+    CPU's int8 scheme. Measured on the VNNI Xeon: 8-bit weights 88.46% overall, 100% (75 of 75)
+    where fp32 is ≥ 50% confident; the AVX2 scheme (7 bits wherever a kernel sums pairs of
+    products, so no x86 saturates: an AVX2 CPU's figure) 86.15%, 100%. At 128 crops: 87.31% and
+    83.85%. ONNX Runtime's own quantizer (``--quantizer onnxruntime``, percentile) at 256:
+    69.23% / 98.67% and 67.31% / 96.00%; with 8-bit weights on the AVX2 Zen 3 it saturated:
+    61.15% / 85.33% (issue 30)."""
     from mobilenets.export.quantize import quantize_onnx
 
     assert main(["export", V2, "--out", str(tmp_path / "v2.onnx")]) == 0
-    with pytest.warns(UserWarning, match="failed the agreement guard"):  # overall < 85%
-        report = quantize_onnx(
-            tmp_path / "v2.onnx", tmp_path / "v2.int8.onnx", "photos:large", calib_images=128
-        )
-    assert not report.ok
-    assert report.guard == "agreement" and report.calibration == "percentile"
-    assert report.images == 260 and report.calib_images == 128 and report.confident_images >= 60
-    assert report.confident_agreement >= 92.0 and report.agreement >= 63.0
+    report = quantize_onnx(tmp_path / "v2.onnx", tmp_path / "v2.int8.onnx", "photos:large")
+    assert report.guard == "agreement" and report.calibration.startswith("NNCF")
+    assert report.images == 260 and report.calib_images == 256 and report.confident_images >= 60
+    assert report.confident_agreement >= 98.0 and report.agreement >= 84.0
+    assert report.ok == (report.agreement >= 85.0)  # the issue's goal: 85% overall, 98% confident
     assert report.int8_bytes < report.fp32_bytes / 3

@@ -15,6 +15,7 @@ from mobilenets.export.choices import (
     DEFAULT_MARGIN,
     MIN_AGREEMENT,
     MIN_CONFIDENT_AGREEMENT,
+    ONNX_QUANTIZERS,
 )
 
 EXAMPLES = """\
@@ -49,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--calib-images", type=cli_types.positive, default=256, help="calibration images"
+    )
+    parser.add_argument(
+        "--quantizer",
+        choices=ONNX_QUANTIZERS,
+        default=None,
+        help="who quantizes a .onnx: nncf (with bias correction, made for ONNX Runtime's fused "
+        "kernels) or onnxruntime (its own); default: nncf for a classifier, onnxruntime for V3 "
+        "(hard-swish), a segmenter, a detector or with --calib-method",
     )
     parser.add_argument(
         "--calib-method",
@@ -109,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out.endswith((".pte", ".xml")):
         runtime = "ExecuTorch's XNNPACK" if args.out.endswith(".pte") else "OpenVINO"
         pte = args.out.endswith(".pte")
-        if args.keep_fp32 is not None or args.calib_method is not None:
+        if any(v is not None for v in (args.keep_fp32, args.calib_method, args.quantizer)):
             raise ConfigError(
-                f"--keep-fp32 and --calib-method are ONNX Runtime's; not for "
+                f"--keep-fp32, --calib-method and --quantizer are for .onnx; not for "
                 f"{args.out.rsplit('.', 1)[-1]} ({runtime} quantizes with its own settings)"
             )
         if pte and args.target_cpu != "auto":
@@ -131,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             args.calib_data,
             calib_method=args.calib_method,
+            quantizer=args.quantizer,
             keep_fp32=args.keep_fp32,
             target_cpu=args.target_cpu,
             **common,

@@ -49,3 +49,22 @@ MIN_CONFIDENT_IMAGES = 20  # fewer confident images: that figure is reported, no
 #: onnxruntime 1.32, Entropy wrote the same scales as MinMax.
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIBRATION = "percentile"  # measured best: benchmarks/quantize_calibration.py
+#: quantize's int8 quantizers for an ``.onnx`` file, and each task's default (benchmarks/
+#: nncf_onnx.py, VNNI Xeon). On the real V2 (260 photo crops) NNCF made for ONNX Runtime agreed
+#: with fp32 on 88.46% (100% where confident; the AVX2 scheme 86.15%, 100%), ONNX Runtime's own
+#: on 69.23% (98.67%), both in 3.87 ms (fp32 6.59). On the digits V1 and V2 both keep within
+#: 1.4 points of fp32. A detector keeps ONNX Runtime's, with its prediction layers in
+#: fp32, as measured on the trees (``DETECTOR_DEFAULTS`` in export/quantize.py). A segmenter
+#: keeps it too: NNCF 3.4's ONNX bias correction fails on the LR-ASPP graph, whose head reads a
+#: block's inner tensor (``KeyError`` in its ``get_input_name``).
+ONNX_QUANTIZERS = ("nncf", "onnxruntime")
+DEFAULT_QUANTIZERS = {
+    "classification": "nncf",
+    "segmentation": "onnxruntime",
+    "detection": "onnxruntime",
+}
+#: A graph with these ops (V3's hard-swish and SE gate) gets ONNX Runtime's quantizer by
+#: default: NNCF quantizes a convolution's output only after the activation that follows it,
+#: which ONNX Runtime cannot fuse, so the convolutions run in float (V3-Small, 224 px, batch 1,
+#: 1 thread: 5.61 ms against ONNX Runtime's int8 2.11 and fp32 1.74).
+NNCF_UNFUSED_OPS = frozenset({"HardSwish", "HardSigmoid"})

@@ -1,16 +1,20 @@
-"""NNCF's post-training quantization of an OpenVINO IR, run in a process of its own.
+"""NNCF's post-training quantization of an OpenVINO IR or an ONNX model, run in a process of
+its own.
 
 ``nncf.quantize`` imports ``nncf.torch``, which hooks torch's functions for the rest of the
 process: afterwards every torch op ran about 3× slower here (a conv + ReLU loop, 0.23 s →
 0.78 s), which would slow whatever a user's session or the test suite does next. So
-:func:`mobilenets.export.quantize.quantize_openvino` runs NNCF here, in a child process that
-imports neither torch nor the rest of mobilenets' training code, and reads the IR it writes.
+:mod:`mobilenets.export.quantize` runs NNCF here, in a child process that imports neither torch
+nor the rest of mobilenets' training code, and reads the file it writes.
 
     python -m mobilenets.export.nncf_child SPEC.json
 
-SPEC: ``fp32`` (the IR), ``samples`` (a ``.npy`` of the calibration batch, N×C×H×W),
-``out`` (the int8 IR to write), ``ignored`` (node names kept fp32), ``overflow_fix``
-(``enable`` or ``first_layer_only``), ``fast_bias_correction``.
+SPEC: ``fp32`` (the IR ``.xml`` or the ``.onnx`` model), ``samples`` (a ``.npy`` of the
+calibration batch, N×C×H×W), ``out`` (the int8 file to write, of the same kind), ``ignored``
+(node names kept fp32), ``overflow_fix`` (``enable``, ``first_layer_only`` or ``disable``),
+``fast_bias_correction``, ``preset`` (``PERFORMANCE`` or ``MIXED``) and
+``per_tensor_activations`` (one scale per activation tensor: ONNX Runtime's fused int8 kernels
+take no other).
 """
 
 from __future__ import annotations
@@ -22,27 +26,52 @@ import sys
 def quantize(spec: dict) -> None:
     import nncf
     import numpy as np
-    import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+        QuantizationParameters,
+    )
 
     samples = np.load(spec["samples"], allow_pickle=False)
-    core = ov.Core()
-    model = core.read_model(spec["fp32"])
+    onnx_model = spec["fp32"].endswith(".onnx")
+    if onnx_model:
+        import onnx
+
+        model = onnx.load(spec["fp32"])
+        name = model.graph.input[0].name
+        items = [{name: samples[i : i + 1]} for i in range(len(samples))]
+    else:
+        import openvino as ov
+
+        model = ov.Core().read_model(spec["fp32"])
+        items = [samples[i : i + 1] for i in range(len(samples))]
     ignored = spec["ignored"]
+    per_tensor = spec.get("per_tensor_activations", False)
     quantized = nncf.quantize(
         model,
-        nncf.Dataset([samples[i : i + 1] for i in range(len(samples))]),
+        nncf.Dataset(items),
         subset_size=len(samples),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
+        preset=getattr(nncf.QuantizationPreset, spec.get("preset", "PERFORMANCE")),
         fast_bias_correction=bool(spec["fast_bias_correction"]),
         ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
         advanced_parameters=AdvancedQuantizationParameters(
-            overflow_fix=OverflowFix(spec["overflow_fix"])
+            overflow_fix=OverflowFix(spec["overflow_fix"]),
+            activations_quantization_params=(
+                QuantizationParameters(per_channel=False) if per_tensor else None
+            ),
         ),
     )
-    ov.save_model(quantized, spec["out"], compress_to_fp16=False)
+    if onnx_model:
+        onnx.save(quantized, spec["out"])
+    else:
+        ov.save_model(quantized, spec["out"], compress_to_fp16=False)
 
 
 if __name__ == "__main__":
     with open(sys.argv[1], encoding="utf-8") as file:
-        quantize(json.load(file))
+        spec = json.load(file)
+    try:
+        quantize(spec)
+    except Exception as error:  # the parent reports the last line: what NNCF said
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(1)

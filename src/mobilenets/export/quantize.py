@@ -37,10 +37,14 @@ from mobilenets.export.choices import (
     CONFIDENT,
     DEFAULT_CALIBRATION,
     DEFAULT_MARGIN,
+    DEFAULT_QUANTIZERS,
     MIN_AGREEMENT,
     MIN_CONFIDENT_AGREEMENT,
     MIN_CONFIDENT_IMAGES,
+    NNCF_UNFUSED_OPS,
+    ONNX_QUANTIZERS,
 )
+from mobilenets.export.nncf_onnx import NNCF_ONNX, nncf_onnx
 from mobilenets.export.pt2e import QAT_SCHEME
 from mobilenets.export.qat import is_qat_checkpoint, write_qat
 from mobilenets.fileio import atomic_path, check_output_path
@@ -352,6 +356,7 @@ def quantize_onnx(
     data_root: str | None = None,
     seed: int = 0,
     target_cpu: str | Int8Scheme | None = None,
+    quantizer: str | None = None,
 ) -> QuantReport:
     """Quantize an exported model to int8 and compare it with fp32 on ``calib_data``'s val split.
 
@@ -362,7 +367,8 @@ def quantize_onnx(
             no augmentation) and whose val split is held out.
         calib_images: how many calibration images.
         calib_method: ONNX Runtime's calibration: minmax, entropy or percentile (default
-            percentile; minmax for a detector, :data:`DETECTOR_DEFAULTS`).
+            percentile; minmax for a detector, :data:`DETECTOR_DEFAULTS`); only with the
+            ``onnxruntime`` quantizer.
         keep_fp32: shell patterns of ONNX node names to leave in fp32 (``/stem/conv/*``,
             ``*/se/*``); node names follow our module names (default: none; a detector's
             prediction layers).
@@ -371,10 +377,19 @@ def quantize_onnx(
         min_confident_agreement: its floor where fp32 is confident, in percent.
         target_cpu: the CPU kind that will run the file, which decides the int8 types
             (:mod:`mobilenets.cpu`; default: this machine's).
+        quantizer: ``nncf`` (NNCF with bias correction, made for ONNX Runtime's fused kernels,
+            :mod:`mobilenets.export.nncf_onnx`) or ``onnxruntime`` (ONNX Runtime's own); the
+            default is the one measured best for the network's task
+            (:data:`~mobilenets.export.choices.DEFAULT_QUANTIZERS`).
     """
     out_path, staged = _outputs(out_path, model_path, calib_data)
     if is_qat_checkpoint(model_path):
-        _post_training_only(calib_method=calib_method, keep_fp32=keep_fp32, target_cpu=target_cpu)
+        _post_training_only(
+            calib_method=calib_method,
+            keep_fp32=keep_fp32,
+            target_cpu=target_cpu,
+            quantizer=quantizer,
+        )
         guards = {"margin": margin, "min_agreement": min_agreement, "data_root": data_root}
         guards["min_confident_agreement"] = min_confident_agreement
         return quantize_qat(model_path, out_path, staged, calib_data, **guards)
@@ -383,18 +398,28 @@ def quantize_onnx(
         raise ConfigError(f"{display(model_path)} is not an .onnx model; export it first")
     fp32_network, info = load(model_path)
     defaults = DETECTOR_DEFAULTS if info.task == "detection" else {}
+    proto = load_onnx(model_path)  # parsed once: metadata, node names and ops
+    quantizer = _quantizer(
+        quantizer, info.task, calib_method, {n.op_type for n in proto.graph.node}
+    )
     calib_method = calib_method or defaults.get("calib_method", DEFAULT_CALIBRATION)
     keep_fp32 = defaults.get("keep_fp32", ()) if keep_fp32 is None else keep_fp32
-    proto = load_onnx(model_path)  # parsed once: metadata and node names
     meta = onnx_metadata(model_path, proto)
     calib, val, why = _datasets(model_path, info, calib_data, data_root)
     indices = stratified_sample(calib, calib_images, seed)
 
     excluded = _kept_nodes([n.name for n in proto.graph.node], keep_fp32, model_path)
     with atomic_path(staged) as tmp:
-        reader = _Calibration(calib, indices, "input")
-        quantize_qdq(model_path, tmp, reader, excluded, calib_method, scheme)
-        _record(tmp, meta, scheme, calib_method, excluded)
+        if quantizer == "nncf":
+            samples = np.concatenate([calib[i][0][None].numpy() for i in indices])
+            nncf_onnx(model_path, tmp, samples, excluded, scheme)
+            calibration = NNCF_ONNX
+        else:
+            reader = _Calibration(calib, indices, "input")
+            quantize_qdq(model_path, tmp, reader, excluded, calib_method, scheme)
+            calibration = calib_method  # the report's field, as before NNCF
+        said = calibration if quantizer == "nncf" else f"{calib_method} calibration"
+        _record(tmp, meta, scheme, said, excluded)
     with warnings.catch_warnings():  # made for another CPU on purpose: the report says so
         warnings.filterwarnings("ignore", ".*int8 was made for")
         int8_network = load(staged)[0]
@@ -405,7 +430,7 @@ def quantize_onnx(
         staged,
         out_path,
         fp32_bytes=Path(model_path).stat().st_size,
-        calibration=calib_method,
+        calibration=calibration,
         calib_images=len(indices),
         kept_fp32=excluded,
         margin=margin,
@@ -416,8 +441,32 @@ def quantize_onnx(
     )
 
 
+def _quantizer(quantizer: str | None, task: str, calib_method: str | None, ops: set[str]) -> str:
+    """The ONNX quantizer asked for, or the measured default for the task and the graph's
+    ``ops`` (:data:`~mobilenets.export.choices.DEFAULT_QUANTIZERS`); ``calib_method`` is ONNX
+    Runtime's and refused beside NNCF."""
+    if quantizer is None and calib_method is None:
+        quantizer = DEFAULT_QUANTIZERS[task]
+        quantizer = "onnxruntime" if ops & NNCF_UNFUSED_OPS else quantizer
+    quantizer = quantizer or "onnxruntime"
+    if quantizer not in ONNX_QUANTIZERS:
+        raise ConfigError(
+            f"--quantizer must be one of {listed(ONNX_QUANTIZERS)}, got {quantizer!r}"
+        )
+    if quantizer == "nncf" and calib_method is not None:
+        raise ConfigError(
+            "--calib-method chooses ONNX Runtime's calibration; NNCF calibrates its own way "
+            "(use --quantizer onnxruntime with it)"
+        )
+    if quantizer == "nncf":
+        from mobilenets.saved.edge import require_package
+
+        require_package("nncf", "deploy")
+    return quantizer
+
+
 def _record(
-    path: Path, meta: dict, scheme: Int8Scheme, calib_method: str, excluded: list[str]
+    path: Path, meta: dict, scheme: Int8Scheme, calibration: str, excluded: list[str]
 ) -> None:
     """The fp32 model's record in the int8 file, with how it was quantized and for which CPU."""
     import onnx
@@ -428,7 +477,7 @@ def _record(
         {
             **meta,
             "quantization": f"int8 static QDQ, per-channel {scheme.weights} weights, "
-            f"{scheme.activations} activations, {calib_method} calibration",
+            f"{scheme.activations} activations, {calibration}",
             "int8_target_cpu": scheme.target,
             "kept_fp32": excluded,
         },
@@ -579,13 +628,10 @@ def _nncf_ir(
     a child process (:mod:`mobilenets.export.nncf_child`: NNCF hooks torch in the process that
     runs it); the fp32 IR's size in bytes (a segmenter's IR is made at the calibration images'
     size) and the convolutions kept in fp32 (a detector's prediction layers)."""
-    import json
-    import subprocess
-    import sys
-
     import openvino as ov
 
     from mobilenets.export.model_export import export_model
+    from mobilenets.export.nncf_onnx import run_nncf
     from mobilenets.saved.edge import OPENVINO_INFO_KEY
     from mobilenets.saved.loader import exported_info
 
@@ -612,11 +658,7 @@ def _nncf_ir(
             "overflow_fix": "enable" if scheme.reduce_range else "first_layer_only",
             "fast_bias_correction": fast_bias_correction,
         }
-        (Path(folder) / "spec.json").write_text(json.dumps(spec))
-        command = [sys.executable, "-m", "mobilenets.export.nncf_child", str(folder) + "/spec.json"]
-        done = subprocess.run(command, stdout=subprocess.DEVNULL)  # its progress on stderr
-        if done.returncode != 0:
-            raise RuntimeError(f"NNCF's quantization failed (exit {done.returncode}; see above)")
+        run_nncf(spec, Path(folder))
         quantized = ov.Core().read_model(spec["out"])
         quantized.set_rt_info(record, OPENVINO_INFO_KEY)  # the record, as export wrote it
         written = Path(folder) / "staged.xml"
