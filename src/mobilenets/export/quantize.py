@@ -363,33 +363,24 @@ def quantize_onnx(
     Args:
         model_path: an fp32 model written by :func:`export_onnx`.
         out_path: where the int8 (QDQ) model goes.
-        calib_data: data spec whose train split calibrates (a seeded, class-stratified sample,
-            no augmentation) and whose val split is held out.
+        calib_data: data spec: its train split calibrates (a seeded, stratified sample), its
+            val split is held out.
         calib_images: how many calibration images.
-        calib_method: ONNX Runtime's calibration: minmax, entropy or percentile (default
-            percentile; minmax for a detector, :data:`DETECTOR_DEFAULTS`); only with the
-            ``onnxruntime`` quantizer.
-        keep_fp32: shell patterns of ONNX node names to leave in fp32 (``/stem/conv/*``,
-            ``*/se/*``); node names follow our module names (default: none; a detector's
-            prediction layers).
+        calib_method: ONNX Runtime's: minmax, entropy or percentile (default percentile;
+            minmax for a detector, :data:`DETECTOR_DEFAULTS`); it implies that quantizer.
+        keep_fp32: shell patterns of ONNX node names (our module names) to leave in fp32
+            (``/stem/conv/*``, ``*/se/*``; default: none, a detector's prediction layers).
         margin: the largest acceptable top-1 drop, in points (accuracy guard).
         min_agreement: the agreement guard's floor overall, in percent.
         min_confident_agreement: its floor where fp32 is confident, in percent.
-        target_cpu: the CPU kind that will run the file, which decides the int8 types
-            (:mod:`mobilenets.cpu`; default: this machine's).
-        quantizer: ``nncf`` (NNCF with bias correction, made for ONNX Runtime's fused kernels,
-            :mod:`mobilenets.export.nncf_onnx`) or ``onnxruntime`` (ONNX Runtime's own); the
-            default is the one measured best for the network's task
-            (:data:`~mobilenets.export.choices.DEFAULT_QUANTIZERS`).
+        target_cpu: the CPU kind that will run it (:mod:`mobilenets.cpu`; default: this one).
+        quantizer: ``nncf`` (:mod:`~mobilenets.export.nncf_onnx`) or ``onnxruntime`` (its
+            own); default: the one measured best for the task and graph (:func:`_quantizer`).
     """
     out_path, staged = _outputs(out_path, model_path, calib_data)
     if is_qat_checkpoint(model_path):
-        _post_training_only(
-            calib_method=calib_method,
-            keep_fp32=keep_fp32,
-            target_cpu=target_cpu,
-            quantizer=quantizer,
-        )
+        settings = {"calib_method": calib_method, "keep_fp32": keep_fp32, "quantizer": quantizer}
+        _post_training_only(target_cpu=target_cpu, **settings)
         guards = {"margin": margin, "min_agreement": min_agreement, "data_root": data_root}
         guards["min_confident_agreement"] = min_confident_agreement
         return quantize_qat(model_path, out_path, staged, calib_data, **guards)
@@ -399,33 +390,23 @@ def quantize_onnx(
     fp32_network, info = load(model_path)
     defaults = DETECTOR_DEFAULTS if info.task == "detection" else {}
     proto = load_onnx(model_path)  # parsed once: metadata, node names and ops
-    quantizer = _quantizer(
-        quantizer, info.task, calib_method, {n.op_type for n in proto.graph.node}
-    )
+    ops = {n.op_type for n in proto.graph.node}
+    quantizer = _quantizer(quantizer, info.task, calib_method, ops)
     calib_method = calib_method or defaults.get("calib_method", DEFAULT_CALIBRATION)
     keep_fp32 = defaults.get("keep_fp32", ()) if keep_fp32 is None else keep_fp32
     meta = onnx_metadata(model_path, proto)
     calib, val, why = _datasets(model_path, info, calib_data, data_root)
     indices = stratified_sample(calib, calib_images, seed)
-
     excluded = _kept_nodes([n.name for n in proto.graph.node], keep_fp32, model_path)
     with atomic_path(staged) as tmp:
-        if quantizer == "nncf":
-            samples = np.concatenate([calib[i][0][None].numpy() for i in indices])
-            nncf_onnx(model_path, tmp, samples, excluded, scheme)
-            calibration = NNCF_ONNX
-        else:
-            reader = _Calibration(calib, indices, "input")
-            quantize_qdq(model_path, tmp, reader, excluded, calib_method, scheme)
-            calibration = calib_method  # the report's field, as before NNCF
+        calibration = _int8_onnx(
+            model_path, tmp, quantizer, (calib, indices), excluded, calib_method, scheme
+        )
         said = calibration if quantizer == "nncf" else f"{calib_method} calibration"
         _record(tmp, meta, scheme, said, excluded)
-    with warnings.catch_warnings():  # made for another CPU on purpose: the report says so
-        warnings.filterwarnings("ignore", ".*int8 was made for")
-        int8_network = load(staged)[0]
     return _judge(
         fp32_network,
-        int8_network,
+        _int8_network(staged),
         val,
         staged,
         out_path,
@@ -439,6 +420,35 @@ def quantize_onnx(
         why=why,
         scheme=f"{scheme.describe()} CPUs, because {scheme.why}",
     )
+
+
+def _int8_network(path: Path) -> torch.nn.Module:
+    """The int8 file, loaded without the other-CPU warning: made for it on purpose, the report
+    says so."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*int8 was made for")
+        return load(path)[0]
+
+
+def _int8_onnx(
+    model_path: str | Path,
+    out: Path,
+    quantizer: str,
+    calibration: tuple[Dataset, list[int]],
+    excluded: list[str],
+    calib_method: str,
+    scheme: Int8Scheme,
+) -> str:
+    """The int8 QDQ model of ``model_path`` at ``out``, by ``quantizer`` on the calibration
+    images (a dataset and the indices drawn from it); what the report calls its calibration."""
+    calib, indices = calibration
+    if quantizer == "nncf":
+        samples = np.concatenate([calib[i][0][None].numpy() for i in indices])
+        nncf_onnx(model_path, out, samples, excluded, scheme)
+        return NNCF_ONNX
+    reader = _Calibration(calib, indices, "input")
+    quantize_qdq(model_path, out, reader, excluded, calib_method, scheme)
+    return calib_method  # the report's field, as before NNCF
 
 
 def _quantizer(quantizer: str | None, task: str, calib_method: str | None, ops: set[str]) -> str:
