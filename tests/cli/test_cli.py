@@ -207,12 +207,17 @@ def test_a_reader_that_leaves_is_not_an_error() -> None:
 
 
 def test_every_help_says_each_default_once_and_every_summary_whole(capsys) -> None:
-    """Issue 30, item 4: no "(default: None)", no default said twice, no summary cut short."""
+    """Issue 30, item 4: no "(default: None)", no default said twice, no summary cut short,
+    no example whose line continuation was swallowed (a lone backslash in the source joins the
+    lines: "photos:large       --out")."""
     from mobilenets.cli.main import COMMANDS, summary
 
     for command in (None, *COMMANDS):
         assert main([command, "--help"] if command else ["--help"]) == 0
-        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        out = capsys.readouterr().out
+        examples = out.partition("examples:")[2]
+        assert re.search(r"\S {5,}--", examples) is None, (command, examples)
+        text = " ".join(out.split())  # argparse wraps lines
         assert "(default: None)" not in text and "(default: False)" not in text, command
         assert re.search(r"\(default[^)]*\) \(default", text) is None, command
     for command in COMMANDS:

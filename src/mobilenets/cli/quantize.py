@@ -24,7 +24,9 @@ EXAMPLES = """\
       --out model.int8.onnx
   mobilenets export torchvision:mobilenet_v2.IMAGENET1K_V1 --out v2.onnx
   mobilenets quantize v2.onnx --calib-data photos --out v2.int8.onnx   # agreement guard
-  mobilenets quantize torchvision:mobilenet_v2.IMAGENET1K_V1 --calib-data photos:large \
+  mobilenets quantize v2.onnx --calib-data photos --quantizer onnxruntime --calib-method minmax \\
+      --out v2.ort.int8.onnx   # ONNX Runtime's own quantizer
+  mobilenets quantize torchvision:mobilenet_v2.IMAGENET1K_V1 --calib-data photos:large \\
       --out v2.int8.xml   # OpenVINO IR by NNCF
 """
 
