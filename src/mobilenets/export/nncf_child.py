@@ -14,7 +14,7 @@ calibration batch, N×C×H×W), ``out`` (the int8 file to write, of the same kin
 (node names kept fp32), ``overflow_fix`` (``enable``, ``first_layer_only`` or ``disable``),
 ``fast_bias_correction``, ``preset`` (``PERFORMANCE`` or ``MIXED``) and
 ``per_tensor_activations`` (one scale per activation tensor: ONNX Runtime's fused int8 kernels
-take no other).
+take no other); ``error``, optional: where a failure is written, as one line.
 """
 
 from __future__ import annotations
@@ -72,6 +72,11 @@ if __name__ == "__main__":
         spec = json.load(file)
     try:
         quantize(spec)
-    except Exception as error:  # the parent reports the last line: what NNCF said
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+    except Exception as error:  # one line, for the parent to say
+        said = " ".join(f"{type(error).__name__}: {error}".split())
+        if spec.get("error"):
+            with open(spec["error"], "w", encoding="utf-8") as file:
+                file.write(said)
+        else:
+            print(said, file=sys.stderr)
         sys.exit(1)

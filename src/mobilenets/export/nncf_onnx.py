@@ -48,13 +48,17 @@ NNCF_ONNX = (
 
 def run_nncf(spec: dict, folder: Path) -> None:
     """NNCF in a child process (:mod:`mobilenets.export.nncf_child`; it hooks torch in the
-    process that imports it); a failure is one line, NNCF's last."""
+    process that imports it), its progress on this process's stderr; a failure is one line,
+    what NNCF raised (the child writes it to a file in ``folder``)."""
+    spec = {**spec, "error": str(folder / "error.txt")}
     (folder / "spec.json").write_text(json.dumps(spec))
     command = [sys.executable, "-m", "mobilenets.export.nncf_child", str(folder / "spec.json")]
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL)
     if done.returncode != 0:
-        said = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
-        raise MobilenetsError(f"NNCF's quantization failed: {said[-1]}")
+        said = Path(spec["error"]).read_text() if Path(spec["error"]).exists() else ""
+        raise MobilenetsError(
+            f"NNCF's quantization failed: {said.strip()[:500] or f'exit {done.returncode}'}"
+        )
 
 
 def nncf_onnx(
