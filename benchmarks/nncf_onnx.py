@@ -18,8 +18,6 @@ calls interleaved). Writes ``nncf_onnx_<kind>.md``.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -31,25 +29,12 @@ import torch
 from mobilenets.complexity.latency import spread, time_interleaved
 from mobilenets.cpu import cpu_name, set_threads, this_cpu
 from mobilenets.export.model_export import export_model
+from mobilenets.export.nncf_onnx import run_nncf
 from mobilenets.export.quantize import _compare, _datasets, quantize_onnx, stratified_sample
 from mobilenets.weights import load
 
 WEIGHTS = "torchvision:mobilenet_v2.IMAGENET1K_V1"
 DATA = "photos:large"
-CHILD = r"""
-import sys, numpy as np, onnx, nncf
-from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-source, samples, out, preset, fast = sys.argv[1:6]
-model = onnx.load(source)
-name = model.graph.input[0].name
-s = np.load(samples)
-quantized = nncf.quantize(
-    model, nncf.Dataset([{name: s[i : i + 1]} for i in range(len(s))]), subset_size=len(s),
-    preset=getattr(nncf.QuantizationPreset, preset), fast_bias_correction=fast == "1",
-    advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix("first_layer_only")),
-)
-onnx.save(quantized, out)
-"""
 DEFAULTS = {
     "ONNX Runtime QDQ, percentile (`--quantizer onnxruntime`)": {"quantizer": "onnxruntime"},
     "NNCF made for ONNX Runtime (`quantize`'s default)": {},
@@ -63,9 +48,12 @@ VARIANTS = {
 
 
 def nncf_onnx(source: Path, samples: Path, out: Path, preset: str, fast: str) -> Path:
-    """NNCF's int8 of ``source``, the fp32 file's record copied in (so it loads as ours)."""
-    command = [sys.executable, "-c", CHILD, str(source), str(samples), str(out), preset, fast]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    """NNCF's int8 of ``source`` as NNCF writes it (per-channel activations where it chooses,
+    its default overflow fix), by quantize's own child process; the fp32 file's record copied
+    in (so it loads as ours)."""
+    spec = {"fp32": str(source), "samples": str(samples), "out": str(out), "ignored": []}
+    spec |= {"overflow_fix": "first_layer_only", "fast_bias_correction": fast == "1"}
+    run_nncf(spec | {"preset": preset, "per_tensor_activations": False}, out.parent)
     fp32, int8 = onnx.load(str(source)), onnx.load(str(out))
     del int8.metadata_props[:]
     int8.metadata_props.extend(fp32.metadata_props)

@@ -52,7 +52,7 @@ DEFAULT_CALIBRATION = "percentile"  # measured best: benchmarks/quantize_calibra
 #: quantize's int8 quantizers for an ``.onnx`` file, and each task's default (benchmarks/
 #: nncf_onnx.py, VNNI Xeon). On the real V2 (260 photo crops) NNCF made for ONNX Runtime agreed
 #: with fp32 on 88.46% (100% where confident; the AVX2 scheme 86.15%, 100%), ONNX Runtime's own
-#: on 69.23% (98.67%), both in 3.87 ms (fp32 6.59). On the digits V1 and V2 both keep within
+#: on 69.23% (98.67%), both in 3.27 ms (fp32 5.63). On the digits V1 and V2 both keep within
 #: 1.4 points of fp32. A detector keeps ONNX Runtime's, with its prediction layers in
 #: fp32, as measured on the trees (``DETECTOR_DEFAULTS`` in export/quantize.py). A segmenter
 #: keeps it too: NNCF 3.4's ONNX bias correction fails on the LR-ASPP graph, whose head reads a

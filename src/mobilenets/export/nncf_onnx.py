@@ -4,7 +4,7 @@ Measured on the real V2 (``torchvision:mobilenet_v2.IMAGENET1K_V1``), 256 calibr
 judged ``photos:large`` crops, ONNX Runtime 1.32 on a 2-core VNNI Xeon
 (``benchmarks/nncf_onnx.py``, results/nncf_onnx_vnni.md): ONNX Runtime's own QDQ quantizer
 agrees with fp32 on 69.23% of the crops (98.67% where fp32 is confident). NNCF's agrees on
-90.77% (100%), but as NNCF writes it the file runs 2.4× slower than fp32: NNCF quantizes the
+90.77% (100%), but as NNCF writes it the file runs 2.4–2.5× slower than fp32: NNCF quantizes the
 inputs of depthwise convolutions per channel, and gives signed int8 activations, and ONNX
 Runtime's x86 int8 convolution takes neither, so most layers fall back to float. Two changes
 make every convolution a fused ``QLinearConv``:
@@ -14,7 +14,7 @@ make every convolution a fused ``QLinearConv``:
   values, exactly, in the type ONNX Runtime's kernels read (:func:`unsigned_activations`).
 
 With NNCF's mixed preset (asymmetric activations) and full bias correction the result agrees
-on 88.46% (100%) in 3.87 ms, as fast as ONNX Runtime's own int8 (3.86 ms; fp32 6.59; batch 1,
+on 88.46% (100%) in 3.27 ms, as fast as ONNX Runtime's own int8 (3.27 ms; fp32 5.63; batch 1,
 1 thread, interleaved) once the classifier is a ``QGemm`` too (:func:`quantized_classifier`).
 The bias correction carries it: NNCF's fast variant gave 82.31%. Where NNCF cannot place its
 quantizers so that ONNX Runtime fuses them (V3's hard-swish), ``quantize`` keeps ONNX Runtime's
