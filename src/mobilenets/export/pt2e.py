@@ -1,9 +1,13 @@
 """int8 through PyTorch 2 Export quantization (PT2E) with the XNNPACK quantizer: per-channel
 symmetric int8 weights, static int8 activations.
 
-Two ways to the same graph:
+Two ways to an int8 graph:
 
 - **post-training** (:func:`quantize_pt2e`): observers see calibration images, then convert;
+  two steps make it keep more of the real V2's predictions (58% → 78% agreement with fp32 on
+  real crops): a convolution and the ReLU6 after it are quantized as one operation
+  (:func:`xnnpack_quantizer`), and each layer's bias is corrected for the mean error
+  quantization leaves in its output (:func:`correct_biases`);
 - **quantization-aware training** (:func:`prepare_qat`): the trained network is captured with a
   free batch dimension and fake-quantized (``prepare_qat_pt2e``: conv + BN folding simulated, as
   the int8 program will run it), fine-tuned in the one training loop, then converted by
@@ -11,12 +15,15 @@ Two ways to the same graph:
   after some epochs, then the observers (:func:`set_qat_phase`).
 
 A converted graph lowers to an ExecuTorch program (XNNPACK) or exports to a QDQ ONNX model (which
-ONNX Runtime runs, and OpenVINO converts), so a QAT file and a PTQ file are the same program.
+ONNX Runtime runs, and OpenVINO converts). A QAT file and a PTQ file are the same program but
+for ReLU6: the QAT graph rounds a convolution's output to int8 before it clamps (XNNPACK's QAT
+annotation, which fuses ReLU only), the PTQ graph after.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import types
 from collections.abc import Iterable
 
@@ -32,31 +39,163 @@ _BATCH_NORM = "aten.batch_norm.default"  # (x, weight, bias, mean, var, training
 _DROPOUT = "aten.dropout.default"  # (x, p, train)
 _ADD = "aten.add.Tensor"
 _TORCHAO_EPS = 1e-5  # the eps convert_pt2e folds conv + BN with
+_LAYERS = ("aten.conv2d.default", "aten.linear.default")
+_ANNOTATION = "quantization_annotation"  # torchao's Q_ANNOTATION_KEY
 
 
 def xnnpack_quantizer(qat: bool = False) -> object:
-    """The XNNPACK quantizer every int8 ``.pte`` uses, for training (fake quantization) or not."""
+    """The XNNPACK quantizer every int8 ``.pte`` uses, for training (fake quantization) or not.
+
+    Post-training, a convolution (or linear layer) followed by ReLU6 is one quantized
+    operation, quantized after the clamp, as XNNPACK runs it (its ``FuseActivationPass``
+    folds the clamp into the convolution). XNNPACK's own quantizer fuses ReLU only: after a
+    ReLU6, the int8 range was the convolution's, negative outputs included (one V2 layer's
+    [-2.6, 7.8] for values in [0, 6]), and the real V2 agreed with fp32 on 54% of real crops
+    (70% fused)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
-    return XNNPACKQuantizer().set_global(config)
+    return (XNNPACKQuantizer() if qat else _clamp_fusing_quantizer()()).set_global(config)
 
 
-def quantize_pt2e(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor]):
-    """Post-training int8: observers fed ``calibration``'s batches (one image at a time: the
-    captured graph takes batch 1), then converted."""
+@functools.cache
+def _clamp_fusing_quantizer() -> type:
+    """XNNPACK's quantizer, annotating convolution + ReLU6 (``hardtanh`` 0..6) first."""
+    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    clamps = {"aten.hardtanh.default", "aten.hardtanh_.default"}
+
+    class ClampFusingQuantizer(XNNPACKQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            config = self.global_config
+            for clamp in model.graph.nodes:
+                layer = clamp.args[0] if str(clamp.target) in clamps else None
+                if not isinstance(layer, torch.fx.Node) or str(layer.target) not in _LAYERS:
+                    continue
+                if len(layer.users) > 1 or tuple(clamp.args[1:3]) != (0.0, 6.0):
+                    continue
+                specs = {layer.args[0]: utils.get_input_act_qspec(config)}
+                specs[layer.args[1]] = utils.get_weight_qspec(config)
+                if len(layer.args) > 2 and isinstance(layer.args[2], torch.fx.Node):
+                    specs[layer.args[2]] = utils.get_bias_qspec(config)
+                partition = [clamp, layer, *list(specs)[1:]]
+                if utils._is_annotated(partition):
+                    continue
+                layer.meta[_ANNOTATION] = QuantizationAnnotation(
+                    input_qspec_map=specs, _annotated=True
+                )
+                clamp.meta[_ANNOTATION] = QuantizationAnnotation(
+                    output_qspec=utils.get_output_act_qspec(config), _annotated=True
+                )
+                utils._mark_nodes_as_annotated(partition)
+            return super().annotate(model)
+
+    return ClampFusingQuantizer
+
+
+def quantize_pt2e(
+    model: nn.Module,
+    example: torch.Tensor,
+    calibration: Iterable[torch.Tensor],
+    bias_correction: bool = True,
+) -> torch.fx.GraphModule:
+    """Post-training int8: observers fed ``calibration``'s batches, then converted, then
+    :func:`correct_biases` on the first of those images (up to :data:`CORRECTION_PIXELS`)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    captured = torch.export.export(model.eval(), (example,)).module()
+    dims = {0: torch.export.Dim("batch", min=1, max=4096)}
+    example = torch.cat([example, example])  # a free batch needs an example of 2
+    captured = torch.export.export(model.eval(), (example,), dynamic_shapes=(dims,)).module()
     prepared = prepare_pt2e(captured, xnnpack_quantizer())
+    seen = []
     with torch.no_grad():
         for batch in calibration:
-            for i in range(len(batch)):
-                prepared(batch[i : i + 1])
-    return convert_pt2e(prepared)
+            prepared(batch)
+            seen.append(batch)
+    converted = convert_pt2e(prepared)
+    if not bias_correction:
+        return converted
+    images = torch.cat(seen)
+    per_image = images[0].numel() // images.shape[1]
+    correct_biases(converted, model, images[: max(1, CORRECTION_PIXELS // per_image)])
+    return converted
+
+
+#: At most this many pixels (images × height × width) in one :func:`correct_biases` batch:
+#: 128 crops of 224 px (the real V2: 4.2 GB at most in all).
+CORRECTION_PIXELS = 128 * 224 * 224
+
+
+@torch.no_grad()
+def correct_biases(graph: torch.fx.GraphModule, model: nn.Module, images: torch.Tensor) -> int:
+    """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", Section 4.2;
+    NNCF's ``BiasCorrection``): layer by layer in the int8 ``graph``, each convolution's and
+    linear layer's bias is lowered by the mean error (over ``images``, per output channel) of
+    its output against the same layer of the float ``model``, the later layers seeing the
+    corrected outputs. Quantized weights shift each channel's mean output; nothing else
+    brings it back. Layers the model runs more than once are left as they are. Returns how
+    many biases were corrected. The real V2: 70% → 79% agreement with fp32 on real crops,
+    100% where fp32 is confident."""
+    means, calls, hooks = {}, {}, []
+
+    def record(name: str, output: torch.Tensor) -> None:
+        means[name] = _channel_means(output)
+        calls[name] = calls.get(name, 0) + 1
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+            hook = functools.partial(lambda name, m, i, o: record(name, o), f"{name}.bias")
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        model.eval()(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    once = {name: mean for name, mean in means.items() if calls[name] == 1}
+    corrector = _BiasCorrector(graph, once)
+    corrector.run(images)
+    return corrector.corrected
+
+
+def _channel_means(output: torch.Tensor) -> torch.Tensor:
+    return output.transpose(0, 1).reshape(output.shape[1], -1).double().mean(1)
+
+
+class _BiasCorrector(torch.fx.Interpreter):
+    """Runs an int8 graph on a batch, correcting each layer's bias (and output) on the way."""
+
+    def __init__(self, graph: torch.fx.GraphModule, float_means: dict[str, torch.Tensor]):
+        super().__init__(graph)
+        self.float_means = float_means
+        self.corrected = 0
+        used = [str(n.args[2].target) for n in graph.graph.nodes if _bias_node(n) is not None]
+        self.shared = {name for name in used if used.count(name) > 1}
+
+    def run_node(self, node: torch.fx.Node) -> object:
+        output = super().run_node(node)
+        bias = _bias_node(node)
+        name = str(bias.target) if bias is not None else ""
+        if name in self.float_means and name not in self.shared:
+            error = (_channel_means(output) - self.float_means[name]).float()
+            owner, _, attribute = name.rpartition(".")  # a new tensor: the graph's may be
+            corrected = (self.fetch_attr(name) - error).detach()  # the float model's own
+            setattr(self.module.get_submodule(owner), attribute, nn.Parameter(corrected, False))
+            output = output - error.view(1, -1, *[1] * (output.dim() - 2))
+            self.corrected += 1
+        return output
+
+
+def _bias_node(node: torch.fx.Node) -> torch.fx.Node | None:
+    """The bias a convolution or linear node reads as a constant, if it does."""
+    if node.op != "call_function" or str(node.target) not in _LAYERS or len(node.args) < 3:
+        return None
+    bias = node.args[2]
+    return bias if isinstance(bias, torch.fx.Node) and bias.op == "get_attr" else None
 
 
 def prepare_qat(model: nn.Module, example: torch.Tensor) -> nn.Module:
