@@ -118,9 +118,9 @@ def quantize_pt2e(
             prepared(batch)
             seen.append(batch)
     converted = convert_pt2e(prepared)
-    if not bias_correction:
+    if not bias_correction or not seen:
         return converted
-    images = torch.cat(seen)
+    images = torch.cat([batch for batch in seen if batch.shape[1:] == seen[0].shape[1:]])
     per_image = images[0].numel() // images.shape[1]
     correct_biases(converted, model, images[: max(1, CORRECTION_PIXELS // per_image)])
     return converted
