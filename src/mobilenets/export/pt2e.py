@@ -5,7 +5,7 @@ Two ways to an int8 graph:
 
 - **post-training** (:func:`quantize_pt2e`): observers see calibration images, then convert;
   two steps make it keep more of the real V2's predictions (58% → 78% agreement with fp32 on
-  real crops): a convolution and the ReLU6 after it are quantized as one operation
+  real crops, in the ``.pte``): a convolution and the ReLU6 after it are quantized as one operation
   (:func:`xnnpack_quantizer`), and each layer's bias is corrected for the mean error
   quantization leaves in its output (:func:`correct_biases`);
 - **quantization-aware training** (:func:`prepare_qat`): the trained network is captured with a
@@ -135,16 +135,23 @@ CORRECTION_PIXELS = 128 * 224 * 224
 def correct_biases(graph: torch.fx.GraphModule, model: nn.Module, images: torch.Tensor) -> int:
     """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", Section 4.2;
     NNCF's ``BiasCorrection``): layer by layer in the int8 ``graph``, each convolution's and
-    linear layer's bias is lowered by the mean error (over ``images``, per output channel) of
-    its output against the same layer of the float ``model``, the later layers seeing the
-    corrected outputs. Quantized weights shift each channel's mean output; nothing else
-    brings it back. Layers the model runs more than once are left as they are. Returns how
-    many biases were corrected. The real V2: 70% → 79% agreement with fp32 on real crops,
-    100% where fp32 is confident."""
+    linear layer's bias is shifted so that, over ``images``, each output channel's mean
+    equals the same layer's in the float ``model``, the later layers seeing the corrected
+    outputs. Quantized weights shift each channel's mean output; nothing else brings it back.
+
+    Where ReLU6 follows a layer, the means matched are the clamped ones, what the next layer
+    reads: a channel mostly below 0 hides most of its error in the clamp. On the real V2
+    (260 real crops) this took the mean KL divergence from fp32 from 0.23 (no correction) to
+    0.14, agreement from 71% to 80%; matching before the clamp, 0.21 and 76%. Layers the
+    model runs more than once are left as they are. Returns how many biases were corrected."""
+    clamps = {
+        str(_bias_node(n).target): _clamp_after(n) for n in graph.graph.nodes if _bias_node(n)
+    }
     means, calls, hooks = {}, {}, []
 
     def record(name: str, output: torch.Tensor) -> None:
-        means[name] = _channel_means(output)
+        bounds = clamps.get(name)
+        means[name] = _channel_means(output if bounds is None else output.clamp(*bounds))
         calls[name] = calls.get(name, 0) + 1
 
     for name, module in model.named_modules():
@@ -157,21 +164,50 @@ def correct_biases(graph: torch.fx.GraphModule, model: nn.Module, images: torch.
         for hook in hooks:
             hook.remove()
     once = {name: mean for name, mean in means.items() if calls[name] == 1}
-    corrector = _BiasCorrector(graph, once)
+    corrector = _BiasCorrector(graph, once, clamps)
     corrector.run(images)
     return corrector.corrected
 
 
 def _channel_means(output: torch.Tensor) -> torch.Tensor:
-    return output.transpose(0, 1).reshape(output.shape[1], -1).double().mean(1)
+    return output.mean(dim=[0, *range(2, output.dim())])
+
+
+def _clamp_after(node: torch.fx.Node) -> tuple[float, float] | None:
+    """The (min, max) of the ReLU6 that alone reads ``node``'s output, if one does."""
+    users = list(node.users)
+    if len(users) == 1 and str(users[0].target).startswith("aten.hardtanh"):
+        return float(users[0].args[1]), float(users[0].args[2])
+    return None
+
+
+def _shift_to_mean(
+    output: torch.Tensor, target: torch.Tensor, bounds: tuple | None
+) -> torch.Tensor:
+    """Per channel, the shift ``s`` that makes the mean of ``clamp(output - s)`` ``target``:
+    the mean error itself without a clamp; with one, Newton's steps from there (the slope is
+    the share of the channel's values inside the clamp; a channel all outside keeps the
+    unclamped shift)."""
+    shape = (1, -1, *[1] * (output.dim() - 2))
+    shift = _channel_means(output) - target
+    if bounds is None:
+        return shift
+    for _ in range(8):
+        shifted = output - shift.view(shape)
+        excess = _channel_means(shifted.clamp(*bounds)) - target
+        if float(excess.abs().max()) < 1e-5:
+            break
+        inside = _channel_means(((shifted > bounds[0]) & (shifted < bounds[1])).float())
+        shift = shift + torch.where(inside > 1e-3, excess / inside.clamp_min(1e-3), 0.0)
+    return shift
 
 
 class _BiasCorrector(torch.fx.Interpreter):
     """Runs an int8 graph on a batch, correcting each layer's bias (and output) on the way."""
 
-    def __init__(self, graph: torch.fx.GraphModule, float_means: dict[str, torch.Tensor]):
+    def __init__(self, graph: torch.fx.GraphModule, float_means: dict, clamps: dict):
         super().__init__(graph)
-        self.float_means = float_means
+        self.float_means, self.clamps = float_means, clamps
         self.corrected = 0
         used = [str(n.args[2].target) for n in graph.graph.nodes if _bias_node(n) is not None]
         self.shared = {name for name in used if used.count(name) > 1}
@@ -181,11 +217,11 @@ class _BiasCorrector(torch.fx.Interpreter):
         bias = _bias_node(node)
         name = str(bias.target) if bias is not None else ""
         if name in self.float_means and name not in self.shared:
-            error = (_channel_means(output) - self.float_means[name]).float()
+            shift = _shift_to_mean(output, self.float_means[name], self.clamps.get(name))
             owner, _, attribute = name.rpartition(".")  # a new tensor: the graph's may be
-            corrected = (self.fetch_attr(name) - error).detach()  # the float model's own
+            corrected = (self.fetch_attr(name) - shift).detach()  # the float model's own
             setattr(self.module.get_submodule(owner), attribute, nn.Parameter(corrected, False))
-            output = output - error.view(1, -1, *[1] * (output.dim() - 2))
+            output = output - shift.view(1, -1, *[1] * (output.dim() - 2))
             self.corrected += 1
         return output
 
