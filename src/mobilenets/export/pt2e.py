@@ -112,17 +112,18 @@ def quantize_pt2e(
     example = torch.cat([example, example])  # a free batch needs an example of 2
     captured = torch.export.export(model.eval(), (example,), dynamic_shapes=(dims,)).module()
     prepared = prepare_pt2e(captured, xnnpack_quantizer())
-    seen = []
+    kept, pixels = [], 0  # what bias correction reads: the first images, of one size
     with torch.no_grad():
         for batch in calibration:
             prepared(batch)
-            seen.append(batch)
+            if pixels < CORRECTION_PIXELS and (not kept or batch.shape[1:] == kept[0].shape[1:]):
+                kept.append(batch)
+                pixels += batch.shape[0] * batch.shape[2:].numel()
     converted = convert_pt2e(prepared)
-    if not bias_correction or not seen:
-        return converted
-    images = torch.cat([batch for batch in seen if batch.shape[1:] == seen[0].shape[1:]])
-    per_image = images[0].numel() // images.shape[1]
-    correct_biases(converted, model, images[: max(1, CORRECTION_PIXELS // per_image)])
+    if bias_correction and kept:
+        images = torch.cat(kept)
+        count = max(1, CORRECTION_PIXELS // images.shape[2:].numel())
+        correct_biases(converted, model, images[:count])
     return converted
 
 
@@ -144,9 +145,8 @@ def correct_biases(graph: torch.fx.GraphModule, model: nn.Module, images: torch.
     (260 real crops) this took the mean KL divergence from fp32 from 0.23 (no correction) to
     0.14, agreement from 71% to 80%; matching before the clamp, 0.21 and 76%. Layers the
     model runs more than once are left as they are. Returns how many biases were corrected."""
-    clamps = {
-        str(_bias_node(n).target): _clamp_after(n) for n in graph.graph.nodes if _bias_node(n)
-    }
+    layers = {node: _bias_node(node) for node in graph.graph.nodes}
+    clamps = {str(bias.target): _clamp_after(node) for node, bias in layers.items() if bias}
     means, calls, hooks = {}, {}, []
 
     def record(name: str, output: torch.Tensor) -> None:
