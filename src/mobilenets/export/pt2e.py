@@ -259,6 +259,9 @@ def _fake_quantized(model: nn.Module, example: torch.Tensor, dims: dict) -> torc
     quantizer's fake quantizers, and its BatchNorm and dropout switchable."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
+    from mobilenets.export import pt2e_patterns
+
+    pt2e_patterns.install()
     captured = torch.export.export(model.train(), (example,), dynamic_shapes=(dims,)).module()
     settings = _batch_norm_settings(captured)
     prepared = prepare_qat_pt2e(captured, xnnpack_quantizer(qat=True))
@@ -352,6 +355,9 @@ def convert_qat(prepared: nn.Module) -> torch.fx.GraphModule:
     with the trained scales; BatchNorm folded); a detector's, its network's graph."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    from mobilenets.export import pt2e_patterns
+
+    pt2e_patterns.install()
     if not isinstance(prepared, torch.fx.GraphModule):  # a detector: its backbone and head
         prepared = prepared.graph
     graph = copy.deepcopy(prepared.eval())  # its buffers may be a float model's too; a
