@@ -548,8 +548,8 @@ def quantize_pte(
         staged,
         out_path,
         fp32_bytes=fp32_bytes,
-        calibration="PT2E (XNNPACK quantizer, histogram observers, convolution + ReLU6 fused, bias "
-        "correction)",
+        calibration="PT2E (XNNPACK quantizer, activation ranges averaged over the images as "
+        "NNCF's, the outputs' whole; convolution + ReLU6 fused, bias correction)",
         scheme="XNNPACK's (per-channel int8 weights, int8 activations), chosen by XNNPACK for "
         "the CPU it runs on",
         calib_images=len(indices),
