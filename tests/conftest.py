@@ -134,7 +134,7 @@ def trained(tmp_path_factory, worker_id) -> dict[str, object]:
     out = {}
     for name in names:
         folder = root / f"trained-{name}"
-        with FileLock(str(folder) + ".lock"):
+        with FileLock(str(folder) + ".lock", timeout=900):  # a stuck worker fails, not hangs
             if not (folder / "summary.json").exists():
                 config = TrainConfig(
                     model=name, width_mult=0.5, epochs=10, out=str(folder), progress=False
