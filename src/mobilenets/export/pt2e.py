@@ -73,10 +73,13 @@ def xnnpack_quantizer(qat: bool = False) -> object:
     )
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
-    if qat:
-        return XNNPACKQuantizer().set_global(config)
+    return (XNNPACKQuantizer() if qat else _clamp_fusing_quantizer()()).set_global(config)
+
+
+def _with_averaged_ranges(config: object) -> object:
+    """``config`` with :func:`mean_min_max_observer` for its activations."""
     averaged = mean_min_max_observer().with_args(eps=_ACTIVATION_EPS)
-    config = dataclasses.replace(
+    return dataclasses.replace(
         config,
         input_activation=dataclasses.replace(
             config.input_activation, observer_or_fake_quant_ctr=averaged
@@ -85,7 +88,6 @@ def xnnpack_quantizer(qat: bool = False) -> object:
             config.output_activation, observer_or_fake_quant_ctr=averaged
         ),
     )
-    return _clamp_fusing_quantizer()().set_global(config)
 
 
 _ACTIVATION_EPS = 2**-12  # XNNPACK's quantization configs' smallest activation scale
@@ -111,8 +113,8 @@ def mean_min_max_observer() -> type:
             flat = x.detach().reshape(x.shape[0], -1).to(torch.float64)
             self.sums += torch.stack([flat.min(1).values.sum(), flat.max(1).values.sum()])
             self.images += flat.shape[0]
-            self.min_val.resize_(()).copy_(self.sums[0] / self.images)
-            self.max_val.resize_(()).copy_(self.sums[1] / self.images)
+            self.min_val.copy_(self.sums[0] / self.images)
+            self.max_val.copy_(self.sums[1] / self.images)
             return x
 
     return MeanMinMaxObserver
@@ -122,18 +124,16 @@ def mean_min_max_observer() -> type:
 def _clamp_fusing_quantizer() -> type:
     """XNNPACK's quantizer, annotating convolution + ReLU6 (``hardtanh`` 0..6) first."""
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     class ClampFusingQuantizer(XNNPACKQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             averaged = not any(str(node.target) in _HARD_SWISH for node in model.graph.nodes)
-            if not averaged:  # V3: XNNPACK's histogram ranges (see xnnpack_quantizer)
-                self.set_global(get_symmetric_quantization_config(is_per_channel=True))
-            config = self.global_config
+            config = self.global_config  # V3 keeps XNNPACK's histogram (xnnpack_quantizer)
+            if averaged:
+                config = _with_averaged_ranges(config)
+                self.set_global(config)
             for clamp in model.graph.nodes:
                 layer = clamp.args[0] if str(clamp.target) in _CLAMPS else None
                 if not isinstance(layer, torch.fx.Node) or str(layer.target) not in _LAYERS:
