@@ -45,6 +45,7 @@ _LAYERS = ("aten.conv2d.default", "aten.linear.default")
 _CLAMPS = ("aten.hardtanh.default", "aten.hardtanh_.default")  # ReLU6, as torch.export writes it
 _HARD_SWISH = ("aten.hardswish.default", "aten.hardswish_.default")
 _ANNOTATION = "quantization_annotation"  # torchao's Q_ANNOTATION_KEY
+_ACTIVATION_EPS = 2**-12  # XNNPACK's quantization configs' smallest activation scale
 
 
 def xnnpack_quantizer(qat: bool = False) -> object:
@@ -88,9 +89,6 @@ def _with_averaged_ranges(config: object) -> object:
             config.output_activation, observer_or_fake_quant_ctr=averaged
         ),
     )
-
-
-_ACTIVATION_EPS = 2**-12  # XNNPACK's quantization configs' smallest activation scale
 
 
 @functools.cache
