@@ -16,8 +16,9 @@ Two remedies, measured by ``benchmarks/int8_schemes.py`` (results/int8_schemes_v
   slower than int8 weights on the Xeon (7.43 ms), slower even than fp32 (5.68 ms).
 
 Both agree with fp32 to the image on both kinds of CPU (they do not saturate, so the integer
-arithmetic is exact everywhere). So ``quantize`` picks the scheme for a target CPU, by default
-this one:
+arithmetic is exact everywhere); so do the files of NNCF's quantizer, the default, run under
+QEMU as a Zen 3 (``benchmarks/int8_emulated.py``: 86.15% for the avx2 scheme on both). So
+``quantize`` picks the scheme for a target CPU, by default this one:
 
 ========  ===============================  ============================================
 target    weights / activations            why
@@ -119,13 +120,29 @@ def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     return platform.processor() or platform.machine()
 
 
+def cpuid_flags() -> set[str]:
+    """The features the processor itself reports (CPUID, read by torch's cpuinfo), named as
+    Linux names them; :func:`cpu_flags` where this torch cannot say.
+
+    These are what ONNX Runtime's and XNNPACK's kernels dispatch on. They differ from
+    /proc/cpuinfo under an emulator: ``qemu-x86_64 -cpu EPYC-Milan`` reports a Zen 3 without
+    VNNI while /proc/cpuinfo still describes the host (``benchmarks/int8_emulated.py``)."""
+    import torch
+
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is None:
+        return cpu_flags()
+    return {name for name, value in capabilities().items() if value is True}
+
+
 def this_cpu(machine: str | None = None, flags: set[str] | None = None) -> str:
     """This machine's kind: ``arm``, ``vnni`` (x86 with AVX-512 VNNI or AVX-VNNI) or ``avx2``
-    (any other x86, and an x86 whose flags cannot be read: its scheme is right everywhere)."""
+    (any other x86, and an x86 whose flags cannot be read: its scheme is right everywhere).
+    ``flags`` default to :func:`cpuid_flags`."""
     machine = (machine or platform.machine()).lower()
     if machine.startswith(("arm", "aarch64")):
         return "arm"
-    flags = cpu_flags() if flags is None else flags
+    flags = cpuid_flags() if flags is None else flags
     return "vnni" if flags & {"avx512_vnni", "avx_vnni"} else "avx2"
 
 

@@ -1,6 +1,7 @@
 """int8 made for the CPU that runs it: the CPU's kind from its flags, the scheme per kind, the
 types actually in the quantized graph, the record, and the warning on another kind of CPU."""
 
+import platform
 import warnings
 
 import numpy as np
@@ -8,7 +9,14 @@ import pytest
 
 from mobilenets import cpu
 from mobilenets.cli.main import main
-from mobilenets.cpu import SCHEMES, cpu_flags, int8_scheme, this_cpu, warn_if_other_cpu
+from mobilenets.cpu import (
+    SCHEMES,
+    cpu_flags,
+    cpuid_flags,
+    int8_scheme,
+    this_cpu,
+    warn_if_other_cpu,
+)
 from mobilenets.errors import ConfigError
 from mobilenets.saved.onnx import OnnxSession, load_onnx, onnx_metadata
 
@@ -27,6 +35,17 @@ def test_the_kind_comes_from_the_flags_linux_lists(tmp_path) -> None:
     assert this_cpu("aarch64", set()) == this_cpu("arm64", set()) == "arm"
     # flags that cannot be read: the scheme that is right on every x86
     assert cpu_flags(tmp_path / "missing") == set() and this_cpu("x86_64", set()) == "avx2"
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 flags")
+def test_the_kind_comes_from_what_the_processor_reports() -> None:
+    """``this_cpu`` reads CPUID (torch's cpuinfo), which ONNX Runtime's and XNNPACK's kernels
+    dispatch on. Outside an emulator /proc/cpuinfo says the same (under ``qemu-x86_64 -cpu
+    EPYC-Milan`` it describes the host: ``benchmarks/int8_emulated.py``)."""
+    reported, listed = cpuid_flags(), cpu_flags()
+    for flag in ("sse4_2", "avx2", "avx512_vnni", "avx_vnni"):
+        assert (flag in reported) == (flag in listed), flag
+    assert this_cpu() == this_cpu(flags=listed)
 
 
 def test_each_kind_has_its_scheme() -> None:
