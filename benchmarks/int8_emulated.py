@@ -1,7 +1,7 @@
 """int8 on an AVX2-only CPU, emulated: each int8 file's agreement with fp32 when its kernels run
 without VNNI, beside the same file on this CPU (issue 30).
 
-    python benchmarks/int8_emulated.py --qemu PATH/qemu-x86_64-static [--cpu EPYC-Milan]
+    python benchmarks/int8_emulated.py [--qemu PATH/qemu-x86_64-static] [--cpu EPYC-Milan]
 
 QEMU's user-mode emulator runs the int8 files' runtimes as a Zen 3 (``-cpu EPYC-Milan``: AVX2
 and FMA, no AVX-512, no VNNI). QEMU 7.2 or later is needed: its TCG emulates AVX2 and FMA since
@@ -9,8 +9,9 @@ and FMA, no AVX-512, no VNNI). QEMU 7.2 or later is needed: its TCG emulates AVX
 take the AVX2 kernels an AVX2 machine takes, ``vpmaddubsw``'s 16-bit saturation included, and
 ``mobilenets.cpu.this_cpu`` says ``avx2`` there too. Integer arithmetic is exact, so the
 agreement is what an AVX2 CPU computes; latency under emulation (about 150× slower) means
-nothing, and none is given. To get QEMU without root or a package manager's install (Debian):
-``apt-get download qemu-user-static && dpkg -x qemu-user-static_*.deb qemu``.
+nothing, and none is given. To get QEMU without root or a package manager's install (Debian),
+as ``.ci/run`` does: ``apt-get download qemu-user-static && dpkg -x qemu-user-static_*.deb
+.qemu``.
 
 Every file is made here, by ``mobilenets quantize``'s own functions, as a user on each kind of
 CPU would get it (``--target-cpu vnni`` and ``avx2``):
@@ -20,7 +21,9 @@ CPU would get it (``--target-cpu vnni`` and ``avx2``):
   does: NNCF (the default) and ONNX Runtime's own percentile quantizer, each with either
   scheme, uint8 weights (the remedy ONNX Runtime's docs name), and ExecuTorch's ``.pte``;
 * V1 and V2 (α = 0.5) trained 10 epochs on digits at 32 px, as the test suite's ``trained``
-  fixture does, judged on digits' 360 held-out images, as the digits int8 tests do.
+  fixture does, judged on digits' 360 held-out images, as the digits int8 tests do;
+* LR-ASPP on V3-Small trained on the nuclei as the ``nuclei_run`` fixture does, judged per
+  pixel on the held-out tiles, as ``test_int8_of_a_segmenter_is_judged_by_miou_per_pixel`` does.
 
 fp32 runs here once per network; each int8 file runs here and under the emulator (a child
 process of this script, ``--worker``, which loads the file with ``mobilenets.weights.load``).
@@ -30,6 +33,7 @@ Writes ``int8_emulated_avx2.md`` and ``.json`` to ``--out``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -37,6 +41,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +63,9 @@ def _probabilities(path: Path, inputs: np.ndarray, batch: int = 20) -> np.ndarra
     with torch.inference_mode():
         for i in range(0, len(inputs), batch):
             logits = network(torch.from_numpy(inputs[i : i + batch]))
-            out.append(torch.softmax(logits.float(), 1).numpy())
+            logits = logits["out"] if isinstance(logits, dict) else logits  # a segmenter's
+            probabilities = torch.softmax(logits.float(), 1).movedim(1, -1)
+            out.append(probabilities.reshape(-1, logits.shape[1]).numpy())  # a row per pixel
     return np.concatenate(out)
 
 
@@ -74,7 +81,8 @@ def _worker(path: str, inputs: str, out: str) -> int:
 
 def _emulated(qemu: str, cpu: str, path: Path, inputs: Path) -> np.ndarray:
     """``path``'s probabilities computed under ``qemu -cpu cpu``."""
-    out = path.with_suffix(path.suffix + f".{cpu}.npz")
+    digest = hashlib.sha256(path.read_bytes() + inputs.read_bytes()).hexdigest()[:16]
+    out = path.with_suffix(path.suffix + f".{cpu}.{digest}.npz")  # a rerun reuses what it can
     if not out.exists():
         command = [qemu, "-cpu", cpu, sys.executable, __file__, "--worker", str(path)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -111,6 +119,17 @@ def _held_out(model_path: Path, calib_data: str) -> np.ndarray:
     return torch.cat(batches).numpy()
 
 
+def _made(out: Path, quantize: Callable, *args: object, **kwargs: object) -> Path:
+    """The int8 file at ``out``, or where a failed guard left it, made by ``quantize`` unless an
+    earlier run in the same ``--work`` folder made it."""
+    from mobilenets.export.quantize import rejected_path
+
+    for path in (out, rejected_path(out)):
+        if path.exists():
+            return path
+    return Path(quantize(*args, **kwargs).path)
+
+
 def _real_v2_files(work: Path) -> tuple[Path, list[tuple[str, str, str, Path]]]:
     """The real V2's fp32 ONNX file and (network, quantizer, scheme, file) for each int8 file."""
     from mobilenets.cpu import SCHEMES, Int8Scheme
@@ -125,12 +144,11 @@ def _real_v2_files(work: Path) -> tuple[Path, list[tuple[str, str, str, Path]]]:
             if quantizer == "nncf" and name == "u8":
                 continue
             out = work / f"v2.{quantizer}.{name}.onnx"
-            report = quantize_onnx(
-                fp32, out, "photos:large", target_cpu=scheme, quantizer=quantizer
-            )
-            files.append(("real V2", quantizer, scheme.describe(), Path(report.path)))
-    report = quantize_pte(WEIGHTS, work / "v2.int8.pte", "photos:large")
-    files.append(("real V2", "ExecuTorch PT2E", "XNNPACK's (any CPU)", Path(report.path)))
+            made = _made(out, quantize_onnx, fp32, out, "photos:large", target_cpu=scheme,
+                         quantizer=quantizer)  # fmt: skip
+            files.append(("real V2", quantizer, scheme.describe(), made))
+    made = _made(work / "v2.int8.pte", quantize_pte, WEIGHTS, work / "v2.int8.pte", "photos:large")
+    files.append(("real V2", "ExecuTorch PT2E", "XNNPACK's (any CPU)", made))
     return fp32, files
 
 
@@ -151,11 +169,46 @@ def _digits_files(work: Path, name: str) -> tuple[Path, list[tuple[str, str, str
     network = f"digits {name}"
     files = []
     for kind in ("vnni", "avx2"):
-        report = quantize_onnx(fp32, work / f"{name}.{kind}.onnx", "digits", target_cpu=kind)
-        files.append((network, "nncf", SCHEMES[kind].describe(), Path(report.path)))
+        out = work / f"{name}.{kind}.onnx"
+        made = _made(out, quantize_onnx, fp32, out, "digits", target_cpu=kind)
+        files.append((network, "nncf", SCHEMES[kind].describe(), made))
     if name == "mobilenet_v2":
-        report = quantize_pte(str(checkpoint), work / f"{name}.int8.pte", "digits")
-        files.append((network, "ExecuTorch PT2E", "XNNPACK's (any CPU)", Path(report.path)))
+        out = work / f"{name}.int8.pte"
+        made = _made(out, quantize_pte, str(checkpoint), out, "digits")
+        files.append((network, "ExecuTorch PT2E", "XNNPACK's (any CPU)", made))
+    return fp32, files
+
+
+def _segmenter_files(work: Path) -> tuple[Path, list[tuple[str, str, str, Path]]]:
+    """LR-ASPP on V3-Small trained on the nuclei as the suite's ``nuclei_run`` fixture trains
+    it, its fp32 ONNX file, and its int8 files (the default quantizer with either scheme, and a
+    ``.pte``)."""
+    from mobilenets.cpu import SCHEMES
+    from mobilenets.export.model_export import export_model
+    from mobilenets.export.quantize import quantize_onnx, quantize_pte
+    from mobilenets.saved.onnx import onnx_metadata
+    from mobilenets.training import TrainConfig, fit
+
+    folder, name = work / "trained-nuclei", "lraspp_mobilenet_v3_small"
+    if not (folder / "summary.json").exists():
+        config = TrainConfig(
+            model=name, data="nuclei", out=str(folder), epochs=8, batch_size=16,
+            resolution=64, schedule="poly", progress=False,
+        )  # fmt: skip
+        fit(config, log=lambda _m: None)
+    checkpoint = folder / "checkpoint.pt"
+    fp32 = export_model(str(checkpoint), work / "lraspp.onnx")
+    network, files = "nuclei LR-ASPP V3-Small (pixels)", []
+    for kind in ("vnni", "avx2"):
+        out = work / f"lraspp.{kind}.onnx"
+        made = _made(out, quantize_onnx, fp32, out, "nuclei", target_cpu=kind)
+        said = onnx_metadata(made)["quantization"]  # the default quantizer for this graph
+        files.append(
+            (network, "nncf" if "NNCF" in said else "onnxruntime", SCHEMES[kind].describe(), made)
+        )
+    out = work / "lraspp.int8.pte"
+    made = _made(out, quantize_pte, str(checkpoint), out, "nuclei")
+    files.append((network, "ExecuTorch PT2E", "XNNPACK's (any CPU)", made))
     return fp32, files
 
 
@@ -166,6 +219,7 @@ def _measure(qemu: str, cpu: str, work: Path) -> list[dict]:
     here = this_cpu()
     groups = [(_real_v2_files, (work,), "photos:large")]
     groups += [(_digits_files, (work, n), "digits") for n in ("mobilenet_v1", "mobilenet_v2")]
+    groups += [(_segmenter_files, (work,), "nuclei")]
     rows = []
     for make, arguments, data in groups:
         with warnings.catch_warnings():
@@ -197,7 +251,8 @@ def _table(rows: list[dict], cpu: str, qemu_cpu: str) -> str:
         f"Agreement of int8 with fp32 (top-1), overall and where fp32 is ≥ 50% confident, on "
         f"{cpu} ({here}) and under QEMU as `-cpu {qemu_cpu}` (a Zen 3: AVX2 + FMA, no AVX-512, "
         "no VNNI; ONNX Runtime and XNNPACK take their AVX2 kernels). fp32 computed here. The "
-        "real V2: 260 `photos:large` val crops; digits: 360 held-out images.",
+        "real V2: 260 `photos:large` val crops; digits: 360 held-out images; nuclei: the "
+        "65,536 pixels of 4 held-out 128-px tiles, per pixel.",
         "",
         f"| network | quantizer | int8 scheme | {here} (this CPU) | AVX2 (emulated) |",
         "|---|---|---|---|---|",
@@ -217,7 +272,12 @@ def main() -> int:
     if sys.argv[1:2] == ["--worker"]:
         return _worker(*sys.argv[2:5])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--qemu", required=True, help="QEMU's x86_64 user-mode emulator, ≥ 7.2")
+    unpacked = Path(__file__).parents[1] / ".qemu" / "usr" / "bin" / "qemu-x86_64-static"
+    parser.add_argument(
+        "--qemu",
+        default=str(unpacked),
+        help="QEMU's x86_64 user-mode emulator, ≥ 7.2 (default: the one .ci/run unpacks)",
+    )
     parser.add_argument("--cpu", default="EPYC-Milan", help="QEMU's CPU model (default: Zen 3)")
     parser.add_argument("--work", help="a folder to keep the files in (default: a new one)")
     parser.add_argument("--out", default="benchmarks/results")
