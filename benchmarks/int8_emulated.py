@@ -47,7 +47,6 @@ from pathlib import Path
 import numpy as np
 
 WEIGHTS = "torchvision:mobilenet_v2.IMAGENET1K_V1"
-CONFIDENT = 0.5  # quantize's: fp32's top probability at least 50%
 
 
 def _probabilities(path: Path, inputs: np.ndarray, batch: int = 20) -> np.ndarray:
@@ -94,16 +93,6 @@ def _emulated(qemu: str, cpu: str, path: Path, inputs: Path) -> np.ndarray:
     if str(result["kind"]) != "avx2":
         raise SystemExit(f"under {qemu} -cpu {cpu} the CPU was {result['kind']}, not avx2")
     return result["probabilities"]
-
-
-def _agreement(fp32: np.ndarray, int8: np.ndarray) -> dict:
-    same = fp32.argmax(1) == int8.argmax(1)
-    confident = fp32.max(1) >= CONFIDENT
-    return {
-        "agreement": 100 * float(same.mean()),
-        "confident_agreement": 100 * float(same[confident].mean()),
-        "confident_images": int(confident.sum()),
-    }
 
 
 def _held_out(model_path: Path, calib_data: str) -> np.ndarray:
@@ -215,6 +204,7 @@ def _segmenter_files(work: Path) -> tuple[Path, list[tuple[str, str, str, Path]]
 def _measure(qemu: str, cpu: str, work: Path) -> list[dict]:
     """Every file's agreement here and emulated, network by network."""
     from mobilenets.cpu import this_cpu
+    from mobilenets.export.quantize import agreement
 
     here = this_cpu()
     groups = [(_real_v2_files, (work,), "photos:large")]
@@ -232,8 +222,8 @@ def _measure(qemu: str, cpu: str, work: Path) -> list[dict]:
             start = time.perf_counter()
             row = {"network": network, "quantizer": quantizer, "scheme": scheme}
             row.update(images=len(fp32), file=path.name)
-            row[here] = _agreement(fp32, _probabilities(path, np.load(inputs)))
-            row["emulated_avx2"] = _agreement(fp32, _emulated(qemu, cpu, path, inputs))
+            row[here] = agreement(fp32, _probabilities(path, np.load(inputs)))
+            row["emulated_avx2"] = agreement(fp32, _emulated(qemu, cpu, path, inputs))
             rows.append(row)
             print(
                 f"{network}, {quantizer}, {scheme}: {row[here]} | {row['emulated_avx2']}"

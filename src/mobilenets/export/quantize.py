@@ -822,19 +822,28 @@ def _compare(
     dense = getattr(val, "task", "") == "segmentation"
     fp32 = _probabilities(fp32_network, batches)
     int8 = _probabilities(int8_network, batches)
-    same = fp32.argmax(1) == int8.argmax(1)
-    confident = fp32.max(1) >= CONFIDENT
     return {
         "guard": "agreement" if why else "accuracy",
         "fp32_top1": None if why else _score(fp32.argmax(1), labels, dense),
         "int8_top1": None if why else _score(int8.argmax(1), labels, dense),
         "unit": "pixels" if dense else "images",
         "metric": "mIoU" if dense else "top-1",
+        **agreement(fp32, int8),
+        "images": len(labels),
+        "fp32_classes": len(np.unique(fp32.argmax(1))),
+    }
+
+
+def agreement(fp32: np.ndarray, int8: np.ndarray) -> dict:
+    """Top-1 agreement in percent of two probability arrays (a row per image, or per pixel),
+    overall and where fp32 is confident (top probability ≥ ``CONFIDENT``), and how many rows
+    that is; the agreement guard's figures."""
+    same = fp32.argmax(1) == int8.argmax(1)
+    confident = fp32.max(1) >= CONFIDENT
+    return {
         "agreement": 100 * float(same.mean()),
         "confident_agreement": 100 * float(same[confident].mean()) if confident.any() else None,
         "confident_images": int(confident.sum()),
-        "images": len(labels),
-        "fp32_classes": len(np.unique(fp32.argmax(1))),
     }
 
 
