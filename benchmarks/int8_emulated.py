@@ -50,22 +50,17 @@ WEIGHTS = "torchvision:mobilenet_v2.IMAGENET1K_V1"
 
 
 def _probabilities(path: Path, inputs: np.ndarray, batch: int = 20) -> np.ndarray:
-    """Softmax outputs of the file at ``path`` (any format ``load`` reads) on ``inputs``."""
+    """Class probabilities of the file at ``path`` (any format ``load`` reads) on ``inputs``,
+    a row per image or pixel, as ``quantize``'s guard computes them."""
     import torch
 
+    from mobilenets.export.quantize import _probabilities as probabilities
     from mobilenets.weights import load
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a file made for the other kind of CPU, on purpose
         network = load(path)[0].eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(inputs), batch):
-            logits = network(torch.from_numpy(inputs[i : i + batch]))
-            logits = logits["out"] if isinstance(logits, dict) else logits  # a segmenter's
-            probabilities = torch.softmax(logits.float(), 1).movedim(1, -1)
-            out.append(probabilities.reshape(-1, logits.shape[1]).numpy())  # a row per pixel
-    return np.concatenate(out)
+    return probabilities(network, list(torch.from_numpy(inputs).split(batch)))
 
 
 def _worker(path: str, inputs: str, out: str) -> int:

@@ -66,18 +66,18 @@ def test_the_avx2_scheme_computes_the_same_on_an_avx2_cpu_and_8_bits_saturate_th
             "no QEMU (≥ 7.2): apt-get download qemu-user-static && dpkg -x qemu-user-static_*.deb "
             ".qemu, or MOBILENETS_QEMU=PATH"
         )
-    from mobilenets.data import build_dataset
-    from mobilenets.export.quantize import quantize_onnx
+    import torch
+
+    from mobilenets.export.quantize import _batches, _datasets, quantize_onnx
     from mobilenets.weights import load
 
     fp32, _, made_here = int8_onnx["mobilenet_v1"]  # this CPU's scheme
     other = "avx2" if this_cpu() == "vnni" else "vnni"
     report = quantize_onnx(fp32, tmp_path / f"{other}.onnx", "digits", target_cpu=other)
     files = {this_cpu(): Path(made_here.path), other: Path(report.path)}
-    _, info = load(fp32)
-    val = build_dataset("digits", "val", info.input_size, preprocess=info.eval_transform())
+    _, val, _ = _datasets(fp32, load(fp32)[1], "digits", None)  # the images quantize judges on
     inputs = tmp_path / "val.npy"
-    np.save(inputs, np.stack([val[i][0].numpy() for i in range(len(val))]))
+    np.save(inputs, torch.cat(_batches(val)[0]).numpy())
     models = [fp32, files["avx2"], files["vnni"]]
     reference, avx2_here, vnni_here = predictions(models, inputs, [])
     avx2_there, vnni_there = predictions(models[1:], inputs, [emulator, "-cpu", ZEN3])
