@@ -157,6 +157,38 @@ def test_the_int8_graph_computes_what_the_fake_int8_network_did(eps) -> None:
         TrainConfig(qat_bn_epochs=1)
 
 
+def test_a_relu6_output_is_rounded_once_after_the_clamp_in_training_as_in_the_program(
+    randomize_bn,
+) -> None:
+    """XNNPACK runs a convolution and its ReLU6 as one int8 operation, rounded after the clamp
+    (the post-training graph is annotated so). The QAT graph must train what it runs: in the
+    V2 (α 0.5) each of its 35 ReLU6 is followed by a fake quantizer and none sits between the
+    BatchNorm and the clamp (XNNPACK's QAT annotation put one there: 35, each output rounded
+    twice, once over the convolution's range, negatives included); converted, each clamp reads
+    the convolution (BatchNorm folded) and is quantized after."""
+    from mobilenets.export.pt2e import convert_qat, prepare_qat
+    from mobilenets.models import create_model
+
+    def fake_quantizer(node: torch.fx.Node) -> bool:
+        return node.op == "call_module" and "activation_post_process" in str(node.target)
+
+    model = randomize_bn(create_model("mobilenet_v2", num_classes=10, width_mult=0.5))
+    graph = prepare_qat(model, torch.randn(2, 3, 32, 32))
+    clamps = [n for n in graph.graph.nodes if "hardtanh" in str(n.target)]
+    assert len(clamps) == 35
+    assert not [n for n in clamps if fake_quantizer(n.args[0])]
+    assert all(any(fake_quantizer(user) for user in n.users) for n in clamps)
+    graph.eval()(torch.randn(8, 3, 32, 32))  # the observers see a batch
+    converted = convert_qat(graph)
+    clamps = [n for n in converted.graph.nodes if "hardtanh" in str(n.target)]
+    assert len(clamps) == 35
+    for clamp in clamps:
+        assert "conv2d" in str(clamp.args[0].target), clamp.args[0]
+        assert [str(u.target) for u in clamp.users] == [
+            "quantized_decomposed.quantize_per_tensor.default"
+        ]
+
+
 def test_torchaos_conv_bn_patterns_are_captured_once_and_only_for_present_convolutions() -> None:
     """torchao captures each conv + BN pattern with ``torch.export`` on every QAT prepare and
     convert, for four kinds of convolution (about 0.28 s a pattern; 14.5 s to prepare and

@@ -16,9 +16,8 @@ Two ways to an int8 graph:
   after some epochs, then the observers (:func:`set_qat_phase`).
 
 A converted graph lowers to an ExecuTorch program (XNNPACK) or exports to a QDQ ONNX model (which
-ONNX Runtime runs, and OpenVINO converts). A QAT file and a PTQ file are the same program but
-for ReLU6: the QAT graph rounds a convolution's output to int8 before it clamps (XNNPACK's QAT
-annotation, which fuses ReLU only), the PTQ graph after.
+ONNX Runtime runs, and OpenVINO converts). A QAT file and a PTQ file are the same program: in
+both, a convolution's output is rounded to int8 once, after the ReLU6 that clamps it.
 """
 
 from __future__ import annotations
@@ -51,12 +50,13 @@ _ACTIVATION_EPS = 2**-12  # XNNPACK's quantization configs' smallest activation 
 def xnnpack_quantizer(qat: bool = False) -> object:
     """The XNNPACK quantizer every int8 ``.pte`` uses, for training (fake quantization) or not.
 
-    Post-training, a convolution (or linear layer) followed by ReLU6 is one quantized
-    operation, quantized after the clamp, as XNNPACK runs it (its ``FuseActivationPass``
-    folds the clamp into the convolution). XNNPACK's own quantizer fuses ReLU only: after a
-    ReLU6, the int8 range was the convolution's, negative outputs included (one V2 layer's
-    [-2.6, 7.8] for values in [0, 6]), and the real V2 agreed with fp32 on 54% of real crops
-    (70% fused).
+    A convolution (or linear layer) followed by ReLU6 is one quantized operation, quantized
+    after the clamp, as XNNPACK runs it (its ``FuseActivationPass`` folds the clamp into the
+    convolution); in training, through the BatchNorm between them (:func:`_clamped_layer`).
+    XNNPACK's own quantizer fuses ReLU only: after a ReLU6, the int8 range was the
+    convolution's, negative outputs included (one V2 layer's [-2.6, 7.8] for values in
+    [0, 6]), and the real V2 agreed with fp32 on 54% of real crops (70% fused). Its QAT graph
+    rounded each such output twice, before the clamp and after it.
 
     Post-training, each activation's range is NNCF's (:func:`mean_min_max_observer`: each
     image's minimum and maximum, averaged over the images), not XNNPACK's histogram, but for
@@ -69,12 +69,11 @@ def xnnpack_quantizer(qat: bool = False) -> object:
     unbounded activations. A V3-Small trained on ``photos`` (96 px, seed 1) kept 76.92% top-1
     in int8 with the histogram (fp32 77.31%), 67.31% with averaged ranges."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
-    return (XNNPACKQuantizer() if qat else _clamp_fusing_quantizer()()).set_global(config)
+    return _clamp_fusing_quantizer()().set_global(config)
 
 
 def _with_averaged_ranges(config: object) -> object:
@@ -127,22 +126,22 @@ def _clamp_fusing_quantizer() -> type:
 
     class ClampFusingQuantizer(XNNPACKQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            averaged = not any(str(node.target) in _HARD_SWISH for node in model.graph.nodes)
             config = self.global_config  # V3 keeps XNNPACK's histogram (xnnpack_quantizer)
+            averaged = not config.is_qat and not any(
+                str(node.target) in _HARD_SWISH for node in model.graph.nodes
+            )
             if averaged:
                 config = _with_averaged_ranges(config)
                 self.set_global(config)
             for clamp in model.graph.nodes:
-                layer = clamp.args[0] if str(clamp.target) in _CLAMPS else None
-                if not isinstance(layer, torch.fx.Node) or str(layer.target) not in _LAYERS:
-                    continue
-                if len(layer.users) > 1 or tuple(clamp.args[1:3]) != (0.0, 6.0):
+                layer, norm = _clamped_layer(clamp)
+                if layer is None:
                     continue
                 specs = {layer.args[0]: utils.get_input_act_qspec(config)}
                 specs[layer.args[1]] = utils.get_weight_qspec(config)
                 if len(layer.args) > 2 and isinstance(layer.args[2], torch.fx.Node):
                     specs[layer.args[2]] = utils.get_bias_qspec(config)
-                partition = [clamp, layer, *list(specs)[1:]]
+                partition = [clamp, layer, *list(specs)[1:], *([norm] if norm else [])]
                 if utils._is_annotated(partition):
                     continue
                 layer.meta[_ANNOTATION] = QuantizationAnnotation(
@@ -158,6 +157,22 @@ def _clamp_fusing_quantizer() -> type:
             return model
 
     return ClampFusingQuantizer
+
+
+def _clamped_layer(clamp: torch.fx.Node) -> tuple[torch.fx.Node | None, torch.fx.Node | None]:
+    """The convolution or linear layer a ReLU6 (``hardtanh`` 0..6) alone reads, directly
+    (post-training: BatchNorm is folded first) or through its BatchNorm (QAT: ``prepare_qat_pt2e``
+    simulates the fold after annotation); and that BatchNorm. ``(None, None)`` if none."""
+    if str(clamp.target) not in _CLAMPS or tuple(clamp.args[1:3]) != (0.0, 6.0):
+        return None, None
+    layer, norm = clamp.args[0], None
+    if isinstance(layer, torch.fx.Node) and str(layer.target) == _BATCH_NORM:
+        norm, layer = layer, layer.args[0]
+        if len(norm.users) > 1:
+            return None, None
+    if not isinstance(layer, torch.fx.Node) or str(layer.target) not in _LAYERS:
+        return None, None
+    return (layer, norm) if len(layer.users) == 1 else (None, None)
 
 
 def _outputs_keep_their_range(model: torch.fx.GraphModule) -> None:

@@ -3,7 +3,7 @@ quantizers converted (:func:`~mobilenets.export.pt2e.convert_qat`), with the sca
 trained, and written as
 
 - an ExecuTorch program (``.pte``: the PT2E graph lowered to XNNPACK, the program a
-  post-training ``.pte`` is but for where ReLU6 clamps: :mod:`mobilenets.export.pt2e`),
+  post-training ``.pte`` is: :mod:`mobilenets.export.pt2e`),
 - a QDQ ONNX model (``.onnx``: the converted graph through torch's dynamo exporter; ONNX
   Runtime runs its QuantizeLinear/DequantizeLinear pairs with int8 kernels),
 - an OpenVINO IR (``.xml``: OpenVINO's conversion of that ONNX model).
