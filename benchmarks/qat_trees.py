@@ -80,18 +80,19 @@ def one_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
 
 def timings(ptq: Path, qat: Path, size: int, runs: int = 100) -> tuple[float, float]:
     """Median ms of both programs' networks (decoding and NMS are the same Python for both),
-    batch 1, one thread, interleaved."""
+    batch 1, one thread, interleaved; then the threads as before (the next seed trains on
+    them: ``benchmarks/qat.py``'s :func:`timings`)."""
     import torch
 
     from mobilenets.complexity.latency import spread, time_interleaved
-    from mobilenets.cpu import set_threads
+    from mobilenets.cpu import using_threads
     from mobilenets.saved.edge import PteProgram
 
-    set_threads(1)
-    x = torch.randn(1, 3, size, size)
-    programs = {"ptq": PteProgram(ptq, 1), "qat": PteProgram(qat, 1)}
-    calls = {name: (lambda p=p: p(x)) for name, p in programs.items()}
-    times = time_interleaved(calls, 10, runs)
+    with using_threads(1):
+        x = torch.randn(1, 3, size, size)
+        programs = {"ptq": PteProgram(ptq, 1), "qat": PteProgram(qat, 1)}
+        calls = {name: (lambda p=p: p(x)) for name, p in programs.items()}
+        times = time_interleaved(calls, 10, runs)
     return spread(times["ptq"])[0], spread(times["qat"])[0]
 
 
