@@ -89,12 +89,12 @@ def timings(ptq: Path, qat: Path, size: int, runs: int = 200) -> tuple[float, fl
     import torch
 
     from mobilenets.complexity.latency import spread, time_interleaved
-    from mobilenets.cpu import using_threads
-    from mobilenets.weights import load
+    from mobilenets.export.runtimes import torch_threads
+    from mobilenets.saved.edge import PteProgram
 
-    with using_threads(1):
+    with torch_threads(1):
         x = torch.randn(1, 3, size, size)
-        programs = {"ptq": load(ptq)[0], "qat": load(qat)[0]}
+        programs = {"ptq": PteProgram(ptq, 1), "qat": PteProgram(qat, 1)}
         calls = {name: (lambda p=p: p(x)) for name, p in programs.items()}
         times = time_interleaved(calls, 10, runs)
     return spread(times["ptq"])[0], spread(times["qat"])[0]

@@ -85,10 +85,10 @@ def timings(ptq: Path, qat: Path, size: int, runs: int = 100) -> tuple[float, fl
     import torch
 
     from mobilenets.complexity.latency import spread, time_interleaved
-    from mobilenets.cpu import using_threads
+    from mobilenets.export.runtimes import torch_threads
     from mobilenets.saved.edge import PteProgram
 
-    with using_threads(1):
+    with torch_threads(1):
         x = torch.randn(1, 3, size, size)
         programs = {"ptq": PteProgram(ptq, 1), "qat": PteProgram(qat, 1)}
         calls = {name: (lambda p=p: p(x)) for name, p in programs.items()}

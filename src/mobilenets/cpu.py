@@ -37,12 +37,11 @@ once, with what to do.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,22 +277,6 @@ def set_threads(threads: int) -> None:
 
     _threads = threads
     torch.set_num_threads(threads)
-
-
-@contextlib.contextmanager
-def using_threads(threads: int) -> Iterator[None]:
-    """Compute with ``threads`` threads inside the block (:func:`set_threads`), then as before:
-    a benchmark that times on one thread between trainings must not train the next on one."""
-    global _threads
-    import torch
-
-    before = (_threads, torch.get_num_threads())
-    set_threads(threads)
-    try:
-        yield
-    finally:
-        _threads = before[0]
-        torch.set_num_threads(before[1])
 
 
 def chosen_threads() -> int | None:

@@ -115,18 +115,3 @@ def test_threads_reach_torch(tmp_path) -> None:
         timeout=300,
     )
     assert "threads 1" in done.stdout, done.stderr
-
-
-def test_threads_used_for_a_block_are_given_back() -> None:
-    """``using_threads`` (a benchmark timing one thread between two trainings) puts back torch's
-    thread count and the runtimes' choice after the block, even when the block fails: the next
-    training must not run on one thread (another network than on two)."""
-    import torch
-
-    from mobilenets.cpu import chosen_threads, using_threads
-
-    with using_threads(3):  # a known state, not 1, whatever this worker had (given back too)
-        with pytest.raises(RuntimeError), using_threads(1):
-            assert (torch.get_num_threads(), chosen_threads()) == (1, 1)
-            raise RuntimeError("timing failed")
-        assert (torch.get_num_threads(), chosen_threads()) == (3, 3)
