@@ -101,7 +101,6 @@ def timings(ptq: Path, qat: Path, size: int, runs: int = 200) -> tuple[float, fl
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
-    keys = ("fp32", "ptq_int8", "qat_int8", "ptq_ms", "qat_ms")
     lines = [
         f"photos, {args.resolution} px, {args.model} {_start(args)}, then QAT {args.qat_epochs} "
         f"epochs; {_cpu()}",
@@ -117,27 +116,13 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             f"{r['ptq_ms']:.3f} | {r['qat_ms']:.3f} | "
             f"{r['ptq_agreement']:.2f}% | {r['qat_agreement']:.2f}% |"
         )
-    means = {k: statistics.mean(r[k] for r in rows) for k in keys}
-    spreads = {k: max(r[k] for r in rows) - min(r[k] for r in rows) for k in keys}
-    lines.append(
-        "| mean (spread) | "
-        + " | ".join(
-            f"{means[k]:.2f}{'%' if 'ms' not in k else ''} ({spreads[k]:.2f})"
-            for k in ("fp32", "ptq_int8", "qat_int8")
-        )
-        + "".join(
-            f" | {statistics.mean(r[k] for r in rows):.2f}%"
-            for k in ("qat_fake_int8", "fp32_longer")
-        )
-        + " | "
-        f"{means['ptq_ms']:.3f} ({spreads['ptq_ms']:.3f}) | "
-        f"{means['qat_ms']:.3f} ({spreads['qat_ms']:.3f}) | "
-        + " | ".join(
-            f"{statistics.mean(r[k] for r in rows):.2f}%"
-            for k in ("ptq_agreement", "qat_agreement")
-        )
-        + " |"
-    )
+    means = {k: statistics.mean(r[k] for r in rows) for k in rows[0] if k != "seed"}
+    spreads = {k: max(r[k] for r in rows) - min(r[k] for r in rows) for k in means}
+    with_spread = [f"{means[k]:.2f}% ({spreads[k]:.2f})" for k in ("fp32", "ptq_int8", "qat_int8")]
+    plain = [f"{means[k]:.2f}%" for k in ("qat_fake_int8", "fp32_longer")]
+    ms = [f"{means[k]:.3f} ({spreads[k]:.3f})" for k in ("ptq_ms", "qat_ms")]
+    agreement = [f"{means[k]:.2f}%" for k in ("ptq_agreement", "qat_agreement")]
+    lines.append("| mean (spread) | " + " | ".join(with_spread + plain + ms + agreement) + " |")
     lines += [
         "",
         "PTQ and QAT int8 top-1 are each judged by `quantize`'s accuracy guard against the "
