@@ -1,7 +1,7 @@
 """Post-training int8 against quantization-aware training, on real photographs.
 
     python benchmarks/qat.py [--model mobilenet_v2] [--seeds 3] [--resolution 96] [--epochs N]
-                             [--qat-epochs 3] [--out DIR]
+                             [--qat-epochs 3] [--qat-bn-epochs N] [--out DIR]
 
 Per seed, on the ``photos`` task (13 scikit-image photographs; train and val patches from
 disjoint parts of each photo):
@@ -12,8 +12,9 @@ disjoint parts of each photo):
    30: no ImageNet V3 weights install offline); its fp32 top-1;
 2. its int8 ExecuTorch program by post-training quantization (``quantize --out FILE.pte``:
    PT2E, XNNPACK quantizer, 256 calibration patches): int8 top-1;
-3. ``train --qat`` from that run for ``--qat-epochs``, then ``quantize`` of the QAT checkpoint
-   (its trained scales, nothing calibrated): int8 top-1; and, as the control for QAT's extra
+3. ``train --qat`` from that run for ``--qat-epochs`` (from ImageNet weights with the BatchNorm
+   statistics kept frozen, ``--qat-bn-epochs 0``, as the fine-tuning kept them), then
+   ``quantize`` of the QAT checkpoint (its trained scales, nothing calibrated): int8 top-1; and, as the control for QAT's extra
    training, the fp32 run for ``--epochs`` + ``--qat-epochs``;
 4. both programs timed interleaved in one process (batch 1, 1 thread, medians): the same graph,
    so the same latency is expected;
@@ -66,7 +67,7 @@ def one_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
     qat_run = fit(
         TrainConfig(
             weights=str(folder / "ft" / "checkpoint.pt"), qat=True, epochs=args.qat_epochs,
-            out=str(folder / "qat"), **common,
+            qat_bn_epochs=args.qat_bn_epochs, out=str(folder / "qat"), **common,
         ),
         **quiet,
     )  # fmt: skip
@@ -166,7 +167,7 @@ def timings(ptq: Path, qat: Path, size: int, runs: int = 200) -> tuple[float, fl
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"photos, {args.resolution} px, {args.model} {_start(args)}, then QAT {args.qat_epochs} "
-        f"epochs; {_cpu()}",
+        f"epochs ({_bn(args)}); {_cpu()}",
         "",
         "| seed | fp32 top-1 | PTQ int8 (.pte) | QAT int8 (.pte) | QAT fake int8 "
         "| fp32, as many epochs | PTQ ms | QAT ms | PTQ agreement | QAT agreement |",
@@ -240,6 +241,13 @@ def _start(args: argparse.Namespace) -> str:
     return f"from ImageNet weights ({args.epochs} epochs, frozen BN statistics)"
 
 
+def _bn(args: argparse.Namespace) -> str:
+    if args.qat_bn_epochs == 0:
+        return "BatchNorm statistics kept frozen"
+    bn = args.qat_bn_epochs or -(-args.qat_epochs // 2)
+    return f"BatchNorm statistics updated for {bn} of them"
+
+
 def _cpu() -> str:
     from mobilenets.cpu import cpu_name, this_cpu
 
@@ -253,9 +261,17 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(STARTS), default="mobilenet_v2")
     parser.add_argument("--epochs", type=int, help="default: 6 from ImageNet weights, else 30")
     parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument(
+        "--qat-bn-epochs",
+        type=int,
+        help="default: 0 (kept frozen) from ImageNet weights, fine-tuned with frozen BatchNorm "
+        "statistics; else train's default (half the QAT epochs)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     args.epochs = args.epochs or STARTS[args.model][1]
+    if args.qat_bn_epochs is None and STARTS[args.model][0] is not None:
+        args.qat_bn_epochs = 0  # the start kept ImageNet's statistics; QAT keeps them too
     rows = []
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as folder:

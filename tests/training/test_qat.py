@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -155,6 +156,34 @@ def test_the_int8_graph_computes_what_the_fake_int8_network_did(eps) -> None:
         TrainConfig(qat=True, weights="w.safetensors", epochs=2, qat_bn_epochs=5)
     with pytest.raises(ConfigError, match="qat_bn_epochs needs --qat"):
         TrainConfig(qat_bn_epochs=1)
+
+
+def test_batchnorm_statistics_can_stay_frozen_from_the_first_qat_epoch() -> None:
+    """``--qat-bn-epochs 0``: the start's BatchNorm statistics are never updated, for a start
+    fine-tuned with ``--freeze-bn`` (it kept ImageNet's). Measured on the photos V2
+    (``benchmarks/qat.py``, 1,560 held-out patches, VNNI Xeon): QAT re-estimating them for 2 of
+    3 epochs ended 2.31 points below fp32 (agreement 86%); kept frozen, within a point. The
+    loop's phase for epoch 0 freezes them and a training step leaves them as they were; by
+    default the same step moves them."""
+    from torch import nn
+
+    from mobilenets.export.pt2e import prepare_qat
+    from mobilenets.training.loop import _qat_phase
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    x = torch.randn(4, 3, 12, 12)
+    frozen = TrainConfig(weights="w.safetensors", qat=True, epochs=3, qat_bn_epochs=0)
+    assert frozen.qat_phases == (0, 1)
+    for config, moved in ((frozen, False), (replace(frozen, qat_bn_epochs=None), True)):
+        graph = prepare_qat(model, x).train()
+        before = {k: v.clone() for k, v in graph.state_dict().items() if "running_" in k}
+        _qat_phase(graph, config, 0, lambda _m: None)
+        graph(x)
+        after = graph.state_dict()
+        assert len(before) == 2 and moved == any(
+            not torch.equal(v, after[k]) for k, v in before.items()
+        )
 
 
 def test_a_relu6_output_is_rounded_once_after_the_clamp_in_training_as_in_the_program(

@@ -159,8 +159,9 @@ class TrainConfig:
         default=None,
         metadata=meta(
             "with --qat: update BatchNorm statistics for the first N epochs, then freeze them "
-            "(default: half the epochs, rounded up)",
-            range=Range(1, integer=True),
+            "(0: frozen from the start, as a run fine-tuned with --freeze-bn kept them; "
+            "default: half the epochs, rounded up)",
+            range=Range(0, integer=True),
             sweep=False,
         ),
     )
@@ -391,7 +392,7 @@ class TrainConfig:
     def qat_phases(self) -> tuple[int, int]:
         """The epochs (counted from 0) from which BatchNorm statistics, then activation
         ranges, are frozen."""
-        bn = self.qat_bn_epochs or -(-self.epochs // 2)
+        bn = -(-self.epochs // 2) if self.qat_bn_epochs is None else self.qat_bn_epochs
         observers = self.qat_observer_epochs or min(self.epochs, bn + 1)
         return bn, observers
 
