@@ -14,8 +14,9 @@ disjoint parts of each photo):
    PT2E, XNNPACK quantizer, 256 calibration patches): int8 top-1;
 3. ``train --qat`` from that run for ``--qat-epochs`` (from ImageNet weights with the BatchNorm
    statistics kept frozen, ``--qat-bn-epochs 0``, as the fine-tuning kept them), then
-   ``quantize`` of the QAT checkpoint (its trained scales, nothing calibrated): int8 top-1; and, as the control for QAT's extra
-   training, the fp32 run for ``--epochs`` + ``--qat-epochs``;
+   ``quantize`` of the QAT checkpoint (its trained scales, nothing calibrated): int8 top-1;
+   and, as the control for QAT's extra training, the fp32 run for ``--epochs`` +
+   ``--qat-epochs``;
 4. both programs timed interleaved in one process (batch 1, 1 thread, medians): the same graph,
    so the same latency is expected;
 5. fp32, both programs and the control judged again on six times the held-out patches (1,560:
