@@ -93,20 +93,23 @@ def one_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
     }
 
 
-def held_out(transform: object) -> tuple:
-    """The wider held-out set (:data:`WIDE_SEEDS`' val splits, preprocessed by ``transform``):
-    images, labels and how many of them are the val split (the first)."""
+def held_out(info: object) -> tuple:
+    """The wider held-out set (:data:`WIDE_SEEDS`' val splits, as image folders, preprocessed
+    as the network ``info`` records): images, labels and how many are the val split (the
+    first)."""
     import torch
 
-    from mobilenets.data import default_data_root
-    from mobilenets.data.folder import SafeImageFolder
+    from mobilenets.data import build_dataset, default_data_root
     from mobilenets.data.photos import prepare_photos
 
-    root = default_data_root()
+    root, preprocess = default_data_root(), info.eval_transform()
     splits = [
-        SafeImageFolder(prepare_photos(root, "small", data_seed) / "val", transform)
+        build_dataset(
+            str(prepare_photos(root, "small", data_seed)), "val", info.input_size,
+            preprocess=preprocess,
+        )
         for data_seed in WIDE_SEEDS
-    ]
+    ]  # fmt: skip
     assert all(split.classes == splits[0].classes for split in splits)
     images, labels = zip(*(split[i] for split in splits for i in range(len(split))), strict=True)
     return torch.stack(images), torch.tensor(labels), len(splits[0])
@@ -123,7 +126,7 @@ def wide_evaluation(folder: Path, ptq: object, qat: object) -> dict:
     from mobilenets.weights import load
 
     network, info = load(str(folder / "ft" / "checkpoint.pt"))
-    images, labels, first = held_out(info.eval_transform())
+    images, labels, first = held_out(info)
     with torch.no_grad():
         predicted = {
             name: torch.cat([net.eval()(batch).argmax(1) for batch in images.split(130)])
@@ -243,10 +246,17 @@ def _start(args: argparse.Namespace) -> str:
 
 
 def _bn(args: argparse.Namespace) -> str:
-    if args.qat_bn_epochs == 0:
-        return "BatchNorm statistics kept frozen"
-    bn = args.qat_bn_epochs or -(-args.qat_epochs // 2)
-    return f"BatchNorm statistics updated for {bn} of them"
+    from mobilenets.training import TrainConfig
+
+    qat = TrainConfig(
+        weights="start", qat=True, epochs=args.qat_epochs, qat_bn_epochs=args.qat_bn_epochs
+    )
+    bn = qat.qat_phases[0]  # train's own rule for the default
+    return (
+        f"BatchNorm statistics updated for {bn} of them"
+        if bn
+        else "BatchNorm statistics kept frozen"
+    )
 
 
 def _cpu() -> str:
