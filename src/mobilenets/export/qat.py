@@ -94,8 +94,14 @@ def qat_reference(start: object, float_model: nn.Module, info: NetworkInfo) -> t
 def write_qat(source: str | Path, staged: Path) -> tuple[nn.Module, NetworkInfo, int, str]:
     """Write ``source``'s (a QAT checkpoint's) int8 file at ``staged`` (its suffix says which
     runtime's); the fp32 network to judge it against and what that is
-    (:func:`qat_reference`), its record, and the size of the run's fp32 file."""
-    from mobilenets.export.edge import export_openvino, export_pte, network_record
+    (:func:`qat_reference`), its record, and the size of the run's fp32 file (a ``.pte``'s:
+    :func:`~mobilenets.export.edge.fp32_program_bytes`)."""
+    from mobilenets.export.edge import (
+        export_openvino,
+        export_pte,
+        fp32_program_bytes,
+        network_record,
+    )
     from mobilenets.export.onnx import export_onnx
 
     if staged.suffix not in SUFFIXES:
@@ -112,11 +118,10 @@ def write_qat(source: str | Path, staged: Path) -> tuple[nn.Module, NetworkInfo,
         network = DetectorGraph(float_model).eval()
     record = network_record(network, info, None)
     extra = {"quantization": QAT_SCHEME}
+    if staged.suffix == ".pte":
+        export_pte(network, staged, record, int8_graph=int8, extra=extra)
+        return reference, info, fp32_program_bytes(network), what
     with tempfile.TemporaryDirectory() as folder:
-        if staged.suffix == ".pte":
-            export_pte(network, staged, record, int8_graph=int8, extra=extra)
-            fp32 = export_pte(network, Path(folder) / "fp32.pte", record)
-            return reference, info, fp32.stat().st_size, what
         onnx_file = staged if staged.suffix == ".onnx" else Path(folder) / "int8.onnx"
         _qdq_onnx(int8, onnx_file, record, extra)
         if staged.suffix == ".xml":

@@ -69,7 +69,7 @@ class QuantReport:
     confident_agreement: float | None  # the same where fp32 is confident (None: no such image)
     confident_images: int
     images: int
-    fp32_bytes: int
+    fp32_bytes: int  # the fp32 file's size; a .pte's: its weights' (fp32_size "weights")
     int8_bytes: int
     calibration: str = DEFAULT_CALIBRATION
     calib_images: int = 0
@@ -83,6 +83,7 @@ class QuantReport:
     unit: str = "images"  # what agreement counts: images, a segmenter's pixels, a detector's boxes
     metric: str = "top-1"  # what fp32_top1 and int8_top1 hold: top-1, mIoU or AP50
     scheme: str = ""  # the int8 types and the CPU they were chosen for, and why
+    fp32_size: str = "file"  # what fp32_bytes weighs: the fp32 "file", or its "weights"
 
     @property
     def informative(self) -> bool:
@@ -119,7 +120,8 @@ class QuantReport:
         return {**asdict(self), "ok": self.ok}
 
     def format(self) -> str:
-        size = f"{self.fp32_bytes / 1e6:.2f} MB → {self.int8_bytes / 1e6:.2f} MB"
+        weights = " (fp32 weights)" if self.fp32_size == "weights" else ""
+        size = f"{self.fp32_bytes / 1e6:.2f} MB{weights} → {self.int8_bytes / 1e6:.2f} MB"
         one = {"images": "image", "pixels": "pixel", "boxes": "box"}[self.unit]
         confident = (
             f"{self.confident_agreement:.2f}% where fp32 is ≥ {CONFIDENT:.0%} confident "
@@ -510,7 +512,7 @@ def quantize_pte(
     """An int8 ExecuTorch program (PT2E, XNNPACK quantizer) of a checkpoint, weights file or
     weights name, calibrated and judged exactly as :func:`quantize_onnx` does (the same seeded,
     class-stratified calibration sample, the same guards and report)."""
-    from mobilenets.export.edge import export_pte, network_record
+    from mobilenets.export.edge import export_pte, fp32_program_bytes, network_record
     from mobilenets.export.folding import fold_bn
     from mobilenets.saved.edge import PteProgram
 
@@ -539,15 +541,14 @@ def quantize_pte(
     if record.task == "segmentation":  # a fixed-size program at the data's image size
         record = replace(record, input_size=int(batches[0].shape[-1]))
     export_pte(graph, staged, record, calibration=batches)
-    with tempfile.TemporaryDirectory() as folder:
-        fp32_bytes = export_pte(graph, Path(folder) / "fp32.pte", record).stat().st_size
     return _judge(
         model,
         load(staged)[0] if detector else PteProgram(staged),
         val,
         staged,
         out_path,
-        fp32_bytes=fp32_bytes,
+        fp32_bytes=fp32_program_bytes(graph),
+        fp32_size="weights",
         calibration="PT2E (XNNPACK quantizer, activation ranges averaged over the images as "
         "NNCF's, the outputs' whole; convolution + ReLU6 fused, bias correction)",
         scheme="XNNPACK's (per-channel int8 weights, int8 activations), chosen by XNNPACK for "
@@ -728,6 +729,7 @@ def quantize_qat(
         staged,
         out_path,
         fp32_bytes=fp32_bytes,
+        fp32_size="weights" if staged.suffix == ".pte" else "file",
         calibration=f"quantization-aware training (the run's trained scales); fp32 is {what}",
         scheme=QAT_SCHEME,
         calib_images=0,
