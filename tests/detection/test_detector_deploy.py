@@ -40,26 +40,29 @@ def test_exported_detectors_find_pytorchs_boxes(tree_run, tmp_path, suffix) -> N
 
 
 def test_int8_of_a_detector_keeps_its_prediction_layers_and_refuses_a_vacuous_guard(
-    tree_run, tmp_path
+    learned_trees, tmp_path
 ) -> None:
     """quantize's detector defaults: minmax calibration and the prediction layers in fp32. On
     the trees SSDLite-V2 these keep AP50 at 21.66% against fp32's 22.61%, where an all-int8
-    file falls to 1.0–1.4%. The test network's boxes agree with fp32's (100.00% measured on
-    the VNNI Xeon; AP50 2.44% fp32, 1.79% int8).
+    file falls to 1.0–1.4%. The test network (it learned its four tiles, 61 trees) keeps its
+    AP50 and its boxes: fp32 61.98%, int8 62.29%, box agreement 100.00% on the VNNI Xeon; fp32
+    65.06%, int8 64.98%, 100.00% with torch and oneDNN held to AVX2 (ONNX Runtime's kernels
+    are the Xeon's either way); floors: fp32 above 30%, agreement 90%.
 
     The AP50 guard refuses to pass vacuously: with a margin at or above fp32's AP50, a file
     that finds nothing would be "within the margin"."""
     from mobilenets.export.quantize import quantize_onnx
 
+    data = learned_trees.summary["config"]["data"]
     onnx_file, out = tmp_path / "d.onnx", tmp_path / "d.int8.onnx"
-    assert main(["export", str(tree_run.out / "checkpoint.pt"), "--out", str(onnx_file)]) == 0
-    report = quantize_onnx(onnx_file, out, "trees")
+    assert main(["export", str(learned_trees.out / "checkpoint.pt"), "--out", str(onnx_file)]) == 0
+    report = quantize_onnx(onnx_file, out, data)
     assert report.calibration == "minmax" and report.kept_fp32
     assert all(name.startswith("/head/") for name in report.kept_fp32)
-    assert report.unit == "boxes" and report.metric == "AP50" and report.images == 97
+    assert report.unit == "boxes" and report.metric == "AP50" and report.images == 61
     assert report.agreement >= 90.0
-    assert report.ok and out.exists() and report.fp32_top1 > 2.0
+    assert report.ok and out.exists() and report.fp32_top1 > 30.0
     with pytest.warns(UserWarning, match="failed the accuracy guard"):
-        wide = quantize_onnx(onnx_file, tmp_path / "w.int8.onnx", "trees", margin=report.fp32_top1)
+        wide = quantize_onnx(onnx_file, tmp_path / "w.int8.onnx", data, margin=report.fp32_top1)
     assert wide.vacuous and not wide.ok and "uninformative" in wide.format()
     assert (tmp_path / "w.int8.rejected.onnx").exists()
