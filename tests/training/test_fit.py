@@ -17,33 +17,38 @@ def quiet(**kwargs) -> TrainConfig:
 
 
 @pytest.mark.parametrize(
-    ("model", "width_mult", "floor"),
+    ("model", "width_mult", "epochs", "floor"),
     [
-        # 10 epochs at 32 px: ~7-10 s each on 2 CPU cores; measured 97.5%, 98.9%, 98.3%.
-        ("mobilenet_v1", 0.5, 95.0),
-        ("mobilenet_v2", 0.5, 93.0),
-        ("mobilenet_v3_small", 1.0, 93.0),
+        # at 32 px, measured 97.5% and 98.9% (10 epochs, the session's `trained` runs) and
+        # 98.33% (6 epochs) on the VNNI Xeon; V3-Small 96.67% with torch held to AVX2
+        # (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2), where its epochs take twice as
+        # long (h-swish and SE without AVX-512); 5 epochs gave 96.39% and 95.00%.
+        ("mobilenet_v1", 0.5, 10, 95.0),
+        ("mobilenet_v2", 0.5, 10, 93.0),
+        ("mobilenet_v3_small", 1.0, 6, 93.0),
     ],
 )
-def test_learns_digits_above_the_floor(tmp_path, trained, model: str, width_mult: float, floor):
+def test_learns_digits_above_the_floor(
+    tmp_path, trained, model: str, width_mult: float, epochs: int, floor: float
+) -> None:
     """V1 and V2 are the session's ``trained`` runs (the same configuration), read back."""
     if model in trained:
         tmp_path = trained[model]
     else:
-        result = fit(
-            quiet(model=model, width_mult=width_mult, resolution=32, epochs=10, out=str(tmp_path)),
-            log=lambda _m: None,
+        config = quiet(
+            model=model, width_mult=width_mult, resolution=32, epochs=epochs, out=str(tmp_path)
         )
+        result = fit(config, log=lambda _m: None)
         assert json.loads((tmp_path / "summary.json").read_text())["val_top1"] == result.top1
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["val_top1"] >= floor and summary["epochs"] == 10
+    assert summary["val_top1"] >= floor and summary["epochs"] == epochs
     assert (summary["model"], summary["width_mult"], summary["resolution"]) == (
         model,
         width_mult,
         32,
     )
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
