@@ -33,34 +33,20 @@ def learned_trees(tmp_path_factory) -> FitResult:
     ``ONEDNN_MAX_CPU_ISA=AVX2``), so an int8 test's AP50 guard is informative. The trees run
     above is not: 2 epochs from scratch leave AP50 at noise level (2.44% on the Xeon, 1.42%
     held to AVX2), within the guard's 2-point margin of nothing."""
-    from PIL import Image
+    from _voc import write_voc
 
     from mobilenets.data.detection import build_detection_dataset
 
     root = tmp_path_factory.mktemp("learned_trees")
     (root / "classes.txt").write_text("tree\n")
-    for split in ("train", "val"):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "annotations").mkdir()
     tiles = build_detection_dataset("trees", "val", 200)
     for i in range(4):
         image, target = tiles[i]
-        objects = "".join(
-            f"<object><name>tree</name><bndbox><xmin>{x1:.2f}</xmin><ymin>{y1:.2f}</ymin>"
-            f"<xmax>{x2:.2f}</xmax><ymax>{y2:.2f}</ymax></bndbox></object>"
-            for x1, y1, x2, y2 in target["boxes"].tolist()
-        )
-        val = root / "val" / "images" / f"tile{i}.png"
-        Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy()).save(val)
-        (root / "val" / "annotations" / f"tile{i}.xml").write_text(
-            f"<annotation>{objects}</annotation>"
-        )
+        boxes = [("tree", [round(v, 2) for v in box]) for box in target["boxes"].tolist()]
+        pixels = (image.permute(1, 2, 0) * 255).round().byte().numpy()
+        write_voc(root / "val", f"tile{i}", boxes, pixels)
         for copy in range(32):
-            name = f"tile{i}-{copy}"
-            (root / "train" / "images" / f"{name}.png").hardlink_to(val)
-            (root / "train" / "annotations" / f"{name}.xml").hardlink_to(
-                root / "val" / "annotations" / f"tile{i}.xml"
-            )
+            write_voc(root / "train", f"tile{i}-{copy}", boxes, pixels)
     config = TrainConfig(
         model="ssdlite_mobilenet_v3_small", data=str(root), out=str(root / "run"), epochs=8,
         batch_size=16, resolution=128, lr=0.05, warmup_epochs=1, progress=False,

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _voc import write_voc
 from PIL import Image
 
 from mobilenets.data.detection import (
@@ -66,17 +67,7 @@ def test_bad_boxes_are_one_line(box, message) -> None:
 
 
 def _voc(folder, name, objects, size=(64, 48)) -> None:
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "annotations").mkdir(exist_ok=True)
-    Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(
-        folder / "images" / f"{name}.png"
-    )
-    rows = "".join(
-        f"<object><name>{c}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-        for c, b in objects
-    )
-    (folder / "annotations" / f"{name}.xml").write_text(f"<annotation>{rows}</annotation>")
+    write_voc(folder, name, objects, np.full((size[1], size[0], 3), 90, np.uint8))
 
 
 def test_a_voc_folder_reads_its_boxes(tmp_path) -> None:

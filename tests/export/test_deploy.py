@@ -89,7 +89,7 @@ def test_int8_on_digits_within_two_points_of_fp32(int8_onnx, name: str) -> None:
     assert report.images == 360 and report.fp32_top1 >= 95
     assert report.int8_top1 >= report.fp32_top1 - 2.0 and report.ok
     assert report.agreement >= 97
-    assert report.int8_bytes < report.fp32_bytes / 2.5
+    assert report.int8_bytes < report.fp32_bytes / 2.5 and report.fp32_size == "file"
     meta = onnx_metadata(int8)
     assert meta["classes"] == [str(d) for d in range(10)] and "QDQ" in meta["quantization"]
 

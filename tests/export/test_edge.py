@@ -113,7 +113,8 @@ def test_int8_agrees_with_fp32_on_digits(tmp_path, trained, int8_onnx, capsys) -
     report = json.loads(capsys.readouterr().out)
     assert report["guard"] == "accuracy" and report["ok"]
     assert report["agreement"] >= 97.0
-    assert report["int8_bytes"] < report["fp32_bytes"] / 3
+    assert report["int8_bytes"] < report["fp32_bytes"] / 3  # fp32: its weights, not lowered
+    assert report["fp32_size"] == "weights"
 
     _, onnx_int8, _ = int8_onnx["mobilenet_v2"]  # quantize's QDQ model, made once
     xml = tmp_path / "int8.xml"

@@ -548,7 +548,6 @@ def quantize_pte(
         staged,
         out_path,
         fp32_bytes=fp32_program_bytes(graph),
-        fp32_size="weights",
         calibration="PT2E (XNNPACK quantizer, activation ranges averaged over the images as "
         "NNCF's, the outputs' whole; convolution + ReLU6 fused, bias correction)",
         scheme="XNNPACK's (per-channel int8 weights, int8 activations), chosen by XNNPACK for "
@@ -729,7 +728,6 @@ def quantize_qat(
         staged,
         out_path,
         fp32_bytes=fp32_bytes,
-        fp32_size="weights" if staged.suffix == ".pte" else "file",
         calibration=f"quantization-aware training (the run's trained scales); fp32 is {what}",
         scheme=QAT_SCHEME,
         calib_images=0,
@@ -798,7 +796,8 @@ def _judge(
     comparison = _compare(fp32_network, int8_network, val, str(fields.get("why", "")))
     companions = [staged.with_suffix(".bin")] if staged.suffix == ".xml" else []  # an IR's
     size = sum(p.stat().st_size for p in [staged, *companions])
-    report = QuantReport(**comparison, int8_bytes=size, **fields)
+    weighed = "weights" if staged.suffix == ".pte" else "file"  # fp32 is never lowered to weigh
+    report = QuantReport(**comparison, int8_bytes=size, fp32_size=weighed, **fields)
     if report.ok:
         for companion in companions:  # the .bin first: the .xml is never without it
             os.replace(companion, out_path.with_suffix(companion.suffix))
