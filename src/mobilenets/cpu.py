@@ -42,7 +42,7 @@ import platform
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mobilenets.errors import ConfigError, display
@@ -146,15 +146,40 @@ def this_cpu(machine: str | None = None, flags: set[str] | None = None) -> str:
     return "vnni" if flags & {"avx512_vnni", "avx_vnni"} else "avx2"
 
 
+#: oneDNN's ISA levels without VNNI (``ONEDNN_MAX_CPU_ISA``; the others, AVX2_VNNI and
+#: AVX512_CORE_VNNI up, keep it, as do ALL and DEFAULT).
+ONEDNN_ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
+
+
+def int8_cpu(environ: Mapping[str, str] | None = None) -> str:
+    """The kind of CPU int8 runs on here, for the scheme: :func:`this_cpu`, except on a VNNI
+    CPU whose oneDNN is held below VNNI (``ONEDNN_MAX_CPU_ISA=AVX2``: docs/cpu.md). OpenVINO's
+    kernels then add pairs of int8 products in 16 bits as an AVX2 CPU's do (8-bit weights
+    agreed 86.94% with fp32 on the digits, 7-bit 99.17%), so the file must be ``avx2``'s; ONNX
+    Runtime keeps the VNNI kernels, which run a 7-bit file exactly."""
+    here = this_cpu()
+    isa = (os.environ if environ is None else environ).get("ONEDNN_MAX_CPU_ISA", "")
+    if here == "vnni" and isa.strip().upper() in ONEDNN_ISAS_WITHOUT_VNNI:
+        return "avx2"
+    return here
+
+
 def int8_scheme(target_cpu: str | Int8Scheme | None = None) -> Int8Scheme:
-    """The scheme for ``target_cpu`` (one of :data:`TARGET_CPUS`; None or ``auto``: this CPU;
-    a scheme is returned as it is, for the benchmark that compares them)."""
+    """The scheme for ``target_cpu`` (one of :data:`TARGET_CPUS`; None or ``auto``: this CPU's,
+    :func:`int8_cpu`; a scheme is returned as it is, for the benchmark that compares them)."""
     if isinstance(target_cpu, Int8Scheme):
         return target_cpu
     target = target_cpu or "auto"
     if target not in TARGET_CPUS:
         raise ConfigError(f"--target-cpu must be one of {', '.join(TARGET_CPUS)}, got {target!r}")
-    return SCHEMES[this_cpu() if target == "auto" else target]
+    if target != "auto":
+        return SCHEMES[target]
+    kind = int8_cpu()
+    if kind != this_cpu():
+        held = f"ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}"
+        why = f"{held} holds oneDNN (OpenVINO) below VNNI, and {SCHEMES[kind].why}"
+        return replace(SCHEMES[kind], why=why)
+    return SCHEMES[kind]
 
 
 _warned: set[str] = set()
@@ -163,7 +188,7 @@ _warned: set[str] = set()
 def warn_if_other_cpu(path: str | Path, made_for: object) -> None:
     """Warn once per file when an int8 model made for one kind of CPU loads on another kind
     whose scheme differs (a file made for ``arm`` runs as it should on ``vnni``)."""
-    here = this_cpu()
+    here = int8_cpu()
     if made_for not in SCHEMES or str(path) in _warned:
         return
     seven_bits = SCHEMES[made_for].reduce_range

@@ -13,6 +13,7 @@ from mobilenets.cpu import (
     SCHEMES,
     cpu_flags,
     cpuid_flags,
+    int8_cpu,
     int8_scheme,
     this_cpu,
     warn_if_other_cpu,
@@ -48,11 +49,29 @@ def test_the_kind_comes_from_what_the_processor_reports() -> None:
     assert this_cpu() == this_cpu(flags=listed)
 
 
+def test_onednn_held_below_vnni_takes_the_avx2_scheme(monkeypatch) -> None:
+    """``ONEDNN_MAX_CPU_ISA`` below VNNI on a VNNI CPU: OpenVINO's oneDNN adds int8 products
+    as an AVX2 CPU's kernels do, so quantize makes the AVX2 file and says why."""
+    monkeypatch.setattr(cpu, "this_cpu", lambda: "vnni")
+    for isa in ("AVX2", "avx2", "AVX512_CORE", "SSE41"):
+        assert int8_cpu({"ONEDNN_MAX_CPU_ISA": isa}) == "avx2", isa
+    for isa in ("AVX2_VNNI", "AVX512_CORE_VNNI", "AVX512_CORE_AMX", "ALL", ""):
+        assert int8_cpu({"ONEDNN_MAX_CPU_ISA": isa}) == "vnni", isa
+    assert int8_cpu({}) == "vnni"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    scheme = int8_scheme()
+    assert scheme.target == "avx2" and scheme.reduce_range
+    assert scheme.why.startswith("ONEDNN_MAX_CPU_ISA=AVX2 holds oneDNN (OpenVINO) below VNNI, and")
+    assert int8_scheme("vnni") == SCHEMES["vnni"]  # a target named is kept
+    monkeypatch.setattr(cpu, "this_cpu", lambda: "arm")
+    assert int8_cpu() == "arm"
+
+
 def test_each_kind_has_its_scheme() -> None:
     assert (SCHEMES["vnni"].weights, SCHEMES["vnni"].activations) == ("int8", "uint8")
     assert not SCHEMES["vnni"].reduce_range and SCHEMES["avx2"].reduce_range
     assert (SCHEMES["avx2"].weights, SCHEMES["avx2"].activations) == ("int8", "uint8")
-    assert int8_scheme("auto") == int8_scheme(None) == SCHEMES[this_cpu()]
+    assert int8_scheme("auto") == int8_scheme(None) and int8_scheme().target == int8_cpu()
     with pytest.raises(ConfigError, match=r"^--target-cpu must be one of auto, vnni, avx2, arm"):
         int8_scheme("pentium")
 
@@ -97,7 +116,7 @@ def test_the_file_holds_the_scheme_it_was_made_with(int8_onnx, avx2_int8) -> Non
     as ONNX Runtime's AVX2 depthwise kernel widens to 16 bits before it multiplies), the
     record and the report say the same."""
     _, here, report = int8_onnx["mobilenet_v1"]
-    scheme = SCHEMES[this_cpu()]
+    scheme = int8_scheme()
     assert _weights(here) == ({scheme.weights}, 64 if scheme.reduce_range else 127, 127)
     assert onnx_metadata(here)["int8_target_cpu"] == scheme.target
     assert f"per-channel {scheme.weights} weights" in onnx_metadata(here)["quantization"]
@@ -112,6 +131,7 @@ def test_the_file_holds_the_scheme_it_was_made_with(int8_onnx, avx2_int8) -> Non
 
 def test_an_int8_file_on_another_kind_of_cpu_warns_once(avx2_int8, monkeypatch) -> None:
     path, _ = avx2_int8
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # the CPU's kind alone decides
     monkeypatch.setattr(cpu, "_warned", set())
     monkeypatch.setattr(cpu, "this_cpu", lambda: "vnni")
     with pytest.warns(
