@@ -28,11 +28,12 @@ def tree_run(tmp_path_factory) -> FitResult:
 def learned_trees(tmp_path_factory) -> FitResult:
     """V3-Small SSDLite that has learned four real tree tiles: a VOC box folder whose val split
     is the first four held-out 200-px tiles (61 trees) and whose train split is 32 copies of
-    them, 8 epochs at 128 px, lr 0.05 (about 14 s). It finds its trees on any CPU: AP50 62.0%
-    on the VNNI Xeon, 65.1% with torch held to AVX2 (``ATEN_CPU_CAPABILITY=avx2``,
-    ``ONEDNN_MAX_CPU_ISA=AVX2``), so an int8 test's AP50 guard is informative. The trees run
-    above is not: 2 epochs from scratch leave AP50 at noise level (2.44% on the Xeon, 1.42%
-    held to AVX2), within the guard's 2-point margin of nothing."""
+    them, 8 epochs at 128 px, lr 0.05 (about 14 s). It finds its trees on any CPU: AP50 58.55%
+    on the VNNI Xeon, 63.64% with torch held to AVX2 (``ATEN_CPU_CAPABILITY=avx2``,
+    ``ONEDNN_MAX_CPU_ISA=AVX2``; both in the suite, a thread per worker), so an int8 test's
+    AP50 guard is informative. The trees run above is not: 2 epochs from scratch leave AP50 at
+    noise level (2.58% on the Xeon, 2.47% held to AVX2), within the guard's 2-point margin of
+    nothing."""
     from _voc import write_voc
 
     from mobilenets.data.detection import build_detection_dataset

@@ -190,9 +190,11 @@ def test_distillation_through_fit(tiny_image_folder, tmp_path, randomize_bn) -> 
 def test_fine_tuning_real_weights_beats_scratch_on_real_photos(real_v2_file, tmp_path) -> None:
     """torchvision's ImageNet V2 fine-tuned on the photos task (64 px patches, train and val from
     disjoint parts of 13 photographs) against the same network from scratch, 3 epochs each.
-    Measured on the VNNI Xeon: 78.46% against 7.69% (chance), the fine-tuned curve rising
-    40.38 → 78.08 → 78.46%; with torch held to AVX2 (docs/cpu.md) 80.38% against 7.69%,
-    40.38 → 78.85 → 80.38%."""
+    Measured in the suite (a thread per worker) on the VNNI Xeon: 77.31% against 7.69%
+    (chance), the fine-tuned curve rising 40.00 → 61.15 → 77.31%; with torch held to AVX2
+    (docs/cpu.md) 71.15% against 7.69%, 40.38 → 56.92 → 71.15%. With two threads per worker
+    it was 78.46% (40.38 → 78.08 → 78.46%) and 80.38% held: the second epoch's figure moves by
+    20 points with the order of the sums, so only the last is floored."""
     common = {"data": "photos", "resolution": 64, "epochs": 3, "progress": False}
 
     def quiet(_message: str) -> None:
@@ -206,7 +208,7 @@ def test_fine_tuning_real_weights_beats_scratch_on_real_photos(real_v2_file, tmp
         log=quiet,
     )
     assert tuned.summary["recipe"]["lr"] == 0.002 and tuned.summary["model"] == "mobilenet_v2"
-    assert tuned.top1 >= 75.0 and tuned.top1 >= scratch.top1 + 40
+    assert tuned.top1 >= 60.0 and tuned.top1 >= scratch.top1 + 40
     with open(tmp_path / "f" / "metrics.csv") as f:
         curve = [float(row["val_top1"]) for row in csv.DictReader(f)]
-    assert curve == sorted(curve) and curve[1] >= 70.0, curve  # rising: no collapse after warmup
+    assert curve == sorted(curve), curve  # rising: no collapse after warmup

@@ -19,11 +19,11 @@ def quiet(**kwargs) -> TrainConfig:
 @pytest.mark.parametrize(
     ("model", "width_mult", "epochs", "floor"),
     [
-        # at 32 px, measured on the VNNI Xeon 98.33% and 99.17% (10 epochs, the session's
-        # `trained` runs) and 98.33% (6 epochs); with torch held to AVX2 (docs/cpu.md) 97.22%,
-        # 97.78% and 96.67%. V3-Small's epochs take twice as long held to AVX2 (h-swish and SE
-        # without AVX-512); 5 epochs gave 96.39% and 95.00%.
-        ("mobilenet_v1", 0.5, 10, 95.0),
+        # at 32 px, in the suite (a thread per worker), measured on the VNNI Xeon 97.78% and
+        # 97.50% (10 epochs, the session's `trained` runs) and 96.94% (6 epochs); with torch
+        # held to AVX2 (docs/cpu.md) 96.94%, 96.94% and 96.67%. V3-Small's epochs take twice as
+        # long held to AVX2 (h-swish and SE without AVX-512).
+        ("mobilenet_v1", 0.5, 10, 93.0),
         ("mobilenet_v2", 0.5, 10, 93.0),
         ("mobilenet_v3_small", 1.0, 6, 93.0),
     ],

@@ -35,11 +35,10 @@ def test_qat_follows_its_schedule_resumes_exactly_and_exports_int8(trained, tmp_
     """The digits V2 (α 0.5, 32 px) fine-tuned 2 epochs with fake int8: epoch 2 runs with
     BatchNorm statistics and activation ranges frozen; a run killed after epoch 1 and resumed
     ends with exactly the uninterrupted run's weights and scales; its ExecuTorch int8 program
-    keeps the base run's accuracy (the QDQ ONNX path: the segmenter's test). Measured on the
-    VNNI Xeon (base fp32 99.17%, 360 held-out images): fake int8 98.61% to 99.17% from run to
-    run; the .pte 99.17% in one process, 98.61% on the suite's two workers (thread counts
-    change the training's sums). With torch held to AVX2 (docs/cpu.md): base 97.78%, fake
-    int8 98.06%. Floors 1.5 points (5 images) below the base. A broken conversion lands far
+    keeps the base run's accuracy (the QDQ ONNX path: the segmenter's test). Measured in the
+    suite (a thread per worker; 360 held-out images) on the VNNI Xeon: base fp32 97.50%, fake
+    int8 97.50%, the .pte 97.50%; with torch held to AVX2 (docs/cpu.md): 96.94%, 97.50%,
+    97.50%. Floors 1.5 points (5 images) below the base. A broken conversion lands far
     lower."""
     base = trained["mobilenet_v2"] / "checkpoint.pt"
     fit_module = importlib.import_module("mobilenets.training.loop")
