@@ -12,10 +12,12 @@ policy or none), so the command line's own choice does not mix in:
 * alone;
 * beside two busy processes (each a Python loop that keeps one core busy);
 * two of these trainings at once, the second started 3 s after the first (both figures);
+* the same two with a core's share of threads each (``OMP_NUM_THREADS`` = cores / 2), as the
+  test suite's two workers run (tests/conftest.py);
 
 and, third, as ``python -m mobilenets train`` runs it, deciding for itself (it waits passively
-when it finds other processes computing when it starts, torchrun workers beside it, or a sweep
-shard).
+when it finds other processes computing when it starts, another of our commands running,
+torchrun workers beside it, or a sweep shard).
 
 PyTorch's OpenMP threads spin while they wait, and spinning threads take the cores from any
 other process that wants them, ours included. The table names this CPU. Writes
@@ -40,11 +42,18 @@ from mobilenets.malloc import MALLOC_TUNABLES
 SPIN = "while True: pass"
 
 
-def train(folder: Path, policy: str, epochs: int) -> subprocess.Popen:
+SHARED_THREADS = "two of ours at once, a core's share of threads each"
+
+
+def train(folder: Path, policy: str, epochs: int, threads: int | None = None) -> subprocess.Popen:
     """One training: ``policy`` "default" (libgomp's) or "PASSIVE" through ``main([...])``, which
-    sets nothing; "the command line" through ``python -m mobilenets``, which decides."""
+    sets nothing; "the command line" through ``python -m mobilenets``, which decides;
+    ``threads``: its OpenMP threads (None: torch's default, every core)."""
     env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
     env.pop("OMP_WAIT_POLICY", None)
+    env.pop("OMP_NUM_THREADS", None)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     if policy == "PASSIVE":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     flags = ["train", "--model", "mobilenet_v1", "--data", "digits", "--resolution", "64"]
@@ -71,13 +80,14 @@ def situation(work: Path, name: str, policy: str, epochs: int) -> list[float]:
     if name == "beside two busy processes":
         hogs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(2)]
     try:
-        count = 2 if name == "two of ours at once" else 1
+        count = 2 if name.startswith("two of ours at once") else 1
+        threads = max(1, (os.cpu_count() or 1) // 2) if name == SHARED_THREADS else None
         folders = [work / f"{name}-{policy}-{k}".replace(" ", "_") for k in range(count)]
         runs = []
         for folder in folders:
             if runs:
                 time.sleep(3)
-            runs.append(train(folder, policy, epochs))
+            runs.append(train(folder, policy, epochs, threads))
         if any(run.wait() for run in runs):
             raise SystemExit(f"a training failed in situation {name!r}")
         return [throughput(folder) for folder in folders]
@@ -101,7 +111,7 @@ def main() -> int:
         "| the command line's choice |",
         "|---|---|---|---|",
     ]
-    for name in ("alone", "beside two busy processes", "two of ours at once"):
+    for name in ("alone", "beside two busy processes", "two of ours at once", SHARED_THREADS):
         cells = []
         for policy in ("default", "PASSIVE", "the command line"):
             speeds = situation(work, name, policy, args.epochs)

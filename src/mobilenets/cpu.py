@@ -31,12 +31,15 @@ arm       int8 / uint8                     ARM's dot-product kernels widen befor
                                            add: nothing saturates
 ========  ===============================  ============================================
 
-The target goes into the file's record; loading an int8 file on a CPU of another kind warns
-once, with what to do.
+A VNNI CPU whose oneDNN is held below VNNI (``ONEDNN_MAX_CPU_ISA=AVX2``) is an avx2 target:
+OpenVINO there sums as an AVX2 CPU does (:func:`int8_cpu`). The target goes into the file's
+record; loading an int8 file on a CPU of another kind warns once, with what to do.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import platform
 import time
@@ -250,15 +253,73 @@ def others_busy(seconds: float = 0.25) -> float | None:
     return load.other_cores
 
 
-def _sharing(argv: Sequence[str], environ: Mapping[str, str], busy: float | None) -> str:
+def note_computing() -> list[int]:
+    """Note this process among this user's computing commands (an empty file named by its pid
+    in the cache folder's ``computing/``, removed at exit) and return the pids of the others
+    still running. It notes itself before it looks, so of two commands started at once each
+    sees the other, or the second sees the first: the CPU load cannot tell while they are still
+    loading torch (two trainings started 3 s apart both spun: 30 + 32 img/s against 188 + 191
+    sleeping, ``benchmarks/busy_machine.py``). Names that are not pids are ignored, files whose
+    process is gone are removed; where the folder cannot be written nothing is noted."""
+    from mobilenets.fileio import cache_dir
+
+    try:
+        folder = cache_dir() / "computing"
+        folder.mkdir(exist_ok=True)
+        mine = folder / str(os.getpid())
+        mine.touch()
+        entries = [e.name for e in folder.iterdir()]
+    except OSError:
+        return []
+    atexit.register(mine.unlink, missing_ok=True)
+    others = []
+    for name in entries:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        if _ours_running(int(name)):
+            others.append(int(name))
+        else:
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+    return sorted(others)
+
+
+def _ours_running(pid: int) -> bool:
+    """Whether ``pid`` runs, and (where /proc says) runs mobilenets, not a process that reused
+    the pid of one that was killed."""
+    if pid <= 0:  # kill(0, 0) would ask about this process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        pass  # it runs, as another user
+    except (OSError, OverflowError):
+        return False
+    if not Path("/proc/self").exists():
+        return True  # no /proc to ask: it runs
+    try:
+        return b"mobilenets" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _sharing(
+    argv: Sequence[str], environ: Mapping[str, str], busy: float | None, ours: Sequence[int] = ()
+) -> str:
     """Why this command will share the cores with other computing processes ("" if it will
-    not): other processes busy now, torchrun workers on one machine, a sweep shard."""
+    not): torchrun workers on one machine, a sweep shard, our other commands running
+    (:func:`note_computing`), other processes busy now."""
     cores = os.cpu_count() or 1
     if int(environ.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:  # what it will share, for certain
         return "torchrun runs several workers on this machine"
     shard = next((argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--shard"), "")
     if shard.partition("/")[2] not in ("", "1"):
         return "a sweep shard runs beside the others"
+    if ours:
+        pids = ", ".join(str(pid) for pid in ours)
+        if len(ours) == 1:
+            return f"another mobilenets command computes on this machine (pid {pids})"
+        return f"other mobilenets commands compute on this machine (pids {pids})"
     if busy is not None and busy >= max(1.0, cores / 2):
         return f"other processes keep {busy:.1f} of {cores} cores busy"
     return ""
@@ -277,12 +338,16 @@ _threads: int | None = None
 
 
 def process_env(
-    argv: Sequence[str], environ: Mapping[str, str], busy: float | None = None
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    busy: float | None = None,
+    ours: Sequence[int] = (),
 ) -> tuple[dict[str, str], str]:
     """The OpenMP variables the command ``argv`` should start with that ``environ`` lacks, and
-    one line saying why (or that the machine is busy), for stderr; ``busy``: :func:`others_busy`."""
+    one line saying why (or that the machine is busy), for stderr; ``busy``: :func:`others_busy`;
+    ``ours``: our other commands running, :func:`note_computing`."""
     command = argv[0] if argv else ""
-    why = _sharing(argv, environ, busy)
+    why = _sharing(argv, environ, busy, ours)
     if not why:
         return {}, ""
     if command in PASSIVE_COMMANDS and "OMP_WAIT_POLICY" not in environ:

@@ -24,7 +24,7 @@ from types import ModuleType
 
 from mobilenets import __version__
 from mobilenets.cli._common import positive, results_only_on_stdout
-from mobilenets.cpu import others_busy, process_env, set_threads
+from mobilenets.cpu import note_computing, others_busy, process_env, set_threads
 from mobilenets.errors import MobilenetsError, display
 from mobilenets.malloc import reexec_with_malloc_tuning, should_reexec
 
@@ -153,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and heavy and should_reexec():
         reexec_with_malloc_tuning(sys.argv[1:])  # does not return
     if argv is None and heavy:  # before torch loads: libgomp reads its variables then
-        extra, line = process_env(sys.argv[1:], os.environ, others_busy())
+        ours = note_computing()  # first: a command started beside this one then sees it
+        extra, line = process_env(sys.argv[1:], os.environ, others_busy(), ours)
         os.environ.update(extra)
         if line and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 says it
             print(line, file=sys.stderr)
