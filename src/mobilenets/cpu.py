@@ -287,13 +287,9 @@ def note_computing() -> list[int]:
 def _ours_running(pid: int) -> bool:
     """Whether ``pid`` runs, and (where /proc says) runs mobilenets, not a process that reused
     the pid of one that was killed."""
-    if pid <= 0:  # kill(0, 0) would ask about this process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        pass  # it runs, as another user
-    except (OSError, OverflowError):
+    from mobilenets.fileio import pid_alive
+
+    if not pid_alive(pid):
         return False
     if not Path("/proc/self").exists():
         return True  # no /proc to ask: it runs

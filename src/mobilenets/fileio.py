@@ -174,13 +174,16 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8", "surrogateescape"))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (0 and below name process groups: no)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     except PermissionError:  # alive, someone else's
         return True
+    except (OSError, OverflowError):  # no such process, or no such pid
+        return False
     return True
 
 
@@ -194,7 +197,7 @@ def clean_orphans(folder: str | Path, target: str | None = None) -> list[Path]:
     for tmp in folder.glob(f".{glob.escape(target) + '.' if target else ''}*{TMP_SUFFIX}"):
         parts = tmp.name.split(".")
         pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
-        if pid is None or (pid != os.getpid() and not _pid_alive(pid)):
+        if pid is None or (pid != os.getpid() and not pid_alive(pid)):
             if tmp.is_dir() and not tmp.is_symlink():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
@@ -409,7 +412,7 @@ class RunLock:
     def _alive(holder: LockHolder) -> bool:
         if holder.host != socket.gethostname():
             return True
-        return _pid_alive(holder.pid)
+        return pid_alive(holder.pid)
 
     def release(self) -> None:
         if self.held:
