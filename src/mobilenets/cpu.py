@@ -274,7 +274,7 @@ def note_computing() -> list[int]:
     atexit.register(mine.unlink, missing_ok=True)
     others = []
     for name in entries:
-        if not name.isdigit() or int(name) == os.getpid():
+        if not name.isdecimal() or int(name) == os.getpid():
             continue
         if _ours_running(int(name)):
             others.append(int(name))

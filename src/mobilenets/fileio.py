@@ -196,7 +196,7 @@ def clean_orphans(folder: str | Path, target: str | None = None) -> list[Path]:
         return removed
     for tmp in folder.glob(f".{glob.escape(target) + '.' if target else ''}*{TMP_SUFFIX}"):
         parts = tmp.name.split(".")
-        pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
+        pid = next((int(p) for p in reversed(parts[:-2]) if p.isdecimal()), None)
         if pid is None or (pid != os.getpid() and not pid_alive(pid)):
             if tmp.is_dir() and not tmp.is_symlink():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -110,6 +110,7 @@ def test_our_commands_find_each_other_before_they_load_the_cores(tmp_path, monke
     )
     (folder / gone.stdout.strip()).touch()
     (folder / "notes.txt").write_text("not a pid")
+    (folder / "²").touch()  # a digit to str.isdigit, not to int(): ignored
     for name in ("0", "1", "9" * 40):  # this process group, init, no such pid: not ours
         (folder / name).touch()
     first = subprocess.Popen(
@@ -136,12 +137,12 @@ def test_our_commands_find_each_other_before_they_load_the_cores(tmp_path, monke
         said = f"another mobilenets command computes on this machine (pid {first.pid})"
         assert said in beside.stderr
         # the gone process's file removed, the other name kept, the probe's own removed at exit
-        assert {f.name for f in folder.iterdir()} == {str(first.pid), "notes.txt"}
+        assert {f.name for f in folder.iterdir()} == {str(first.pid), "notes.txt", "²"}
     finally:
         first.kill()
         first.wait()
     assert note_computing() == []  # the killed one is gone: its file removed
-    assert {f.name for f in folder.iterdir()} == {str(os.getpid()), "notes.txt"}
+    assert {f.name for f in folder.iterdir()} == {str(os.getpid()), "notes.txt", "²"}
 
 
 def test_every_command_that_computes_takes_threads(capsys) -> None:

@@ -433,6 +433,10 @@ def test_hostile_numbers_never_allocate() -> None:
     record["classes"] = []
     with pytest.raises(WeightsError, match="at most"):
         NetworkInfo.from_dict(record, "w.safetensors")
+    for text in ("²", "9" * 5000):  # an old record's input_size as text: not one int() refuses
+        with pytest.raises(WeightsError, match=r"^w.safetensors: metadata: input_size: Expected"):
+            NetworkInfo.from_dict({**_info(), "input_size": text}, "w.safetensors")
+    assert NetworkInfo.from_dict({**_info(), "input_size": "96"}, "w").input_size == 96
     assert torch.get_num_threads() >= 1
 
 

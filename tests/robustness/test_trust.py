@@ -198,6 +198,9 @@ def test_orphaned_temporaries_are_cleaned_and_writes_are_atomic(tmp_path) -> Non
     mine.write_bytes(b"in progress")
     assert clean_orphans(tmp_path) == [orphan]
     assert mine.exists() and not orphan.exists()
+    odd = tmp_path / f".odd.².abc{TMP_SUFFIX}"  # a digit int() refuses: not a pid, an orphan
+    odd.write_bytes(b"?")
+    assert clean_orphans(tmp_path, "odd") == [odd]
     orphan.write_bytes(b"half")  # the next write of checkpoint.pt itself cleans it too
     with atomic_path(tmp_path / "checkpoint.pt") as tmp:
         tmp.write_bytes(b"whole")

@@ -144,8 +144,9 @@ class NetworkInfo:
         """Build from decoded metadata: each field's type and range by :class:`InfoRecord`, then
         what ties the fields together (unknown keys are ignored: formats add their own)."""
         if isinstance(data, dict) and isinstance(data.get("input_size"), str):
-            text = data["input_size"]  # written as text by early versions
-            data = {**data, "input_size": int(text) if text.isdigit() else text}
+            text = data["input_size"]  # written as text by early versions; a number int() takes
+            number = text.isdecimal() and len(text) < 10
+            data = {**data, "input_size": int(text) if number else text}
         record = validate(data, InfoRecord, f"{display(where)}: metadata", WeightsError)
         where = display(where)
         name, kwargs = record.model, record.kwargs
