@@ -9,7 +9,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the two cores (py
     # cores took 649 s, two took 579 s (VNNI Xeon), and the trainings' sums no longer depend on
     # how many cores the machine has. OpenMP threads that spin while they wait would take the
     # core from the other worker (issue 30's busy-machine figures). Both are set before torch
-    # loads and inherited by the tests' subprocesses.
+    # loads and inherited by the tests' subprocesses; ONNX Runtime's, OpenVINO's and ExecuTorch's
+    # pools read the same variable (mobilenets.cpu.default_threads).
     _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

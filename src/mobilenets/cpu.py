@@ -365,11 +365,23 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def omp_threads(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The thread count ``OMP_NUM_THREADS`` names (its first level: ``4`` or ``4,2``), the
+    count torch starts with; None where it is unset or names none."""
+    first = environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdecimal() and 0 < len(first) < 5 and int(first) > 0 else None
+
+
 def chosen_threads() -> int | None:
-    """The thread count ``--threads`` chose, or None (each runtime's default)."""
-    return _threads
+    """The thread count ``--threads`` chose, else ``OMP_NUM_THREADS``'s, or None (each
+    runtime's default). Runtime sessions honour the variable as torch does: processes that
+    share the cores (the test suite's workers, a job scheduler's slots) give every runtime
+    their share, not only torch; ONNX Runtime's and OpenVINO's pools would otherwise open a
+    thread per core and spin on the cores the others compute on."""
+    return _threads or omp_threads()
 
 
 def default_threads() -> int:
-    """Threads for a runtime session: ``--threads``, else every core."""
-    return _threads or os.cpu_count() or 1
+    """Threads for a runtime session: ``--threads``, else ``OMP_NUM_THREADS``, else every
+    core."""
+    return chosen_threads() or os.cpu_count() or 1

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+import mobilenets.cpu as cpu_module
 from mobilenets.cli.main import COMMANDS, THREADED_COMMANDS, build_parser, main
-from mobilenets.cpu import MachineLoad, note_computing, others_busy, process_env
+from mobilenets.cpu import MachineLoad, note_computing, omp_threads, others_busy, process_env
 
 PROBE = (
     "import os, sys; sys.argv = ['mobilenets', *sys.argv[1:]]\n"
@@ -173,3 +174,41 @@ def test_threads_reach_torch(tmp_path) -> None:
         timeout=300,
     )
     assert "threads 1" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "threads"),
+    [("1", 1), ("4,2", 4), (" 3 ", 3), ("0", None), ("", None), ("many", None), ("²", None)],
+)
+def test_omp_num_threads_names_a_count_or_none(value: str, threads: int | None) -> None:
+    """The first level of ``OMP_NUM_THREADS`` (libgomp's ``4,2`` nests); anything else
+    leaves the runtimes at their default."""
+    assert omp_threads({"OMP_NUM_THREADS": value}) == threads
+    assert omp_threads({}) is None
+
+
+def test_runtime_sessions_take_threads_then_omp_num_threads(tmp_path, monkeypatch) -> None:
+    """ONNX Runtime's and OpenVINO's pools take ``--threads``, else ``OMP_NUM_THREADS`` as
+    torch does, else every core: the suite's workers (a core each) no longer open a spinning
+    thread per core on the cores the other worker computes on."""
+    from mobilenets.export.edge import export_openvino
+    from mobilenets.saved.edge import OpenVinoModel
+    from mobilenets.saved.onnx import OnnxSession
+
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", "mobilenet_v3_small", "--out", str(onnx_file)]) == 0
+    export_openvino(onnx_file, tmp_path / "m.xml")
+
+    def counts() -> tuple[int, int]:
+        ort = OnnxSession(onnx_file).session.get_session_options().intra_op_num_threads
+        ov = OpenVinoModel(tmp_path / "m.xml").compiled.get_property("INFERENCE_NUM_THREADS")
+        return ort, int(ov)
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert counts() == (1, 1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cores = os.cpu_count()
+    assert counts() == (cores, cores)
+    monkeypatch.setattr(cpu_module, "_threads", 3)  # what --threads 3 sets
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert counts() == (3, min(3, cores))  # OpenVINO opens no more threads than cores

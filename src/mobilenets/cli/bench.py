@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=cli_types.integer(1, 1024),
         default=None,
-        help="intra-op threads (default: every core)",
+        help="intra-op threads (default: OMP_NUM_THREADS where set, else every core)",
     )
     parser.add_argument("--runs", type=cli_types.positive, default=50, help="timed calls")
     parser.add_argument(

@@ -119,8 +119,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 "--threads",
                 type=positive,
                 default=None,
-                help="compute threads: torch's and every runtime's (default: every core); "
-                "fewer leaves cores to other work",
+                help="compute threads: torch's and every runtime's (default: OMP_NUM_THREADS "
+                "where set, else every core); fewer leaves cores to other work",
             )
     return parser
 

@@ -72,8 +72,8 @@ def prepare(
     spinning: bool = True,
 ) -> Callable[[], object]:
     """A call with no arguments running ``model`` on ``x`` with ``backend`` at ``threads``
-    (every core when ``None``; torch's own backends run at torch's setting, see
-    :func:`torch_threads`).
+    (``OMP_NUM_THREADS``'s or every core when ``None``; torch's own backends run at torch's
+    setting, see :func:`torch_threads`).
 
     Files a backend needs are written to ``workdir`` as ``{tag}.onnx``, ``{tag}.int8.onnx``,
     ``{tag}.{backend}.pte``, ``{tag}.xml``, and reused when there (an isolated timing process

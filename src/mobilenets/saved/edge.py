@@ -124,7 +124,8 @@ class PteProgram(torch.nn.Module):
     """An ExecuTorch program run by ExecuTorch's Python runtime; ``forward`` takes any batch
     (the program takes the batch it was exported with, 1: larger batches run image by image).
     ``threads`` sets ExecuTorch's (process-wide) thread pool before the program loads; the
-    default, every core, is the fastest at batch 1 on 2 cores (``benchmarks/threads.py``)."""
+    default, ``--threads`` or ``OMP_NUM_THREADS`` where given, else ExecuTorch's own (every
+    core: the fastest at batch 1 on 2 cores, ``benchmarks/threads.py``)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()

@@ -76,7 +76,8 @@ class OnnxSession:
     """An ONNX Runtime session on the CPU: ``session.outputs(batch)`` returns every output by
     the name it was exported under, ``session(batch)`` the first (a classifier's logits).
 
-    ``threads`` defaults to every core (or ``--threads``), with the workers spinning between
+    ``threads`` defaults to ``--threads``, else ``OMP_NUM_THREADS``, else every core
+    (:func:`~mobilenets.cpu.default_threads`), with the workers spinning between
     calls (ONNX Runtime's own default, set explicitly): at batch 1 on 2 cores that is 1.6–1.9×
     faster than 1 thread, and without spinning 2 threads are slower than 1
     (``benchmarks/threads.py``).
