@@ -119,31 +119,30 @@ def test_every_flag_has_help_with_its_default_and_every_command_examples() -> No
                 assert "default" in said, f"{name} {action.option_strings[0]}: {said}"
 
 
-def test_results_on_stdout_logs_on_stderr_no_bars_when_not_a_terminal(tmp_path) -> None:
+def test_results_on_stdout_logs_on_stderr_no_bars_when_not_a_terminal(tmp_path, capfd) -> None:
     """Piped, as `mobilenets sweep > table.md` is: stdout parses (markdown table or JSON) and
     holds nothing else; the log and the `wrote ...` lines go to stderr, without progress-bar
-    carriage returns (stderr is not a terminal here)."""
-    env_run = {"capture_output": True, "text": True, "check": True}
-    base = [sys.executable, "-m", "mobilenets"]
+    carriage returns (stderr is not a terminal here). Captured at the file descriptors
+    (``capfd``), so what a library underneath writes there counts too, as in a pipe."""
     small = ["--width-mults", "0.25", "--resolutions", "32", "--epochs", "1"]
-    sweep = subprocess.run([*base, "sweep", *small, "--out", str(tmp_path / "s")], **env_run)
-    table = [line for line in sweep.stdout.splitlines() if line.strip()]
+    assert main(["sweep", *small, "--out", str(tmp_path / "s")]) == 0
+    sweep = capfd.readouterr()
+    table = [line for line in sweep.out.splitlines() if line.strip()]
     assert table[0].startswith("| model |") and table[1].startswith("|---")
     assert len({row.count("|") for row in table if row.startswith("|")}) == 1
     assert all(row.startswith("|") for row in table[:-1])  # then one caption line
-    assert "epoch 1/1" in sweep.stderr and "wrote " in sweep.stderr and "\r" not in sweep.stderr
-    again = subprocess.run(
-        [*base, "sweep", *small, "--out", str(tmp_path / "s"), "--json"], **env_run
-    )
-    assert json.loads(again.stdout)[0]["width_mult"] == 0.25
+    assert "epoch 1/1" in sweep.err and "wrote " in sweep.err and "\r" not in sweep.err
+    assert main(["sweep", *small, "--out", str(tmp_path / "s"), "--json"]) == 0
+    assert json.loads(capfd.readouterr().out)[0]["width_mult"] == 0.25
     checkpoint = next((tmp_path / "s").rglob("checkpoint.pt"))
     for argv in (
         ["eval", "--checkpoint", str(checkpoint), "--json"],
         ["models", "--json"],
         ["paper", "--json"],
     ):
-        done = subprocess.run([*base, *argv], **env_run)
-        assert json.loads(done.stdout) and "\r" not in done.stderr
+        assert main(argv) == 0
+        done = capfd.readouterr()
+        assert json.loads(done.out) and "\r" not in done.err, argv
 
 
 HEAVY_MODULES = ("torch", "torchvision", "onnx", "onnxruntime", "matplotlib", "PIL")

@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from mobilenets.cli.main import main
 from mobilenets.training.distributed import GlooSyncBatchNorm
 
 TRAIN = ["-m", "mobilenets", "train", "--model", "mobilenet_v1", "--no-progress"]
@@ -112,7 +113,7 @@ def test_sync_bn_gives_two_processes_the_single_process_statistics(tmp_path) -> 
 
     common = [*TRAIN, "--width-mult", "0.25", "--epochs", "1", "--lr", "1e-9"]
     common += ["--warmup-epochs", "0", "--no-augment", "--dropout", "0"]
-    run([sys.executable, *common, "--out", str(tmp_path / "one")])
+    assert main([*common[2:], "--out", str(tmp_path / "one")]) == 0  # one process: this one
     run(torchrun("--nproc-per-node", "2", *common, "--sync-bn", "--out", str(tmp_path / "two")))
     one, two = (load_checkpoint(tmp_path / r / "checkpoint.pt")["model"] for r in ("one", "two"))
     statistics = [k for k in one if k.endswith(("running_mean", "running_var"))]
@@ -312,7 +313,7 @@ def test_fine_tuning_and_distillation_under_torchrun(tmp_path) -> None:
         "--lr",
         "0.002",
     ]
-    run([sys.executable, *common, "--out", str(tmp_path / "one")])
+    assert main([*common[2:], "--out", str(tmp_path / "one")]) == 0  # one process: this one
     log = run(torchrun("--nproc-per-node", "2", *common, "--out", str(tmp_path / "two")))
     assert "distilling from" in log and "head only for 1 epochs" in log
     one = [float(r["train_loss"]) for r in metrics(tmp_path / "one")]
