@@ -193,13 +193,13 @@ def test_cached_model_counts_equal_fresh_counts_and_a_corrupt_cache_is_recounted
 
 
 def test_a_reader_that_leaves_is_not_an_error() -> None:
-    """``mobilenets paper | head -1``: the reader closes the pipe; no traceback."""
+    """``mobilenets models | head -1``: the reader closes the pipe; no traceback."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mobilenets", "paper"],
+        [sys.executable, "-m", "mobilenets", "models"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    proc.stdout.close()  # before the command writes anything (it is still importing torch)
+    proc.stdout.close()  # before the command writes anything (it is still starting)
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()
     assert proc.returncode == 141
