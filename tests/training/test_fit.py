@@ -2,6 +2,7 @@
 
 import csv
 import json
+import multiprocessing
 
 import pytest
 import torch
@@ -142,6 +143,9 @@ def test_image_folder_run_with_a_bad_image_fails_with_its_path(tiny_image_folder
     )
     with pytest.raises(ValueError, match=r"bad\.png"):
         fit(config, log=lambda _m: None)
+    # the loaders' workers stopped with the pass, not at a later garbage collection, where
+    # each was waited for 5 s and killed (engine.batches)
+    assert multiprocessing.active_children() == []
     skipping = quiet(
         model="mobilenet_v1",
         width_mult=0.25,

@@ -15,12 +15,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import draw_bounding_boxes
-from tqdm.auto import tqdm
 
 from mobilenets.data.detection import build_detection_dataset, coco_metrics
 from mobilenets.fileio import new_figure, save_figure
 from mobilenets.models.detection.ssd import SSD_MEAN, SSD_STD
-from mobilenets.training.engine import autocast, progress_off
+from mobilenets.training.engine import autocast, batches
 from mobilenets.training.tasks.base import Task
 
 #: The lowest score `predict` lists and draws by default.
@@ -109,9 +108,7 @@ def evaluate_detection(
     detector = getattr(model, "module", model)  # DDP's wrapped module
     detector.eval()
     rows, loss_sum, skipped = [], 0.0, 0
-    for x, y, idx, n_skipped in tqdm(
-        loader, desc="eval", leave=False, disable=progress_off(progress), unit="batch"
-    ):
+    for x, y, idx, n_skipped in batches(loader, "eval", progress):
         skipped += n_skipped
         if len(y) == 0:
             continue

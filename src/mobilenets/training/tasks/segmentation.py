@@ -19,7 +19,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.utils import draw_segmentation_masks
-from tqdm.auto import tqdm
 
 from mobilenets.data.folder import BadImageError, load_rgb
 from mobilenets.data.segmentation import (
@@ -40,7 +39,7 @@ from mobilenets.fileio import (
     save_figure,
     write_bytes_atomic,
 )
-from mobilenets.training.engine import _to, autocast, progress_off
+from mobilenets.training.engine import _to, autocast, batches
 from mobilenets.training.tasks.base import Task
 
 AUX_WEIGHT = 0.5  # torchvision's references/segmentation
@@ -129,9 +128,7 @@ def evaluate_segmentation(
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     images = skipped = 0
-    for x, y, _, n_skipped in tqdm(
-        loader, desc="eval", leave=False, disable=progress_off(progress), unit="batch"
-    ):
+    for x, y, _, n_skipped in batches(loader, "eval", progress):
         skipped += n_skipped
         if len(y) == 0:
             continue
