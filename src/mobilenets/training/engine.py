@@ -51,8 +51,8 @@ def _stopping(loader: Iterable) -> Iterator:
     themselves, the workers of a pass that a worker's error ended are stopped at the next
     garbage collection (the re-raised error's traceback holds the iterator in a reference
     cycle), when the queues they wait on may already be closed: each is then waited for 5 s
-    and killed (10.3 s after a bad image, with a worker for each of the two loaders; 0.08 s
-    now)."""
+    and killed (10.3 s after a ``fit`` that a bad image ended, with a worker for each of its
+    two loaders; 0.2 s now)."""
     iterator = iter(loader)
     try:
         yield from iterator
