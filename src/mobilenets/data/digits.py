@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -29,6 +27,11 @@ class DigitsDataset(Dataset):
     def __init__(self, split: str, resolution: int, augment: bool | None = None) -> None:
         if split not in ("train", "val"):
             raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
+        # scikit-learn loads here, not with the module: its import (about 1–2 s) is a run's
+        # on the digits only, not every command's that imports the data package
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
         data = load_digits()
         indices = np.arange(len(data.target))
         train_idx, val_idx = train_test_split(
