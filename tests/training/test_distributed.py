@@ -52,52 +52,6 @@ def metrics(out: Path) -> list[dict]:
     return list(csv.DictReader((out / "metrics.csv").open()))
 
 
-def test_two_processes_reach_the_single_process_floor(tmp_path) -> None:
-    out = tmp_path / "ddp"
-    log = run(
-        torchrun(
-            "--nproc-per-node",
-            "2",
-            *TRAIN,
-            "--width-mult",
-            "0.5",
-            "--epochs",
-            "10",
-            "--out",
-            str(out),
-        )
-    )
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and "world size 2" in log
-    # measured 97.50% on the VNNI Xeon and held to AVX2
-    assert summary["val_top1"] >= 95.0
-    assert summary["val_images"] == 360  # every held-out image counted exactly once
-
-
-def test_evaluation_counts_each_sample_once_when_ranks_do_not_divide(
-    tiny_image_folder, tmp_path
-) -> None:
-    out = tmp_path / "folder"
-    run(
-        torchrun(
-            "--nproc-per-node",
-            "2",
-            *TRAIN,
-            "--width-mult",
-            "0.25",
-            "--epochs",
-            "1",
-            "--data",
-            str(tiny_image_folder),
-            "--batch-size",
-            "4",
-            "--out",
-            str(out),
-        )
-    )
-    assert [r["val_images"] for r in metrics(out)] == ["9"]  # 9 images on 2 ranks: 5 + 4
-
-
 def test_sync_bn_gives_two_processes_the_single_process_statistics(tmp_path) -> None:
     """``--sync-bn`` under torchrun: one epoch with the weights held still (lr 1e-9), so the
     runs differ only by summation order. The two processes' BatchNorm running statistics
@@ -158,7 +112,12 @@ def test_gloo_sync_batchnorm_gives_the_single_process_gradients(tmp_path) -> Non
     torch.testing.assert_close(got["running_var"], model[1].running_var)
 
 
-def test_two_launchers_as_two_nodes(tmp_path) -> None:
+def test_two_launchers_as_two_nodes_reach_the_single_process_floor(tmp_path) -> None:
+    """Two torchrun launchers, one process each, meet at a c10d rendezvous on 127.0.0.1 as two
+    nodes would, and train digits V1 (α 0.5, 10 epochs) as the single-process run of
+    ``tests/conftest.py``'s ``trained`` does (97.78% on the VNNI Xeon, 96.94% held to AVX2).
+    Measured: 97.50% on the VNNI Xeon and held to AVX2 (the same figure as with one launcher
+    of two processes). One launcher of several processes: the other tests here."""
     endpoint = f"127.0.0.1:{free_port()}"
     out = tmp_path / "nodes"
     cmds = [
@@ -180,9 +139,9 @@ def test_two_launchers_as_two_nodes(tmp_path) -> None:
             "mobilenets-test",
             *TRAIN,
             "--width-mult",
-            "0.25",
+            "0.5",
             "--epochs",
-            "1",
+            "10",
             "--out",
             str(out),
         ]
@@ -192,10 +151,16 @@ def test_two_launchers_as_two_nodes(tmp_path) -> None:
         subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for c in cmds
     ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
     assert [p.returncode for p in procs] == [0, 0], outputs
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["val_images"] == 360
+    assert summary["world_size"] == 2 and any("world size 2" in o for o in outputs)
+    assert summary["val_top1"] >= 95.0
+    assert summary["val_images"] == 360  # every held-out image counted exactly once
 
 
 def _children(pid: int) -> list[int]:
@@ -246,15 +211,18 @@ def test_killed_worker_is_restarted_and_the_run_resumes(tmp_path) -> None:
     assert [int(r["epoch"]) for r in metrics(out)] == [1, 2, 3, 4, 5]
 
 
-def test_bad_images_never_desynchronise_the_ranks(tmp_path) -> None:
+def test_bad_images_never_desynchronise_the_ranks_and_each_image_is_evaluated_once(
+    tmp_path,
+) -> None:
     """A rank whose batch has fewer than 2 readable images must not skip a step alone (the
-    other rank would wait in DDP's all-reduce forever): every rank drops that step together."""
+    other rank would wait in DDP's all-reduce forever): every rank drops that step together.
+    The 9 held-out images do not divide between 2 ranks (5 + 4): each is counted once."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
     root = tmp_path / "data"
-    for split, count in (("train", 20), ("val", 4)):
+    for split, count in (("train", 20), ("val", 3)):
         for c, name in enumerate(("a", "b", "c")):
             (root / split / name).mkdir(parents=True)
             for i in range(count):
@@ -282,6 +250,7 @@ def test_bad_images_never_desynchronise_the_ranks(tmp_path) -> None:
     ]
     run(torchrun("--nproc-per-node", "2", *args), timeout=180)  # a hang fails here, not forever
     rows = metrics(out)
+    assert [r["val_images"] for r in rows] == ["9", "9"]  # not 10: no image twice
     assert all(int(r["skipped_images"]) > 0 for r in rows)
     assert sum(int(r["dropped_images"]) for r in rows) > 0  # the case that used to hang
 
