@@ -187,28 +187,29 @@ def test_distillation_through_fit(tiny_image_folder, tmp_path, randomize_bn) -> 
         run(tiny_image_folder, tmp_path, name="onnx", teacher=str(tmp_path / "t.onnx"))
 
 
-def test_fine_tuning_real_weights_beats_scratch_on_real_photos(real_v2_file, tmp_path) -> None:
+def test_fine_tuning_real_weights_learns_real_photos_in_three_epochs(real_v2_file, tmp_path):
     """torchvision's ImageNet V2 fine-tuned on the photos task (64 px patches, train and val from
-    disjoint parts of 13 photographs) against the same network from scratch, 3 epochs each.
-    Measured in the suite (a thread per worker) on the VNNI Xeon: 77.31% against 7.69%
-    (chance), the fine-tuned curve rising 40.00 → 61.15 → 77.31%; with torch held to AVX2
-    (docs/cpu.md) 71.15% against 7.69%, 40.38 → 56.92 → 71.15%. With two threads per worker
-    it was 78.46% (40.38 → 78.08 → 78.46%) and 80.38% held: the second epoch's figure moves by
-    20 points with the order of the sums, so only the last is floored."""
-    common = {"data": "photos", "resolution": 64, "epochs": 3, "progress": False}
-
-    def quiet(_message: str) -> None:
-        pass
-
-    scratch = fit(TrainConfig(model="mobilenet_v2", **common, out=str(tmp_path / "s")), log=quiet)
+    disjoint parts of 13 photographs), 3 epochs. Measured in the suite (a thread per worker) on
+    the VNNI Xeon: 77.31%, the curve rising 40.00 → 61.15 → 77.31%; with torch held to AVX2
+    (docs/cpu.md) 71.15%, 40.38 → 56.92 → 71.15%. With two threads per worker it was 78.46%
+    (40.38 → 78.08 → 78.46%) and 80.38% held: the second epoch's figure moves by 20 points with
+    the order of the sums, so only the last is floored. The same network from scratch stayed
+    at chance (7.69%, 1 in 13) after 3 epochs on both; that control is
+    ``benchmarks/finetune.py``'s (scratch reaches 73.46% after 10 epochs there), no longer run
+    here, to keep the suite within its time (issue 30)."""
     tuned = fit(
         TrainConfig(
-            weights="torchvision:mobilenet_v2.IMAGENET1K_V1", **common, out=str(tmp_path / "f")
+            weights="torchvision:mobilenet_v2.IMAGENET1K_V1",
+            data="photos",
+            resolution=64,
+            epochs=3,
+            progress=False,
+            out=str(tmp_path / "f"),
         ),
-        log=quiet,
+        log=lambda _message: None,
     )
     assert tuned.summary["recipe"]["lr"] == 0.002 and tuned.summary["model"] == "mobilenet_v2"
-    assert tuned.top1 >= 60.0 and tuned.top1 >= scratch.top1 + 40
+    assert tuned.top1 >= 60.0  # chance is 7.69%
     with open(tmp_path / "f" / "metrics.csv") as f:
         curve = [float(row["val_top1"]) for row in csv.DictReader(f)]
     assert curve == sorted(curve), curve  # rising: no collapse after warmup
