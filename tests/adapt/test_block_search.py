@@ -209,7 +209,7 @@ def test_under_torchrun_the_processes_share_the_scoring(tmp_path) -> None:
     space.write_text(json.dumps({"kernels": [3, 5], "widths": [0.5, 1.0], "depths": [0]}))
     out = tmp_path / "search"
     flags = ["--target-ratio", "0.9", "--resolution", "32", "--backend", "eager",
-             "--supernet-epochs", "3", "--population", "4", "--tournament", "2", "--cycles", "4",
+             "--supernet-epochs", "1", "--population", "4", "--tournament", "2", "--cycles", "4",
              "--chunk", "2", "--final-epochs", "1", "--uniform", "1.0", "--holdout", "120",
              "--recalibration-batches", "2", "--space", str(space), "--out", str(out)]  # fmt: skip
     with socket.socket() as s:
