@@ -36,12 +36,11 @@ def test_qat_follows_its_schedule_resumes_exactly_and_exports_int8(trained, tmp_
     BatchNorm statistics and activation ranges frozen; a run killed after epoch 1 (what the
     uninterrupted run had written then: its first checkpoint, copied before epoch 2 began)
     and resumed ends with exactly the uninterrupted run's weights and scales; its ExecuTorch
-    int8 program
-    keeps the base run's accuracy (the QDQ ONNX path: the segmenter's test). Measured in the
-    suite (a thread per worker; 360 held-out images) on the VNNI Xeon: base fp32 97.50%, fake
-    int8 97.50%, the .pte 97.50%; with torch held to AVX2 (docs/cpu.md): 96.94%, 97.50%,
-    97.50%. Floors 1.5 points (5 images) below the base. A broken conversion lands far
-    lower."""
+    int8 program keeps the base run's accuracy (the QDQ ONNX path: the segmenter's test).
+    Measured in the suite (a thread per worker; 360 held-out images) on the VNNI Xeon: base
+    fp32 97.50%, fake int8 97.50%, the .pte 97.50%; with torch held to AVX2 (docs/cpu.md):
+    96.94%, 97.50%, 97.50%. Floors 1.5 points (5 images) below the base. A broken conversion
+    lands far lower."""
     base = trained["mobilenet_v2"] / "checkpoint.pt"
     fit_module = importlib.import_module("mobilenets.training.loop")
     snapshots = []

@@ -27,8 +27,8 @@ class DigitsDataset(Dataset):
     def __init__(self, split: str, resolution: int, augment: bool | None = None) -> None:
         if split not in ("train", "val"):
             raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
-        # scikit-learn loads here, not with the module: its import (about 1–2 s) is a run's
-        # on the digits only, not every command's that imports the data package
+        # scikit-learn is imported when the digits are built, not with this module: a run on
+        # other data never pays for its import (1–2 s)
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
