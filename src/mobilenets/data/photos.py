@@ -42,6 +42,10 @@ TRAIN_FRACTION = {"small": 0.65, "large": 0.5}
 PATCH_SIDES = {"small": (64, 128), "large": (192, 320)}
 PER_PHOTO = {"train": 40, "val": 20}
 COMPLETE = ".complete"
+#: zlib level of the patches' PNGs: the same pixels as the default 6; measured on the VNNI Xeon
+#: (a thread), the small set builds in 1.15 s instead of 2.0 and the large in 3.35 s instead
+#: of 9.65, for files 3–6% larger
+PNG_LEVEL = 1
 
 
 def _photo(name: str) -> np.ndarray:
@@ -87,7 +91,8 @@ def prepare_photos(root: Path, size: str = "small", seed: int = 0) -> Path:
             for name, pixels in photos.items():
                 (Path(tmp) / split / name).mkdir(parents=True)
                 for i, patch in enumerate(_patches(pixels, split, count, size, rng)):
-                    Image.fromarray(patch).save(Path(tmp) / split / name / f"{i:03d}.png")
+                    path = Path(tmp) / split / name / f"{i:03d}.png"
+                    Image.fromarray(patch).save(path, compress_level=PNG_LEVEL)
         write_text_atomic(Path(tmp) / COMPLETE, "scikit-image sample photographs\n")
         if folder.exists():
             shutil.rmtree(folder)
