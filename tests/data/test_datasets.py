@@ -23,6 +23,33 @@ def test_digits_is_a_fixed_stratified_split_of_1797_real_images() -> None:
     assert not torch.equal(train[0][0], train[0][0])  # random shifts on train
 
 
+def test_the_digits_shift_is_torchvisions_random_affine_to_the_bit() -> None:
+    """The digits' training shift (torchvision's draw, applied as a whole-pixel shift) gives
+    ``RandomAffine``'s image bit for bit and leaves the random stream where it does, so a
+    training run is the same run either way; large shifts and non-square images too."""
+    from torchvision.transforms import v2
+
+    from mobilenets.data.digits import DigitsDataset, shift
+
+    train = DigitsDataset("train", 33)
+    for augment, shape, count in (
+        (train._augment, None, 200),
+        (v2.RandomAffine(degrees=0, translate=(0.6, 0.6)), (3, 20, 31), 100),
+    ):
+        for seed in range(count):
+            image = torch.randn(shape) if shape else train.images[seed]
+            torch.manual_seed(seed)
+            expected, state = augment(image), torch.get_rng_state()
+            torch.manual_seed(seed)
+            got = (
+                train[seed][0][:1]
+                if not shape
+                else shift(image, *augment.make_params([image])["translate"])
+            )
+            assert torch.equal(got, expected) and torch.equal(torch.get_rng_state(), state), seed
+    assert torch.equal(shift(torch.ones(1, 4, 4), 4, 0), torch.zeros(1, 4, 4))
+
+
 def test_image_folder_reads_classes_and_resolution(tiny_image_folder) -> None:
     ds = build_dataset(str(tiny_image_folder), "val", 32)
     assert ds.classes == ["circle", "square", "stripes"] and len(ds) == 9
